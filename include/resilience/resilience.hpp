@@ -1,0 +1,13 @@
+// resilience/resilience.hpp: the whole library in one include (all but
+// logging.hpp, which needs fmt).
+//
+//   #include <resilience/resilience.hpp>
+//   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
+#pragma once
+
+#include "clock.hpp"
+#include "context.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "outcome.hpp"
+#include "resilient.hpp"
