@@ -7,6 +7,7 @@
 
 #include "clock.hpp"
 #include "context.hpp"
+#include "degradation.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
