@@ -12,5 +12,6 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
