@@ -441,3 +441,29 @@ TEST_CASE("stress: many threads report health and call guarded functions", "[deg
     if (!s.healthy) expected = worse_tier(expected, s.implies);
   CHECK(m.current_tier() == expected);
 }
+
+TEST_CASE("degradation_guard in async calls: admitted calls run, refused ones complete at once", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{immediate(clk)};
+  manual_executor ex;
+  int calls = 0;
+  auto llm = resilient{[&](int x) {
+                         ++calls;
+                         return x * 2;
+                       },
+                       degradation_guard{m, tier::full, -1}}
+                 .with_executor(ex);
+  auto served = llm.async(21);
+  ex.run_all();
+  CHECK(served.get() == 42);
+  m.update_health("llm_api", false);
+  auto fallback = llm.async(21);
+  ex.run_all();
+  CHECK(fallback.get() == -1);
+  CHECK(calls == 1);
+
+  auto strict = resilient{[] { return 1; }, degradation_guard{m, tier::full}}.with_executor(ex);
+  auto refused = strict.async();
+  ex.run_all();
+  CHECK_THROWS_AS(refused.get(), degraded_error);
+}

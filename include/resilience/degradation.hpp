@@ -15,7 +15,6 @@
 //   explain("why is my footprint up?");                                  // "[LLM unavailable]"
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -37,6 +36,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "resilient.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -470,6 +470,30 @@ class degradation_guard {
     using R = typename std::invoke_result_t<Next&, call_context&>::value_type;
     const tier current = manager_.current_tier();
     if (tier_allows(current, min_tier_)) return next(ctx);
+    return refused<R>(ctx, current);
+  }
+
+  /// The async step (resilient::async): an admitted call goes on
+  /// asynchronously; a refused one completes at once.
+  template <class Next, class Call, class T>
+  void execute_async(call_context& ctx, Next&& next, const Call&, async_callback<T> done) const {
+    const tier current = manager_.current_tier();
+    if (tier_allows(current, min_tier_))
+      next(ctx, std::move(done));
+    else
+      done(refused<T>(ctx, current));
+  }
+
+  /// The worst tier at which calls still run.
+  tier min_tier() const noexcept { return min_tier_; }
+  /// The manager whose tier this guard reads.
+  const degradation_manager& manager() const noexcept { return manager_; }
+  /// This guard's events: fallback_activated when it serves its fallback.
+  event_hub& events() const noexcept { return *events_; }
+
+ private:
+  template <class R>
+  outcome<R> refused(const call_context& ctx, tier current) const {
     if constexpr (std::is_same_v<Fallback, no_fallback>) {
       return outcome<R>{rejection{.code = errc::degraded, .source = manager_.name(), .current = current, .required = min_tier_}};
     } else {
@@ -483,14 +507,6 @@ class degradation_guard {
     }
   }
 
-  /// The worst tier at which calls still run.
-  tier min_tier() const noexcept { return min_tier_; }
-  /// The manager whose tier this guard reads.
-  const degradation_manager& manager() const noexcept { return manager_; }
-  /// This guard's events: fallback_activated when it serves its fallback.
-  event_hub& events() const noexcept { return *events_; }
-
- private:
   degradation_manager manager_;
   tier min_tier_;
   [[no_unique_address]] Fallback fallback_{};
