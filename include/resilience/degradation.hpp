@@ -469,7 +469,10 @@ class degradation_manager {
       ++s.h.open_breakers;
     else if (s.h.open_breakers > 0)
       --s.h.open_breakers;
-    if (open) s.h.last_error = "circuit breaker '" + b.breaker_name + "' is open";
+    if (open)
+      s.h.last_error = "circuit breaker '" + b.breaker_name + "' is open";
+    else if (effective(s))
+      s.h.last_error.clear();
     health_changed(s, was, state_->opts.clock.now());
     recompute(b.service);
     deliver_pending(lock);
