@@ -361,7 +361,9 @@ class retry {
       if constexpr (!std::is_void_v<T>) {
         if (!options_.retry_on_result(*result)) return std::nullopt;
       }
-    } else if (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code)) {
+    } else if (out_of_attempts(ctx, s) ||
+               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code))) {
+      // Attempts are checked first: classifying an exception costs a rethrow per filter.
       give_up(ctx, retry_failure{result}, s.attempt);
       return std::nullopt;
     }
@@ -422,6 +424,10 @@ class retry {
                                   "' but the call returns '" + detail::type_name<T>() + "'"};
   }
 
+  bool out_of_attempts(const call_context& ctx, const state& s) const noexcept {
+    return s.attempt > options_.max_retries || ctx.stop.stop_requested();
+  }
+
   bool retryable(const std::exception_ptr& e) const {
     if (options_.never_retry.matches(e)) return false;
     if (!options_.retry_on && !options_.retry_if) return true;
@@ -430,7 +436,7 @@ class retry {
 
   std::optional<duration> schedule(const call_context& ctx, const retry_failure& failure, std::optional<duration> hint,
                                    state& s) const {
-    if (s.attempt > options_.max_retries || ctx.stop.stop_requested()) {
+    if (out_of_attempts(ctx, s)) {
       give_up(ctx, failure, s.attempt);
       return std::nullopt;
     }
