@@ -376,32 +376,15 @@ class retry {
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using result_t = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
-    using T = typename result_t::value_type;
-    if (options_.retry_on_result && !options_.retry_on_result.template accepts<T>()) [[unlikely]] {
-      try {
-        check_result_type<T>();
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-    }
-    state s;
-    for (;;) {
-      ctx.attempt = s.attempt;
-      result_t result = next(ctx);
-      if (result.has_value() && !options_.retry_on_result) [[likely]]
-        return result;
-      std::optional<duration> delay;
-      try {
-        delay = next_delay(ctx, result, s);
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-      if (!delay) return result;
-      if (!ctx.clock().sleep_until(detail::saturating_add(ctx.now(), *delay), ctx.stop)) {
-        give_up(ctx, retry_failure{result}, s.attempt - 1);
-        return result;
-      }
-    }
+    if (options_.retry_on_result) [[unlikely]]
+      return execute_checking_results<result_t>(ctx, next);
+    // The happy path stays this small so that it inlines; everything a
+    // failure needs lives out of line in keep_trying.
+    ctx.attempt = 1;
+    result_t first = next(ctx);
+    if (first.has_value()) [[likely]]
+      return first;
+    return keep_trying(ctx, next, std::move(first));
   }
 
   /// This policy's event hub (retry_attempted, retries_exhausted); copies share it.
@@ -415,6 +398,39 @@ class retry {
   static resilience::backoff checked_backoff(const retry_options& o) {
     if (o.max_retries < 0) throw std::invalid_argument{"retry: max_retries must be >= 0"};
     return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random}, "retry"};
+  }
+
+  template <class Result, class Next>
+  Result execute_checking_results(call_context& ctx, Next& next) const {
+    try {
+      check_result_type<typename Result::value_type>();
+    } catch (...) {
+      return Result{std::current_exception()};
+    }
+    ctx.attempt = 1;
+    return keep_trying(ctx, next, next(ctx));
+  }
+
+  // The retry loop after a first attempt that did not simply succeed.
+  template <class Next, class Result>
+  [[gnu::noinline]] Result keep_trying(call_context& ctx, Next& next, Result first) const {
+    state s;
+    std::optional<Result> last{std::move(first)};
+    for (;;) {
+      std::optional<duration> delay;
+      try {
+        delay = next_delay(ctx, *last, s);
+      } catch (...) {
+        return Result{std::current_exception()};
+      }
+      if (!delay) return std::move(*last);
+      if (!ctx.clock().sleep_until(detail::saturating_add(ctx.now(), *delay), ctx.stop)) {
+        give_up(ctx, retry_failure{*last}, s.attempt - 1);
+        return std::move(*last);
+      }
+      ctx.attempt = s.attempt;
+      last.emplace(next(ctx));
+    }
   }
 
   template <class T>
