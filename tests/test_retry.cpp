@@ -412,7 +412,9 @@ TEST_CASE("retry never sleeps past the deadline and gives up early", "[retry]") 
 
   SECTION("the next 4 s wait would cross a 5 s deadline") {
     const auto start = clk.now();
-    auto out = fetch.try_call_with({.deadline = start + 5s});
+    // [retry-deadline]
+    auto out = fetch.try_call_with({.deadline = clk.now() + 5s});  // waits 1 s and 2 s; 4 s more would pass 5 s
+    // [retry-deadline]
     REQUIRE(out.has_exception());
     CHECK(*op.calls == 3);
     CHECK(*log.delays == secs({1, 2}));
@@ -799,4 +801,57 @@ TEST_CASE("a parsed Retry-After feeds the retry through retry_after_hint", "[ret
   const auto start = clk.now();
   CHECK(fetch() == 3);
   CHECK(clk.now() - start == 45s + 2s);
+}
+
+TEST_CASE("parse_retry_after with the real system clock", "[retry]") {
+  // [parse-retry-after]
+  std::optional<duration> wait = parse_retry_after("120", std::chrono::system_clock::now());
+  // [parse-retry-after]
+  CHECK(wait == duration{120s});
+}
+
+TEST_CASE("jittered strategies through the policy: bounds of every wait", "[retry]") {
+  manual_clock clk{manual_clock::auto_advance};
+  delay_log log;
+  SECTION("full jitter, capped") {
+    // [retry-jitter]
+    retry r{{.max_retries = 6, .base_delay = 500ms, .max_delay = 4s, .jitter = jitter_mode::full, .random = seeded_random(42)}};
+    // [retry-jitter]
+    auto fetch = resilient{flaky{100}, retry{[&] {
+                             auto o = r.options();
+                             o.on_retry = log;
+                             return o;
+                           }()}}
+                     .with_clock(clk);
+    CHECK(fetch.try_call().has_exception());
+    REQUIRE(log.delays->size() == 6);
+    const duration caps[] = {500ms, 1s, 2s, 4s, 4s, 4s};
+    for (std::size_t i = 0; i < 6; ++i) {
+      CHECK((*log.delays)[i] >= 0s);
+      CHECK((*log.delays)[i] < caps[i]);
+    }
+  }
+  SECTION("decorrelated jitter") {
+    // [retry-decorrelated]
+    retry r{{.max_retries = 8, .base_delay = 100ms, .strategy = backoff_strategy::decorrelated_jitter, .max_delay = 10s}};
+    // [retry-decorrelated]
+    auto fetch = resilient{flaky{100}, retry{[&] {
+                             auto o = r.options();
+                             o.on_retry = log;
+                             o.random = seeded_random(7);
+                             return o;
+                           }()}}
+                     .with_clock(clk);
+    const auto start = clk.now();
+    CHECK(fetch.try_call().has_exception());
+    REQUIRE(log.delays->size() == 8);
+    duration previous = 100ms, total{};
+    for (auto d : *log.delays) {
+      CHECK(d >= 100ms);
+      CHECK(d <= std::min<duration>(10s, previous * 3));
+      previous = d;
+      total += d;
+    }
+    CHECK(clk.now() - start == total);
+  }
 }

@@ -11,6 +11,7 @@
 // never runs past the call's deadline, and a stop request ends it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -424,7 +425,8 @@ class retry {
         return Result{std::current_exception()};
       }
       if (!delay) return std::move(*last);
-      if (!ctx.clock().sleep_until(detail::saturating_add(ctx.now(), *delay), ctx.stop)) {
+      // Clamped: the clock moved on since next_delay measured the time left.
+      if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
         give_up(ctx, retry_failure{*last}, s.attempt - 1);
         return std::move(*last);
       }
