@@ -6,10 +6,14 @@
 #pragma once
 
 #include "backoff.hpp"
+#include "cache.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "executor.hpp"
+#include "fallback.hpp"
 #include "outcome.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
+#include "timeout.hpp"
