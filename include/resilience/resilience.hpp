@@ -6,12 +6,16 @@
 #pragma once
 
 #include "backoff.hpp"
+#include "cache.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "degradation.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "executor.hpp"
+#include "fallback.hpp"
 #include "outcome.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
+#include "timeout.hpp"
