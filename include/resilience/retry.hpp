@@ -402,7 +402,7 @@ class retry {
   }
 
   template <class Result, class Next>
-  Result execute_checking_results(call_context& ctx, Next& next) const {
+  [[gnu::noinline]] Result execute_checking_results(call_context& ctx, Next& next) const {
     try {
       check_result_type<typename Result::value_type>();
     } catch (...) {
@@ -538,9 +538,9 @@ inline std::optional<duration> parse_retry_after(std::string_view text, std::chr
   const sys_days midnight{date};
   if (std::chrono::weekday{midnight}.c_encoding() != static_cast<unsigned>(weekday)) return std::nullopt;
   const sys_seconds when = midnight + hours{hour} + minutes{minute} + seconds{second};
-  // Compare in seconds first: a year-9999 date would overflow nanoseconds.
+  // Compare in whole seconds first: a year-9999 date in nanoseconds would overflow.
   const auto now_s = floor<seconds>(now);
-  if (when < now_s || when - now_s > max_retry_after + seconds{1}) return std::nullopt;
+  if (when < now_s || when - now_s > ceil<seconds>(max_retry_after) + seconds{1}) return std::nullopt;
   const duration wait = duration_cast<duration>(when - now_s) - duration_cast<duration>(now - now_s);
   if (wait < duration::zero() || wait > max_retry_after) return std::nullopt;
   return wait;
