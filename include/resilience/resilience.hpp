@@ -5,6 +5,8 @@
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
 #pragma once
 
+#include "bulkhead.hpp"
+#include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "errors.hpp"
