@@ -528,7 +528,8 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   CHECK_THAT(message({.success_threshold = 0}), Contains("success_threshold"));
   CHECK_THAT(message({.max_wait_in_half_open = 0s}), Contains("max_wait_in_half_open"));
   CHECK_THAT(message({.break_duration_multiplier = 0.5}), Contains("break_duration_multiplier"));
-  CHECK_THAT(message({.max_break_duration = 1s}), Contains("max_break_duration"));
+  CHECK_THAT(message({.break_duration_multiplier = 2.0, .max_break_duration = 1s}), Contains("max_break_duration"));
+  CHECK(message({.timeout_duration = 1h}) == "accepted");  // the cap matters only for a growing break
   CHECK(message({}) == "accepted");
 }
 
@@ -703,4 +704,18 @@ TEST_CASE("contention: exactly one thread opens it, half_open admits exactly hal
   CHECK(s.transitions[1][2] == rounds);
   CHECK(s.transitions[2][0] == rounds);
   CHECK(log.get().size() == 3 * rounds);
+}
+
+TEST_CASE("a listener may call through the breaker it listens to", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s}};
+  int probes = 0;
+  cb.on_state_change([&](circuit_state, circuit_state to) {
+    if (to == half_open) probes += cb.call(ok) == 42 ? 1 : 0;  // a health probe as the trial
+  });
+  fail_n(cb, 1);
+  clk.advance(1s);
+  CHECK(cb.state() == closed);
+  CHECK(probes == 1);
+  CHECK(cb.stats().transitions[2][0] == 1);
 }

@@ -6,7 +6,9 @@
 #pragma once
 
 #include "backoff.hpp"
+#include "bulkhead.hpp"
 #include "cache.hpp"
+#include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "degradation.hpp"
