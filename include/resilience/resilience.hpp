@@ -17,6 +17,7 @@
 #include "executor.hpp"
 #include "fallback.hpp"
 #include "outcome.hpp"
+#include "presets.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
