@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 using namespace resilience;
 using namespace std::chrono_literals;
@@ -218,4 +219,44 @@ TEST_CASE("make rejects a fallback of the wrong kind, naming the kind", "[preset
   // An operation without a preset fallback accepts one anyway.
   CHECK_NOTHROW(presets::make(operation_type::database_query, environment::production, fetch, cache, src));
   CHECK_NOTHROW(presets::make(operation_type::external_api, environment::development, fetch, src));
+}
+
+TEST_CASE("make: development retries twice after exactly 0.5 s and 1 s", "[presets]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker_registry breakers;
+  rate_limiter limits{clk};
+  std::vector<duration> at;
+  const auto t0 = clk.now();
+  auto query = [&]() -> int {
+    at.push_back(clk.now() - t0);
+    throw std::runtime_error{"connection reset"};
+  };
+  auto db = presets::make(operation_type::database_query, environment::development, query,
+                          {.breakers = &breakers, .limits = &limits, .clock = clk});
+  CHECK_THROWS_AS(db(), std::runtime_error);
+  const std::vector<duration> want{0s, 500ms, 1500ms};
+  CHECK(at == want);
+}
+
+TEST_CASE("make: the preset rate limit is enforced, and a rate-limited attempt is retried", "[presets]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker_registry breakers;
+  rate_limiter limits{clk};
+  result_cache<int, int> cache{{.clock = clk}};
+  int calls = 0;
+  auto ask = presets::make(
+      operation_type::llm_inference, environment::production,
+      [&](int x) {
+        ++calls;
+        return x;
+      },
+      cache, {.breakers = &breakers, .limits = &limits, .clock = clk});
+  const auto t0 = clk.now();
+  for (int i = 0; i < 10; ++i) CHECK(ask(i) == i);  // the burst of 10
+  CHECK(clk.now() == t0);
+  CHECK(ask(10) == 10);                // refused once, then retried after at least the 200 ms the limiter asked for
+  CHECK(clk.now() - t0 >= 200ms);
+  CHECK(calls == 11);
+  CHECK(limits.stats("llm_api").rejected == 1);
+  CHECK(limits.stats("llm_api").allowed == 11);
 }
