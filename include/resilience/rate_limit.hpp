@@ -60,7 +60,7 @@ struct rate_limit_decision {
 /// A snapshot of one limiter's (or one registry key's) counters.
 struct rate_limit_stats {
   double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
-  std::uint64_t allowed = 0;   ///< requests granted, tenants included
+  std::uint64_t allowed = 0;   ///< requests granted, tenants included (0 with count_grants = false)
   std::uint64_t rejected = 0;  ///< requests refused, tenants included
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
   std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
@@ -95,9 +95,10 @@ struct rate_counters {
   std::atomic<std::uint64_t> rejected{0};
   std::atomic<std::uint64_t> violations{0};
   std::atomic<bool> limiting{false};
+  std::atomic<bool> count_grants{true};
 
   void on_allowed() noexcept {
-    allowed.fetch_add(1, std::memory_order_relaxed);
+    if (count_grants.load(std::memory_order_relaxed)) allowed.fetch_add(1, std::memory_order_relaxed);
     if (limiting.load(std::memory_order_relaxed)) limiting.store(false, std::memory_order_relaxed);
   }
   void on_rejected() noexcept {
@@ -219,7 +220,9 @@ class limiter {
 
  private:
   struct shared {
-    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {}
+    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {
+      counters.count_grants.store(c.count_grants, std::memory_order_relaxed);
+    }
     clock_ref clock;
     std::string name;
     mutable event_hub hub;
@@ -286,6 +289,7 @@ class rate_limiter {
     auto state = std::make_unique<detail::limiter_state>(config, clock_.now());
     if (!e) {
       auto entry = std::make_unique<key_entry>(key, config.max_partitions);
+      entry->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
       entry->current.store(state.get(), std::memory_order_release);
       entry->states.push_back(std::move(state));
       e = entry.get();
@@ -294,6 +298,7 @@ class rate_limiter {
       return;
     }
     std::lock_guard entry_lock{e->mutex};
+    e->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
     // The old state stays allocated until the registry dies: a thread may be
     // using it right now, and a reconfiguration is rare.
     e->current.store(state.get(), std::memory_order_release);
