@@ -5,6 +5,7 @@
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
 #pragma once
 
+#include "backoff.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "errors.hpp"
@@ -12,3 +13,4 @@
 #include "outcome.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
+#include "retry.hpp"
