@@ -147,6 +147,41 @@ class limiter_state {
     word_.fetch_sub(static_cast<std::int64_t>(n) * interval_, std::memory_order_acq_rel);
   }
 
+  // Starts this (new, unpublished) state where `old` left off when both are
+  // the same kind of bucket: tokens in hand carry over (converted to the new
+  // rate, capped at the new burst); time already promised (permits booked
+  // ahead, a hold) stays promised until the same instant. Windows restart.
+  void carry_from(const limiter_state& old, std::int64_t now) noexcept {
+    if (old.algorithm_ != algorithm_) return;
+    const auto old_word = old.word_.load(std::memory_order_acquire);
+    if (algorithm_ == rate_limit_algorithm::token_bucket) {
+      if (old_word >= now) {
+        word_.store(old_word, std::memory_order_relaxed);
+      } else {
+        const double tokens = std::min(static_cast<double>(limit_), old.available(now));
+        word_.store(now - std::llround(tokens * static_cast<double>(interval_)), std::memory_order_relaxed);
+      }
+    } else if (algorithm_ == rate_limit_algorithm::leaky_bucket) {
+      word_.store(std::max(old_word, now), std::memory_order_relaxed);
+    }
+  }
+
+  // No permit before `until` (ns), e.g. because the upstream said so.
+  // Buckets only; returns false for windows, which cannot express it.
+  bool hold_until(std::int64_t until) noexcept {
+    std::int64_t target;
+    if (algorithm_ == rate_limit_algorithm::token_bucket)
+      target = until - interval_;  // the first token appears one interval after "empty"
+    else if (algorithm_ == rate_limit_algorithm::leaky_bucket)
+      target = until;
+    else
+      return false;
+    auto cur = word_.load(std::memory_order_acquire);
+    while (cur < target && !word_.compare_exchange_weak(cur, target, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    }
+    return true;
+  }
+
   // Permits a try_acquire could take right now: tokens in the bucket, free
   // queue slots (leaky), or what is left of the window.
   double available(std::int64_t now) const noexcept {
