@@ -129,7 +129,9 @@ class limiter_state {
 
   // Grants n permits at a time no later than `deadline` (both in ns), or
   // says how long until a try_acquire(n) at `now` would succeed. n <= limit().
-  reservation reserve(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  // Inlined into every caller (the switch folds into one CAS); only the
+  // sliding log, which locks, stays out of line.
+  [[gnu::always_inline]] reservation reserve(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     if (n == 0) return {true, now, 0};
     switch (algorithm_) {
       case rate_limit_algorithm::token_bucket: return reserve_token(now, n, deadline);
@@ -212,7 +214,7 @@ class limiter_state {
   // empty; the bucket holds (now - word_) / interval tokens, at most burst.
   // Taking n tokens moves that time n intervals later. A time after now is
   // debt taken by waiters who reserved future tokens.
-  reservation reserve_token(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  [[gnu::always_inline]] reservation reserve_token(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
       const auto next = std::max(cur, now - tau_) + static_cast<std::int64_t>(n) * interval_;
@@ -225,7 +227,7 @@ class limiter_state {
   // Leaky bucket as a queue (GCRA's virtual scheduling with the theoretical
   // arrival time in word_): permits leave one interval apart, so output is
   // smooth; a waiter may book a slot at most burst_size permits ahead.
-  reservation reserve_leaky(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  [[gnu::always_inline]] reservation reserve_leaky(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     const auto cost = static_cast<std::int64_t>(n) * interval_;
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
@@ -260,7 +262,7 @@ class limiter_state {
   // Fixed window: the index has 64 - bit_width(burst) bits and a window is
   // at least burst nanoseconds long, so the index wraps after >= 2^63 ns
   // (292 years): a year of idle cannot alias an old window.
-  reservation reserve_fixed(std::int64_t now, std::uint32_t n) noexcept {
+  [[gnu::always_inline]] reservation reserve_fixed(std::int64_t now, std::uint32_t n) noexcept {
     auto cur = static_cast<std::uint64_t>(word_.load(std::memory_order_acquire));
     for (;;) {
       const auto w = window_of(now, cur);
@@ -276,7 +278,7 @@ class limiter_state {
   // Sliding window, exact: a ring of the last burst_size grant times, oldest
   // at head_. n permits fit when the n-th oldest grant has left the window
   // (t + window <= now).
-  reservation reserve_sliding(std::int64_t now, std::uint32_t n) noexcept {
+  [[gnu::noinline]] reservation reserve_sliding(std::int64_t now, std::uint32_t n) noexcept {
     std::lock_guard lock{log_mutex_};
     now = std::max(now, last_);  // a caller that read the clock late still keeps the ring sorted
     const auto size = log_.size();
