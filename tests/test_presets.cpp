@@ -11,6 +11,11 @@
 using namespace resilience;
 using namespace std::chrono_literals;
 
+// Every callable below takes a std::stop_token, so the preset's timeout runs
+// it inline (cooperatively) on the test's thread and virtual time stays
+// deterministic; a callable without one would be run on an executor thread
+// (a detached timeout), racing the auto-advancing clock.
+
 namespace {
 
 struct row {
@@ -116,7 +121,7 @@ TEST_CASE("make: factor lookup retries, opens the shared breaker, and serves the
 
   int attempts = 0;
   bool down = false;
-  auto fetch = [&](const std::string& activity) {
+  auto fetch = [&](std::stop_token, const std::string& activity) {
     ++attempts;
     if (down) throw std::runtime_error{"factor API: HTTP 503"};
     return activity == "electricity" ? 0.233 : 1.0;
@@ -157,7 +162,8 @@ TEST_CASE("make keeps a rate limit configured before it", "[presets]") {
   limits.configure("llm_api", {.requests_per_second = 1, .burst_size = 1});
   result_cache<std::string, std::string> answers{{.clock = clk}};
   auto ask = presets::make(
-      operation_type::llm_inference, environment::production, [](const std::string& q) { return "answer: " + q; }, answers,
+      operation_type::llm_inference, environment::production, [](std::stop_token, const std::string& q) { return "answer: " + q; },
+      answers,
       {.breakers = &breakers, .limits = &limits, .clock = clk});
   CHECK(ask(std::string{"q"}) == "answer: q");
   CHECK(limits.stats("llm_api").config.requests_per_second == 1);
@@ -194,7 +200,7 @@ TEST_CASE("make: report generation falls back to the default value", "[presets]"
   circuit_breaker_registry breakers;
   rate_limiter limits{clk};
   int attempts = 0;
-  auto render = [&](int year) -> std::string {
+  auto render = [&](std::stop_token, int year) -> std::string {
     ++attempts;
     throw std::runtime_error{"renderer crashed on " + std::to_string(year)};
   };
@@ -208,7 +214,7 @@ TEST_CASE("make rejects a fallback of the wrong kind, naming the kind", "[preset
   circuit_breaker_registry breakers;
   rate_limiter limits;
   const presets::sources src{.breakers = &breakers, .limits = &limits};
-  auto fetch = [](const std::string&) { return 1.0; };
+  auto fetch = [](std::stop_token, const std::string&) { return 1.0; };
   result_cache<std::string, double> cache;
   CHECK_THROWS_WITH(presets::make(operation_type::factor_lookup, environment::production, fetch, src),
                     Catch::Contains("factor_lookup") && Catch::Contains("cached"));
@@ -227,7 +233,7 @@ TEST_CASE("make: development retries twice after exactly 0.5 s and 1 s", "[prese
   rate_limiter limits{clk};
   std::vector<duration> at;
   const auto t0 = clk.now();
-  auto query = [&]() -> int {
+  auto query = [&](std::stop_token) -> int {
     at.push_back(clk.now() - t0);
     throw std::runtime_error{"connection reset"};
   };
@@ -246,7 +252,7 @@ TEST_CASE("make: the preset rate limit is enforced, and a rate-limited attempt i
   int calls = 0;
   auto ask = presets::make(
       operation_type::llm_inference, environment::production,
-      [&](int x) {
+      [&](std::stop_token, int x) {
         ++calls;
         return x;
       },

@@ -306,8 +306,11 @@ auto build(const settings& s, F&& fn, const sources& src, Fallback&&... fb) {
 /// dependency_name(op) (created from the preset on first use) and the rate
 /// limit is that key of the rate_limiter (configured from the preset unless
 /// it is already configured), so every pipeline for one dependency shares
-/// them. Throws std::invalid_argument when the preset asks for a fallback
-/// (pass its source with the other overload).
+/// them. As with any timeout, a callable taking a std::stop_token first runs
+/// inline and is asked to stop at the limit; any other callable runs on the
+/// executor while the caller waits (timeout_mode::automatic). Throws
+/// std::invalid_argument when the preset asks for a fallback (pass its
+/// source with the other overload).
 template <class F>
 auto make(operation_type op, environment env, F fn, const sources& src = {}) {
   return detail::build(detail::checked(get(op, env), fallback_kind::none), std::move(fn), src);
