@@ -339,7 +339,7 @@ class retry {
  public:
   /// Per-call progress of a retry loop.
   struct state {
-    int attempt = 1;                             ///< the attempt that runs next / just ended (1-based)
+    int attempt = 1;                             ///< the attempt that just ended; next_delay advances it to the next one
     duration previous_delay = duration::zero();  ///< the backoff delay before `attempt`
   };
 
