@@ -953,7 +953,9 @@ class circuit_breaker {
   event_hub& events() const noexcept { return st_->hub(); }
 
   /// Calls fn(from, to) once per transition, on the thread that performs it;
-  /// returns the subscription to pass to events().unsubscribe().
+  /// returns the subscription to pass to events().unsubscribe(). A listener
+  /// that needs the breaker should capture it by reference: a copy stored in
+  /// the breaker's own hub would keep it alive forever.
   event_hub::subscription on_state_change(std::function<void(circuit_state from, circuit_state to)> fn) const {
     return st_->hub().subscribe([fn = std::move(fn)](const event& e) {
       if (const auto* c = std::get_if<circuit_state_changed>(&e)) fn(c->from, c->to);
