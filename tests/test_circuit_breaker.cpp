@@ -203,6 +203,8 @@ TEST_CASE("count-based window slides over the last N calls", "[circuit_breaker]"
   CHECK(cb.stats().failure_rate == 0.5);
   fail_n(cb, 1);  // S F F F: 75 %
   CHECK(cb.state() == open);
+  CHECK(cb.stats().successful == 4);
+  CHECK(cb.stats().failed == 5);
 }
 
 TEST_CASE("count-based window: a success replacing a success keeps the totals", "[circuit_breaker]") {

@@ -81,13 +81,18 @@ class bulkhead_state {
   }
 
   // Takes a slot, waiting up to max_wait (and never past `deadline`) for one.
-  wait_result take(const std::stop_token& stop, time_point deadline) {
+  wait_result take(const std::stop_token& stop, time_point deadline) noexcept {
     if (try_take()) return wait_result::admitted;
     if (opts_.max_wait > duration::zero() && !stop.stop_requested()) {
       const time_point now = opts_.clock.now();
       const time_point until = opts_.max_wait >= deadline - now ? deadline : now + opts_.max_wait;
       if (until > now) {
-        const auto r = wait(stop, until);
+        wait_result r = wait_result::full;
+        try {
+          r = wait(stop, until);
+        } catch (...) {
+          // Out of memory while queueing: the caller is refused like any other.
+        }
         if (r != wait_result::full) return r;
       }
     }
@@ -117,18 +122,22 @@ class bulkhead_state {
       std::stop_source wake;
       {
         std::lock_guard lock{mutex_};
-        waiting_.fetch_add(1, std::memory_order_seq_cst);
         queue_.push_back(&wake);
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
         if (try_take()) {
           forget(wake);
           return wait_result::admitted;
         }
       }
-      bool reached;
-      {
+      bool reached = false;
+      try {
         // The caller's stop request ends the wait as a released slot does.
         std::stop_callback on_stop{stop, [&wake] { wake.request_stop(); }};
         reached = opts_.clock.sleep_until(until, wake.get_token());
+      } catch (...) {
+        std::lock_guard lock{mutex_};
+        forget(wake);  // never leave a pointer to this frame in the queue
+        throw;
       }
       {
         std::lock_guard lock{mutex_};

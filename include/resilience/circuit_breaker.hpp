@@ -393,7 +393,12 @@ class breaker_state {
       slow = slow_enabled_ && took > opts_.slow_call_duration;
       notify_observers(took, status);
     }
-    count(status, slow);
+    // A success the count window records is counted by the window's
+    // position instead (see successes_in_window): one atomic less per call.
+    if (t.kind == cb_ticket::closed && status == call_status::success && opts_.window == breaker_window::count_based)
+      count_slow_only(slow);
+    else
+      count(status, slow);
     switch (t.kind) {
       case cb_ticket::closed:
         if (status == call_status::ignored) return;
@@ -439,6 +444,7 @@ class breaker_state {
     s.state = state();
     const std::uint64_t w = state_.load(std::memory_order_acquire);
     s.isolated = cb_word::phase(w) == cb_phase::isolated;
+    s.successful = successes_in_window();
     for (const auto& c : counts_) {
       s.successful += c.n[static_cast<std::size_t>(call_status::success)].load(std::memory_order_relaxed);
       s.failed += c.n[static_cast<std::size_t>(call_status::failure)].load(std::memory_order_relaxed);
@@ -542,6 +548,25 @@ class breaker_state {
     return t;
   }
 
+  void count_slow_only(bool slow) noexcept {
+    if (slow) counts_[stripe()].n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Successes recorded by the count window: positions taken minus failures
+  // among them. A failure is counted before it takes its position, so this
+  // never reads high; the running maximum keeps it from ever going down
+  // (it is a Prometheus counter) while a failure sits between its two steps.
+  std::uint64_t successes_in_window() noexcept {
+    if (opts_.window != breaker_window::count_based) return 0;
+    const std::uint64_t positions = head_.load(std::memory_order_acquire);
+    const std::uint64_t failures = window_failures_.load(std::memory_order_acquire);
+    const std::uint64_t now = positions >= failures ? positions - failures : 0;
+    std::uint64_t best = window_successes_seen_.load(std::memory_order_relaxed);
+    while (now > best && !window_successes_seen_.compare_exchange_weak(best, now, std::memory_order_relaxed)) {
+    }
+    return std::max(now, best);
+  }
+
   void count(call_status s, bool slow) noexcept {
     auto& c = counts_[stripe()];
     c.n[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed);
@@ -597,10 +622,11 @@ class breaker_state {
                            std::uint64_t& slows) noexcept {
     const auto g = static_cast<std::uint16_t>(gen);
     const std::uint8_t code = static_cast<std::uint8_t>(slot_recorded | (failure ? slot_failure : 0) | (slow ? slot_slow : 0));
+    if (failure) window_failures_.fetch_add(1, std::memory_order_release);  // before the position: see successes_in_window
     // Lemire's fastmod on the low 32 bits of the position: exact, and much
     // cheaper than a 64-bit division. At the 2^32 wrap one slot is reused
     // out of turn, which a window of recent calls does not notice.
-    const auto pos = static_cast<std::uint32_t>(head_.fetch_add(1, std::memory_order_relaxed));
+    const auto pos = static_cast<std::uint32_t>(head_.fetch_add(1, std::memory_order_acq_rel));
     const std::uint64_t low = fastmod_m_ * pos, n = opts_.window_size;  // the high half of low * n is pos % n
     const auto i = static_cast<std::size_t>(((low >> 32) * n + (((low & 0xffffffffu) * n) >> 32)) >> 32);
     const std::uint32_t mine = (std::uint32_t{g} << 8) | code;
@@ -849,6 +875,8 @@ class breaker_state {
   std::atomic<std::uint64_t> trials_{0};
   alignas(64) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> totals_{0};
+  std::atomic<std::uint64_t> window_failures_{0};
+  std::atomic<std::uint64_t> window_successes_seen_{0};
   std::array<call_counts, stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
   event_hub hub_;
@@ -925,7 +953,9 @@ class circuit_breaker {
   event_hub& events() const noexcept { return st_->hub(); }
 
   /// Calls fn(from, to) once per transition, on the thread that performs it;
-  /// returns the subscription to pass to events().unsubscribe().
+  /// returns the subscription to pass to events().unsubscribe(). A listener
+  /// that needs the breaker should capture it by reference: a copy stored in
+  /// the breaker's own hub would keep it alive forever.
   event_hub::subscription on_state_change(std::function<void(circuit_state from, circuit_state to)> fn) const {
     return st_->hub().subscribe([fn = std::move(fn)](const event& e) {
       if (const auto* c = std::get_if<circuit_state_changed>(&e)) fn(c->from, c->to);
