@@ -20,6 +20,9 @@
 //  - sliding_window: exact rolling window (a log of the last burst_size grant
 //    times, behind a mutex): no interval of burst_size/rate seconds ever
 //    holds more than burst_size grants. Memory: 8 bytes per permit.
+//
+// Also here: adaptive_rate (lowers a key's rate on upstream 429s and gives it
+// back gradually) and coarse_clock() (a cheaper clock for hot limiters).
 #pragma once
 
 #include <algorithm>

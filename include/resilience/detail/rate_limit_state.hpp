@@ -260,8 +260,9 @@ class limiter_state {
   }
 
   // Fixed window: the index has 64 - bit_width(burst) bits and a window is
-  // at least burst nanoseconds long, so the index wraps after >= 2^63 ns
-  // (292 years): a year of idle cannot alias an old window.
+  // at least burst nanoseconds long, so the index wraps after >= 2^63 ns and
+  // is misread as "newer" only after >= 2^61 ns (73 years) of idle: a year
+  // of idle cannot alias an old window.
   [[gnu::always_inline]] reservation reserve_fixed(std::int64_t now, std::uint32_t n) noexcept {
     auto cur = static_cast<std::uint64_t>(word_.load(std::memory_order_acquire));
     for (;;) {
