@@ -161,6 +161,7 @@ struct breaker_binding {
   // applies the latest state. Recursive: reading the state may run a due
   // transition whose notification comes back on the same thread.
   std::recursive_mutex mutex;
+  bool active = true;                        // false once unbound: a late notification must not hold again
   bool holding = false;                      // this binding counts in the service's open_breakers
   time_point timer_for{};                    // the latest end-of-break check scheduled
 };
@@ -395,6 +396,7 @@ class degradation_manager {
     }
     b->unsubscribe();
     std::lock_guard guard{b->mutex};
+    b->active = false;
     apply_hold(*b, false);
     return true;
   }
@@ -444,6 +446,7 @@ class degradation_manager {
     auto b = wb.lock();
     if (!st || !b) return;
     std::lock_guard guard{b->mutex};
+    if (!b->active) return;
     degradation_manager m{std::move(st)};
     const bool open = b->state() == circuit_state::open;
     if (open) {
