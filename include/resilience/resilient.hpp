@@ -165,6 +165,9 @@ class pipeline {
       return inner(ctx);
     } else {
       auto next = [this, &inner](call_context& c) { return step<I + 1>(c, inner); };
+      using result = decltype(std::get<I>(policies_).execute(ctx, next));
+      static_assert(detail::is_outcome<std::remove_cvref_t<result>>::value,
+                    "a policy's execute(ctx, next) must return resilience::outcome<T>");
       return std::get<I>(policies_).execute(ctx, next);
     }
   }
