@@ -5,9 +5,11 @@
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
 #pragma once
 
+#include "backoff.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
 #include "resilient.hpp"
+#include "retry.hpp"
