@@ -723,6 +723,13 @@ TEST_CASE("parse_retry_after reads delta-seconds and IMF-fixdates", "[retry]") {
       {"Thu, 01 Jan 2026 00:00:00 GMT", std::chrono::sys_days{std::chrono::year{2025} / 12 / 31} + 23h + 59min + 30s, 30s},
       {"Thu, 29 Feb 2024 12:00:00 GMT", std::chrono::sys_days{std::chrono::year{2024} / 2 / 29} + 11h, 1h},
       {"Tue, 31 Dec 1996 23:59:60 GMT", std::chrono::sys_days{std::chrono::year{1996} / 12 / 31} + 23h + 59min, 60s},
+      // The obsolete forms RFC 9110 still asks recipients to accept.
+      {"Sunday, 06-Nov-94 08:49:37 GMT", now, 37s},
+      {"Sun Nov  6 08:49:37 1994", now, 37s},
+      {"Sun Nov 06 08:49:37 1994", now, 37s},
+      // A two-digit year is the one within 50 years ahead, else the century before.
+      {"Thursday, 01-Jan-26 00:00:00 GMT", std::chrono::sys_days{std::chrono::year{2025} / 12 / 31} + 23h + 59min + 30s, 30s},
+      {"Saturday, 01-Jan-00 00:00:00 GMT", std::chrono::sys_days{std::chrono::year{1999} / 12 / 31} + 23h + 59min + 30s, 30s},
   };
   for (const auto& row : table) {
     INFO(row.text);
@@ -769,8 +776,16 @@ TEST_CASE("parse_retry_after rejects malformed, negative and absurd values", "[r
       "Sun, 06 Xyz 1994 08:49:37 GMT"sv,
       "Sun, 06 Nov 1994 08:49:37 GMT trailing"sv,
       "Sun, 06 Nov 1994 08-49-37 GMT"sv,
-      "Sunday, 06-Nov-94 08:49:37 GMT"sv,       // RFC 850 form: obsolete, not accepted
-      "Sun Nov  6 08:49:37 1994"sv,             // asctime form: obsolete, not accepted
+      "Sun, 06-Nov-94 08:49:37 GMT"sv,          // RFC 850 form with a short day name
+      "Monday, 06-Nov-94 08:49:37 GMT"sv,       // RFC 850 form, wrong weekday
+      "Sunday, 06-Nov-1994 08:49:37 GMT"sv,     // RFC 850 form with a four-digit year
+      "Sunday, 06 Nov 1994 08:49:37 GMT"sv,     // IMF-fixdate with a long day name
+      "Sunday, 06-Nov-94 08:49:37"sv,           // RFC 850 form without its zone
+      "Sunday, 06-Nov-50 08:49:37 GMT"sv,       // 1950: in the past
+      "Sun Nov 6 08:49:37 1994"sv,              // asctime form needs two columns for the day
+      "Sun Nov  6 08:49:37 94"sv,               // asctime form with a two-digit year
+      "Sun Nov  6 08:49:37 1994 GMT"sv,         // asctime form has no zone
+      "Sat Nov  6 08:49:37 1994"sv,             // asctime form, wrong weekday
       "Mon, 07 Nov 1994 08:49:38 GMT"sv,        // one second beyond 24 h
       "Fri, 31 Dec 9999 23:59:59 GMT"sv,        // far future: absurd, and no overflow
       "Sat, 01 Jan 0000 00:00:00 GMT"sv,        // far past
@@ -854,4 +869,42 @@ TEST_CASE("jittered strategies through the policy: bounds of every wait", "[retr
     }
     CHECK(clk.now() - start == total);
   }
+}
+
+TEST_CASE("a result type without assignment is retried too", "[retry]") {
+  struct frozen {
+    const int value;
+  };
+  STATIC_REQUIRE_FALSE(std::is_move_assignable_v<outcome<frozen>>);
+  manual_clock clk{manual_clock::auto_advance};
+  int calls = 0;
+  auto make = resilient{[&] {
+                          if (++calls < 3) throw service_error{calls};
+                          return frozen{calls};
+                        },
+                        retry{}}
+                  .with_clock(clk);
+  CHECK(make().value == 3);
+}
+
+namespace {
+// Breaks the policy contract (outcomes, not exceptions) on its second call.
+struct throws_on_second {
+  std::shared_ptr<int> calls = std::make_shared<int>(0);
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    if (++*calls == 2) throw std::logic_error{"broken policy"};
+    return next(ctx);
+  }
+};
+}  // namespace
+
+TEST_CASE("an inner policy that throws ends the retrying with its exception as the outcome", "[retry]") {
+  manual_clock clk{manual_clock::auto_advance};
+  throws_on_second inner;
+  auto fetch = resilient{flaky{100}, retry{}, inner}.with_clock(clk);
+  auto out = fetch.try_call();
+  REQUIRE(out.has_exception());
+  CHECK(out.what() == "broken policy");
+  CHECK(*inner.calls == 2);
 }
