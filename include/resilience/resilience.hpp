@@ -13,5 +13,6 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "predicates.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"

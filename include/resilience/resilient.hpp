@@ -80,13 +80,20 @@ outcome<call_result_t<F, Args...>> invoke_to_outcome(F& f, const call_context& c
   }
 }
 
+// The failure path of value_of, kept out of line so that the happy path of
+// operator() stays small enough for every compiler to inline.
+template <class O>
+[[noreturn, gnu::noinline, gnu::cold]] void rethrow_failure(const O& o) {
+  o.throw_if_failed();
+  std::terminate();  // unreachable: only called with a failed outcome
+}
+
 // Unwraps an outcome at the API edge: the value, or the failure thrown.
 template <class O>
 auto value_of(O&& o) -> typename std::remove_cvref_t<O>::value_type {
-  if constexpr (std::is_void_v<typename std::remove_cvref_t<O>::value_type>)
-    std::move(o).value();
-  else
-    return std::move(o).value();
+  if (!o.has_value()) [[unlikely]]
+    rethrow_failure(o);
+  if constexpr (!std::is_void_v<typename std::remove_cvref_t<O>::value_type>) return std::move(*o);
 }
 
 }  // namespace detail
