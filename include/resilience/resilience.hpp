@@ -14,5 +14,6 @@
 #include "events.hpp"
 #include "outcome.hpp"
 #include "predicates.hpp"
+#include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
