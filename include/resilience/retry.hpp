@@ -11,6 +11,7 @@
 // never runs past the call's deadline, and a stop request ends it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -338,7 +339,7 @@ class retry {
  public:
   /// Per-call progress of a retry loop.
   struct state {
-    int attempt = 1;                             ///< the attempt that runs next / just ended (1-based)
+    int attempt = 1;                             ///< the attempt that just ended; next_delay advances it to the next one
     duration previous_delay = duration::zero();  ///< the backoff delay before `attempt`
   };
 
@@ -361,7 +362,9 @@ class retry {
       if constexpr (!std::is_void_v<T>) {
         if (!options_.retry_on_result(*result)) return std::nullopt;
       }
-    } else if (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code)) {
+    } else if (out_of_attempts(ctx, s) ||
+               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code))) {
+      // Attempts are checked first: classifying an exception costs a rethrow per filter.
       give_up(ctx, retry_failure{result}, s.attempt);
       return std::nullopt;
     }
@@ -370,36 +373,21 @@ class retry {
 
   /// Runs next(ctx) until it succeeds, a failure is not retryable, attempts
   /// run out, the deadline is too near, or ctx.stop is requested; returns the
-  /// last outcome unchanged. Sets ctx.attempt before each try.
+  /// last outcome unchanged. Sets ctx.attempt before each try. Never
+  /// throws: what on_retry, a predicate or the clock throws becomes the
+  /// call's outcome.
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using result_t = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
-    using T = typename result_t::value_type;
-    if (options_.retry_on_result && !options_.retry_on_result.template accepts<T>()) [[unlikely]] {
-      try {
-        check_result_type<T>();
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-    }
-    state s;
-    for (;;) {
-      ctx.attempt = s.attempt;
-      result_t result = next(ctx);
-      if (result.has_value() && !options_.retry_on_result) [[likely]]
-        return result;
-      std::optional<duration> delay;
-      try {
-        delay = next_delay(ctx, result, s);
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-      if (!delay) return result;
-      if (!ctx.clock().sleep_until(detail::saturating_add(ctx.now(), *delay), ctx.stop)) {
-        give_up(ctx, retry_failure{result}, s.attempt - 1);
-        return result;
-      }
-    }
+    if (options_.retry_on_result) [[unlikely]]
+      return execute_checking_results<result_t>(ctx, next);
+    // The happy path stays this small (one outcome, returned in place) so
+    // that compilers inline it; everything a failure needs is out of line.
+    ctx.attempt = 1;
+    result_t result = next(ctx);
+    if (!result.has_value()) [[unlikely]]
+      keep_trying(ctx, next, result);
+    return result;
   }
 
   /// This policy's event hub (retry_attempted, retries_exhausted); copies share it.
@@ -415,11 +403,65 @@ class retry {
     return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random}, "retry"};
   }
 
+  // Both out-of-line paths are noexcept, catching into the outcome what a
+  // predicate, on_retry, the clock or a misbehaving inner policy throws: a
+  // call that cannot throw costs its inlined caller no unwinding code, which
+  // keeps the happy path small enough for clang to inline.
+  template <class Result, class Next>
+  [[gnu::noinline]] Result execute_checking_results(call_context& ctx, Next& next) const noexcept {
+    try {
+      check_result_type<typename Result::value_type>();
+      ctx.attempt = 1;
+      Result result = next(ctx);
+      keep_trying(ctx, next, result);
+      return result;
+    } catch (...) {
+      return Result{std::current_exception()};
+    }
+  }
+
+  // The retry loop after a first attempt that did not simply succeed:
+  // replaces `result` with each new attempt's outcome until one is final.
+  template <class Next, class Result>
+  [[gnu::noinline]] void keep_trying(call_context& ctx, Next& next, Result& result) const noexcept {
+    try {
+      state s;
+      for (;;) {
+        const std::optional<duration> delay = next_delay(ctx, result, s);
+        if (!delay) return;
+        // Clamped: the clock moved on since next_delay measured the time left.
+        if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
+          give_up(ctx, retry_failure{result}, s.attempt - 1);
+          return;
+        }
+        ctx.attempt = s.attempt;
+        replace(result, next(ctx));
+      }
+    } catch (...) {
+      replace(result, Result{std::current_exception()});
+    }
+  }
+
+  template <class Result>
+  static void replace(Result& slot, Result&& fresh) {
+    if constexpr (std::is_move_assignable_v<Result>) {
+      slot = std::move(fresh);
+    } else {  // a value type without assignment (const members): rebuild in place
+      static_assert(std::is_nothrow_move_constructible_v<Result>, "retry: the result type must be move-assignable or nothrow-movable");
+      std::destroy_at(&slot);
+      std::construct_at(&slot, std::move(fresh));
+    }
+  }
+
   template <class T>
   void check_result_type() const {
     if (!options_.retry_on_result.template accepts<T>())
       throw std::invalid_argument{"retry: retry_on_result takes '" + options_.retry_on_result.type_name() +
                                   "' but the call returns '" + detail::type_name<T>() + "'"};
+  }
+
+  bool out_of_attempts(const call_context& ctx, const state& s) const noexcept {
+    return s.attempt > options_.max_retries || ctx.stop.stop_requested();
   }
 
   bool retryable(const std::exception_ptr& e) const {
@@ -430,7 +472,7 @@ class retry {
 
   std::optional<duration> schedule(const call_context& ctx, const retry_failure& failure, std::optional<duration> hint,
                                    state& s) const {
-    if (s.attempt > options_.max_retries || ctx.stop.stop_requested()) {
+    if (out_of_attempts(ctx, s)) {
       give_up(ctx, failure, s.attempt);
       return std::nullopt;
     }
@@ -461,62 +503,169 @@ class retry {
 /// taken for a server bug (or a date meant for another clock), not advice.
 inline constexpr duration max_retry_after = std::chrono::hours{24};
 
-/// Parses an HTTP Retry-After value (RFC 9110 §10.2.3): delta-seconds
-/// ("120") or an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", with the
-/// weekday matching the date), relative to `now`. Returns nothing for
-/// anything malformed, for a date in the past, or for a wait longer than
-/// max_retry_after. Never throws.
+namespace detail {
+
+// Reads fixed-format text left to right; any mismatch poisons it for good.
+class date_cursor {
+ public:
+  explicit date_cursor(std::string_view text) noexcept : rest_{text} {}
+
+  void literal(std::string_view s) noexcept {
+    if (ok_ && rest_.substr(0, s.size()) == s)
+      rest_.remove_prefix(s.size());
+    else
+      ok_ = false;
+  }
+  // Exactly n decimal digits.
+  int digits(std::size_t n) noexcept {
+    if (!ok_ || rest_.size() < n) return fail();
+    int v = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (rest_[i] < '0' || rest_[i] > '9') return fail();
+      v = v * 10 + (rest_[i] - '0');
+    }
+    rest_.remove_prefix(n);
+    return v;
+  }
+  // The index of the name the text starts with (names are case-sensitive).
+  template <std::size_t N>
+  int one_of(const std::string_view (&names)[N]) noexcept {
+    for (std::size_t i = 0; ok_ && i < N; ++i) {
+      if (rest_.substr(0, names[i].size()) == names[i]) {
+        rest_.remove_prefix(names[i].size());
+        return static_cast<int>(i);
+      }
+    }
+    return fail();
+  }
+  char peek() const noexcept { return ok_ && !rest_.empty() ? rest_.front() : '\0'; }
+  // True when everything matched and nothing is left.
+  bool done() const noexcept { return ok_ && rest_.empty(); }
+
+ private:
+  int fail() noexcept {
+    ok_ = false;
+    return -1;
+  }
+  std::string_view rest_;
+  bool ok_ = true;
+};
+
+inline constexpr std::string_view short_days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+inline constexpr std::string_view long_days[] = {"Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"};
+inline constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+struct http_date {
+  int weekday = -1, day = -1, month = -1, year = -1, hour = -1, minute = -1, second = -1;
+};
+
+inline void read_time_of_day(date_cursor& c, http_date& d) noexcept {
+  d.hour = c.digits(2);
+  c.literal(":");
+  d.minute = c.digits(2);
+  c.literal(":");
+  d.second = c.digits(2);
+}
+
+// The three HTTP-date forms of RFC 9110 §5.6.7; nullopt unless one matches exactly.
+inline std::optional<http_date> read_http_date(std::string_view text, std::chrono::year this_year) noexcept {
+  {  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+    date_cursor c{text};
+    http_date d;
+    d.weekday = c.one_of(short_days);
+    c.literal(", ");
+    d.day = c.digits(2);
+    c.literal(" ");
+    d.month = c.one_of(months);
+    c.literal(" ");
+    d.year = c.digits(4);
+    c.literal(" ");
+    read_time_of_day(c, d);
+    c.literal(" GMT");
+    if (c.done()) return d;
+  }
+  {  // obsolete RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
+    date_cursor c{text};
+    http_date d;
+    d.weekday = c.one_of(long_days);
+    c.literal(", ");
+    d.day = c.digits(2);
+    c.literal("-");
+    d.month = c.one_of(months);
+    c.literal("-");
+    const int yy = c.digits(2);
+    c.literal(" ");
+    read_time_of_day(c, d);
+    c.literal(" GMT");
+    if (c.done()) {
+      // RFC 9110: a two-digit year more than 50 years ahead is in the past
+      // century; so the year is the one within (now - 50, now + 50].
+      const int now = static_cast<int>(this_year);
+      d.year = now - now % 100 + yy;
+      if (d.year > now + 50) d.year -= 100;
+      if (d.year <= now - 50) d.year += 100;
+      return d;
+    }
+  }
+  {  // obsolete asctime: "Sun Nov  6 08:49:37 1994"
+    date_cursor c{text};
+    http_date d;
+    d.weekday = c.one_of(short_days);
+    c.literal(" ");
+    d.month = c.one_of(months);
+    c.literal(" ");
+    if (c.peek() == ' ') {
+      c.literal(" ");
+      d.day = c.digits(1);
+    } else {
+      d.day = c.digits(2);
+    }
+    c.literal(" ");
+    read_time_of_day(c, d);
+    c.literal(" ");
+    d.year = c.digits(4);
+    if (c.done()) return d;
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+/// Parses an HTTP Retry-After value (RFC 9110 §10.2.3) relative to `now`:
+/// delta-seconds ("120") or an HTTP-date — the IMF-fixdate
+/// "Sun, 06 Nov 1994 08:49:37 GMT", or the obsolete forms every recipient
+/// must still accept, "Sunday, 06-Nov-94 08:49:37 GMT" and
+/// "Sun Nov  6 08:49:37 1994" — with names case-sensitive and the weekday
+/// matching the date. Returns nothing for anything malformed, for a date in
+/// the past, or for a wait longer than max_retry_after. Never throws.
 inline std::optional<duration> parse_retry_after(std::string_view text, std::chrono::system_clock::time_point now) noexcept {
   using namespace std::chrono;
   auto is_ows = [](char c) { return c == ' ' || c == '\t'; };
   while (!text.empty() && is_ows(text.front())) text.remove_prefix(1);
   while (!text.empty() && is_ows(text.back())) text.remove_suffix(1);
   if (text.empty()) return std::nullopt;
-  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
-  auto number = [&](std::size_t pos, std::size_t len) -> int {  // -1 unless len digits
-    int v = 0;
-    for (std::size_t i = pos; i < pos + len; ++i) {
-      if (!is_digit(text[i])) return -1;
-      v = v * 10 + (text[i] - '0');
-    }
-    return v;
-  };
 
-  if (is_digit(text.front())) {
+  if (text.front() >= '0' && text.front() <= '9') {
     std::int64_t secs = 0;
     for (char c : text) {
-      if (!is_digit(c)) return std::nullopt;
+      if (c < '0' || c > '9') return std::nullopt;
       secs = secs * 10 + (c - '0');
       if (seconds{secs} > max_retry_after) return std::nullopt;  // stops before any overflow
     }
     return seconds{secs};
   }
 
-  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT", fixed width, case-sensitive.
-  constexpr std::string_view days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  if (text.size() != 29 || text.substr(3, 2) != ", " || text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
-      text[22] != ':' || text.substr(25) != " GMT")
-    return std::nullopt;
-  int weekday = -1;
-  for (int i = 0; i < 7; ++i)
-    if (text.substr(0, 3) == days[i]) weekday = i;
-  int month = -1;
-  for (int i = 0; i < 12; ++i)
-    if (text.substr(8, 3) == months[i]) month = i + 1;
-  const int day = number(5, 2), year = number(12, 4), hour = number(17, 2), minute = number(20, 2), second = number(23, 2);
-  if (weekday < 0 || month < 0 || day < 0 || year < 0 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 ||
-      second > 60)
-    return std::nullopt;
-  const year_month_day date{std::chrono::year{year}, std::chrono::month{static_cast<unsigned>(month)},
-                            std::chrono::day{static_cast<unsigned>(day)}};
+  const auto now_s = floor<seconds>(now);
+  const auto d = detail::read_http_date(text, year_month_day{floor<days>(now_s)}.year());
+  if (!d || d->hour > 23 || d->minute > 59 || d->second > 60) return std::nullopt;  // 60: a leap second
+  const year_month_day date{std::chrono::year{d->year}, std::chrono::month{static_cast<unsigned>(d->month + 1)},
+                            std::chrono::day{static_cast<unsigned>(d->day)}};
   if (!date.ok()) return std::nullopt;
   const sys_days midnight{date};
-  if (std::chrono::weekday{midnight}.c_encoding() != static_cast<unsigned>(weekday)) return std::nullopt;
-  const sys_seconds when = midnight + hours{hour} + minutes{minute} + seconds{second};
-  // Compare in seconds first: a year-9999 date would overflow nanoseconds.
-  const auto now_s = floor<seconds>(now);
-  if (when < now_s || when - now_s > max_retry_after + seconds{1}) return std::nullopt;
+  if (std::chrono::weekday{midnight}.c_encoding() != static_cast<unsigned>(d->weekday)) return std::nullopt;
+  const sys_seconds when = midnight + hours{d->hour} + minutes{d->minute} + seconds{d->second};
+  // Compare in whole seconds first: a year-9999 date in nanoseconds would overflow.
+  if (when < now_s || when - now_s > ceil<seconds>(max_retry_after) + seconds{1}) return std::nullopt;
   const duration wait = duration_cast<duration>(when - now_s) - duration_cast<duration>(now - now_s);
   if (wait < duration::zero() || wait > max_retry_after) return std::nullopt;
   return wait;
