@@ -425,7 +425,9 @@ struct owned_call {
         return;
       }
       last.emplace(std::move(o));
-      post_at(ctx->clock(), ctx->now() + *delay, self->exec, [me = this->shared_from_this()] { me->attempt(); });
+      const time_point now = ctx->now();
+      const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
+      post_at(ctx->clock(), when, self->exec, [me = this->shared_from_this()] { me->attempt(); });
     }
 
     std::shared_ptr<owned_call> self;
