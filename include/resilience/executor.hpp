@@ -396,11 +396,14 @@ class steady_timer_queue {
         cv_.wait(lock, st, [&] { return earliest() != nullptr; });
         continue;
       }
-      if (time_point{std::chrono::steady_clock::now()} < n->deadline) {
-        wake_at_ = n->deadline;
-        cv_.wait_until(lock, st, n->deadline, [&] {
+      // A copy: n may be cancelled and its frame reused while we wait unlocked.
+      const time_point deadline = n->deadline;
+      if (time_point{std::chrono::steady_clock::now()} < deadline) {
+        wake_at_ = deadline;
+        cv_.wait_until(lock, st, deadline, [&] {
+          // Compare deadlines too: a new timer may sit at a cancelled one's address.
           node* e = earliest();
-          return e != n || time_point{std::chrono::steady_clock::now()} >= n->deadline;
+          return e != n || e->deadline != deadline || time_point{std::chrono::steady_clock::now()} >= deadline;
         });
         continue;
       }
