@@ -16,21 +16,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
-
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-
-#include <cstdlib>
-#endif
 
 #include "backoff.hpp"
 #include "clock.hpp"
