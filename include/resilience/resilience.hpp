@@ -10,4 +10,5 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "rate_limit.hpp"
 #include "resilient.hpp"

@@ -1,0 +1,615 @@
+// resilience/rate_limit.hpp: rate limiting — four algorithms, a per-key and
+// per-tenant registry, and a rate_limit policy for resilient<>.
+//
+//   auto& limits = resilience::get_rate_limiter();
+//   limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 20});
+//   limits.check_limit("factor_api");                    // throws rate_limit_exceeded
+//   resilience::resilient fetch{fetch_factor, resilience::rate_limit{limits, "factor_api"}};
+//   auto r = fetch.try_call_with({.tenant = "acme"}, "electricity");  // per-tenant budget
+//
+// Algorithms (all integer nanoseconds; the interval 1/rate is rounded to the
+// nearest nanosecond once, so nothing drifts and a year of idle is harmless):
+//  - token_bucket: starts full with burst_size tokens, refills at the rate.
+//    One CAS on the time the bucket is empty.
+//  - leaky_bucket: a queue that lets one permit out every 1/rate (smooth
+//    output, no bursts); acquire() may book a slot up to burst_size permits
+//    ahead. GCRA's virtual scheduling: one CAS on the theoretical arrival time.
+//  - fixed_window: burst_size permits per window of burst_size/rate seconds
+//    (windows start at the limiter's creation). Up to 2 x burst_size can pass
+//    within an instant around a window boundary. One CAS on a packed word.
+//  - sliding_window: exact rolling window (a log of the last burst_size grant
+//    times, behind a mutex): no interval of burst_size/rate seconds ever
+//    holds more than burst_size grants. Memory: 8 bytes per permit.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "clock.hpp"
+#include "context.hpp"
+#include "detail/rate_limit_state.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "outcome.hpp"
+
+namespace resilience {
+inline namespace v1 {
+
+/// The answer of try_acquire / acquire.
+struct rate_limit_decision {
+  bool allowed = false;                     ///< the permits were granted
+  duration retry_after = duration::zero();  ///< when refused: exact wait until try_acquire(n) succeeds (if nobody else takes them)
+  explicit operator bool() const noexcept { return allowed; }
+};
+
+/// A snapshot of one limiter's (or one registry key's) counters.
+struct rate_limit_stats {
+  double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
+  std::uint64_t allowed = 0;   ///< requests granted, tenants included
+  std::uint64_t rejected = 0;  ///< requests refused, tenants included
+  std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
+  std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
+  rate_limit_config config{};  ///< the configuration in force
+};
+
+/// A clock_ref reading CLOCK_MONOTONIC_COARSE (Linux): a few ns instead of
+/// ~20, with the kernel tick (1-4 ms) as resolution. Same time line as the
+/// steady clock; where the coarse clock does not exist it is the steady clock.
+inline clock_ref coarse_clock();
+
+namespace detail {
+
+struct coarse_clock_source final : clock_source {
+  time_point now() const noexcept override {
+#ifdef CLOCK_MONOTONIC_COARSE
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return time_point{duration{std::int64_t{ts.tv_sec} * ns_per_second + ts.tv_nsec}};
+#else
+    return steady_clock{}.now();
+#endif
+  }
+  bool sleep_until(time_point deadline, std::stop_token stop) const override { return steady_clock{}.sleep_until(deadline, std::move(stop)); }
+  timer_id call_at(time_point deadline, std::function<void()> fn) const override { return steady_clock{}.call_at(deadline, std::move(fn)); }
+  bool cancel(timer_id id) const noexcept override { return steady_clock{}.cancel(id); }
+};
+
+// Grant/refusal counters. Kept on their own cache line, apart from the CAS word.
+struct rate_counters {
+  alignas(64) std::atomic<std::uint64_t> allowed{0};
+  std::atomic<std::uint64_t> rejected{0};
+  std::atomic<std::uint64_t> violations{0};
+  std::atomic<bool> limiting{false};
+
+  void on_allowed() noexcept {
+    allowed.fetch_add(1, std::memory_order_relaxed);
+    if (limiting.load(std::memory_order_relaxed)) limiting.store(false, std::memory_order_relaxed);
+  }
+  void on_rejected() noexcept {
+    rejected.fetch_add(1, std::memory_order_relaxed);
+    if (!limiting.load(std::memory_order_relaxed) && !limiting.exchange(true, std::memory_order_relaxed))
+      violations.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+inline std::int64_t ns(time_point t) noexcept { return t.time_since_epoch().count(); }
+
+// Counts a final decision and publishes a refusal.
+inline void record(const rate_limit_decision& d, rate_counters& counters, const event_hub* hub, std::string_view key,
+                   std::string_view tenant) noexcept {
+  if (d.allowed) {
+    counters.on_allowed();
+    return;
+  }
+  counters.on_rejected();
+  emit(hub, [&] { return rate_limit_violated{key, tenant, d.retry_after}; });
+}
+
+// The blocking acquire on any state: books permits no later than
+// now + max_wait and sleeps on the clock until they are due. Gives up at once
+// (without sleeping) when they cannot be had in time. `cancelled` reports a
+// stop request.
+template <class Reserve, class Refund>
+rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const std::stop_token& stop, Reserve&& reserve,
+                                 Refund&& refund, bool& cancelled) {
+  auto now = clk.now();
+  const auto deadline = max_wait >= no_deadline - now ? no_deadline : now + std::max(max_wait, duration::zero());
+  for (;;) {
+    const reservation r = reserve(ns(now), ns(deadline));
+    if (r.granted) {
+      const time_point at{duration{r.at}};
+      if (at <= now || clk.sleep_until(at, stop)) return {true, duration::zero()};
+      refund();
+      cancelled = true;
+      return {false, duration::zero()};
+    }
+    const duration wait{r.retry_after};
+    if (wait > deadline - now) return {false, wait};
+    if (!clk.sleep_until(now + wait, stop)) {
+      cancelled = true;
+      return {false, wait};
+    }
+    now = clk.now();
+  }
+}
+
+// Hashing for heterogeneous lookup by string_view.
+struct sv_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+}  // namespace detail
+
+inline clock_ref coarse_clock() {
+  static const auto source = std::make_shared<const detail::coarse_clock_source>();
+  return clock_ref{source};
+}
+
+/// Options for the single-algorithm limiters.
+struct rate_options {
+  double requests_per_second = 10.0;  ///< the sustained rate; finite, > 0 and <= 1e9
+  std::int64_t burst_size = 20;       ///< bucket capacity / queue depth / permits per window; >= 1
+};
+
+/// One rate limiter, any algorithm, on a clock. Copies share the state; all
+/// members are thread-safe.
+class limiter {
+ public:
+  /// Throws std::invalid_argument naming the bad field. `name` appears in
+  /// events and rejections.
+  explicit limiter(const rate_limit_config& config = {}, clock_ref clk = {}, std::string name = {})
+      : s_{make(config, std::move(clk), std::move(name))} {}
+
+  /// Takes n permits if they are there now; never waits. Throws
+  /// std::invalid_argument when n > burst_size (it could never succeed).
+  rate_limit_decision try_acquire(std::uint32_t n = 1) const {
+    auto& st = s_->state;
+    if (n > 1) st.check_n(n, "limiter::try_acquire");
+    const auto now = detail::ns(s_->clock.now());
+    const auto r = st.reserve(now, n, now);
+    const rate_limit_decision d{r.granted, duration{r.retry_after}};
+    detail::record(d, s_->counters, &s_->hub, s_->name, {});
+    return d;
+  }
+
+  /// Takes n permits, waiting on the clock while they can be had within
+  /// max_wait (default: forever); refuses at once otherwise, with the exact
+  /// retry_after. A stop request ends the wait with a refusal. Throws
+  /// std::invalid_argument when n > burst_size.
+  rate_limit_decision acquire(std::uint32_t n = 1, duration max_wait = duration::max(), std::stop_token stop = {}) const {
+    auto& st = s_->state;
+    st.check_n(n, "limiter::acquire");
+    bool cancelled = false;
+    const auto d = detail::acquire_loop(
+        s_->clock, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
+        [&] { st.refund(n); }, cancelled);
+    detail::record(d, s_->counters, &s_->hub, s_->name, {});
+    return d;
+  }
+
+  /// Permits a try_acquire could take now.
+  double available() const { return s_->state.available(detail::ns(s_->clock.now())); }
+  /// Counters and configuration.
+  rate_limit_stats stats() const {
+    return {available(), s_->counters.allowed.load(std::memory_order_relaxed), s_->counters.rejected.load(std::memory_order_relaxed),
+            s_->counters.violations.load(std::memory_order_relaxed), 0, s_->state.config()};
+  }
+  /// This limiter's events (rate_limit_violated).
+  event_hub& events() const noexcept { return s_->hub; }
+  const rate_limit_config& config() const noexcept { return s_->state.config(); }
+  /// The name given at construction (stable while any copy lives).
+  std::string_view name() const noexcept { return s_->name; }
+  const clock_ref& clock() const noexcept { return s_->clock; }
+
+ private:
+  struct shared {
+    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {}
+    clock_ref clock;
+    std::string name;
+    mutable event_hub hub;
+    detail::rate_counters counters;
+    detail::limiter_state state;
+  };
+  static std::shared_ptr<shared> make(const rate_limit_config& c, clock_ref clk, std::string name) {
+    detail::validate(c, name.empty() ? std::string{"rate limiter"} : "rate limiter '" + name + "'");
+    return std::make_shared<shared>(c, std::move(clk), std::move(name));
+  }
+  std::shared_ptr<shared> s_;
+};
+
+/// Token bucket: burst_size tokens, refilled at requests_per_second; starts full.
+class token_bucket : public limiter {
+ public:
+  explicit token_bucket(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::token_bucket}, std::move(clk), std::move(name)} {}
+};
+
+/// Leaky bucket (queue form, GCRA): one permit every 1/requests_per_second;
+/// acquire() may queue up to burst_size permits ahead of schedule.
+class leaky_bucket : public limiter {
+ public:
+  explicit leaky_bucket(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::leaky_bucket}, std::move(clk), std::move(name)} {}
+};
+
+/// Fixed window: burst_size permits per window of burst_size/requests_per_second.
+class fixed_window : public limiter {
+ public:
+  explicit fixed_window(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::fixed_window}, std::move(clk), std::move(name)} {}
+};
+
+/// Exact sliding window: at most burst_size grants in any burst_size/requests_per_second.
+class sliding_window : public limiter {
+ public:
+  explicit sliding_window(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::sliding_window}, std::move(clk), std::move(name)} {}
+};
+
+class rate_limit;
+
+/// The registry of named limits (the seed's RateLimiter): one limiter per
+/// key, and one per (key, tenant) created on first use. Lookups of a
+/// configured key take no lock and allocate nothing. Thread-safe.
+class rate_limiter {
+ public:
+  /// A registry whose limiters run on `clk` (default: the steady clock).
+  explicit rate_limiter(clock_ref clk = {}) : clock_{std::move(clk)} { publish_table(16); }
+  rate_limiter(const rate_limiter&) = delete;
+  rate_limiter& operator=(const rate_limiter&) = delete;
+  ~rate_limiter() = default;
+
+  /// Sets (or replaces) the limit of `key`. Safe while other threads use the
+  /// key: they finish on the old limiter, the next call sees the new one with
+  /// a fresh budget; tenant limiters restart from the new config. Throws
+  /// std::invalid_argument naming the bad field.
+  void configure(std::string_view key, const rate_limit_config& config) {
+    detail::validate(config, "rate_limiter: key '" + std::string{key} + "'");
+    std::lock_guard lock{write_mutex_};
+    auto* e = find(key);
+    auto state = std::make_unique<detail::limiter_state>(config, clock_.now());
+    if (!e) {
+      auto entry = std::make_unique<key_entry>(key, config.max_partitions);
+      entry->current.store(state.get(), std::memory_order_release);
+      entry->states.push_back(std::move(state));
+      e = entry.get();
+      entries_.push_back(std::move(entry));
+      insert(e);
+      return;
+    }
+    std::lock_guard entry_lock{e->mutex};
+    // The old state stays allocated until the registry dies: a thread may be
+    // using it right now, and a reconfiguration is rare.
+    e->current.store(state.get(), std::memory_order_release);
+    e->states.push_back(std::move(state));
+    e->reset_tenants(config.max_partitions);
+  }
+
+  /// True when `key` has been configured.
+  bool configured(std::string_view key) const noexcept { return find(key) != nullptr; }
+
+  /// Takes a permit of `key` or throws rate_limit_exceeded (key, retry_after).
+  /// Throws std::invalid_argument for an unknown key.
+  void check_limit(std::string_view key) const {
+    if (const auto d = try_acquire(key); !d) throw rate_limit_exceeded{std::string{key}, d.retry_after};
+  }
+  /// Takes a permit of (key, tenant) or throws rate_limit_exceeded (key, retry_after, tenant).
+  void check_limit(std::string_view key, std::string_view tenant) const {
+    if (const auto d = try_acquire(key, tenant); !d) throw rate_limit_exceeded{std::string{key}, d.retry_after, std::string{tenant}};
+  }
+
+  /// Takes n permits of `key` if they are there now.
+  rate_limit_decision try_acquire(std::string_view key, std::uint32_t n = 1) const { return try_acquire_on(entry(key), n); }
+  /// Takes n permits of (key, tenant) if they are there now; an empty tenant is the key's own limiter.
+  rate_limit_decision try_acquire(std::string_view key, std::string_view tenant, std::uint32_t n = 1) const {
+    return try_acquire_on(entry(key), tenant, n);
+  }
+  /// Takes a permit of `key`, waiting up to max_wait on the registry's clock.
+  rate_limit_decision acquire(std::string_view key, duration max_wait, std::stop_token stop = {}) const {
+    bool cancelled = false;
+    return acquire_on(entry(key), {}, 1, max_wait, stop, cancelled);
+  }
+  /// Takes a permit of (key, tenant), waiting up to max_wait.
+  rate_limit_decision acquire(std::string_view key, std::string_view tenant, duration max_wait, std::stop_token stop = {}) const {
+    bool cancelled = false;
+    return acquire_on(entry(key), tenant, 1, max_wait, stop, cancelled);
+  }
+
+  /// The counters of `key` (tenants included in the totals).
+  rate_limit_stats stats(std::string_view key) const { return stats_of(entry(key)); }
+  /// The configured keys, in configuration order.
+  std::vector<std::string> keys() const {
+    std::lock_guard lock{write_mutex_};
+    std::vector<std::string> out;
+    out.reserve(entries_.size());
+    for (const auto& e : entries_) out.push_back(e->name);
+    return out;
+  }
+  /// Calls fn(key, stats) for every key (for a metrics scrape).
+  template <class Fn>
+  void for_each_stats(Fn&& fn) const {
+    std::vector<const key_entry*> all;
+    {
+      std::lock_guard lock{write_mutex_};
+      for (const auto& e : entries_) all.push_back(e.get());
+    }
+    for (const auto* e : all) fn(std::string_view{e->name}, stats_of(*e));
+  }
+  /// Tenant limiters alive for `key`.
+  std::size_t partitions(std::string_view key) const { return entry(key).partitions(); }
+
+  /// Events of every key (rate_limit_violated).
+  event_hub& events() const noexcept { return hub_; }
+  /// The registry's clock.
+  const clock_ref& clock() const noexcept { return clock_; }
+
+ private:
+  friend class rate_limit;
+
+  struct tenant_node {
+    tenant_node(std::string_view t, const rate_limit_config& c, time_point now) : tenant{t}, state{c, now} {}
+    std::string tenant;
+    detail::limiter_state state;
+  };
+  // One lock per shard; at most `capacity` tenants, least recently used evicted first.
+  struct tenant_shard {
+    std::mutex mutex;
+    std::list<tenant_node> lru;  // front: most recently used
+    std::unordered_map<std::string_view, std::list<tenant_node>::iterator, detail::sv_hash, std::equal_to<>> index;
+    std::size_t capacity = 1;
+  };
+
+  struct key_entry {
+    static constexpr std::size_t max_shards = 16;
+
+    key_entry(std::string_view k, std::size_t max_partitions) : name{k}, hash{detail::sv_hash{}(k)} { reset_tenants(max_partitions); }
+
+    // Drops every tenant limiter and sizes the shards so that together they
+    // hold at most max_partitions: one shard (an exact LRU) for small limits,
+    // up to 16 locks for large ones.
+    void reset_tenants(std::size_t max_partitions) {
+      const std::size_t count = std::clamp<std::size_t>(max_partitions / 64, 1, max_shards);
+      shard_count.store(count, std::memory_order_release);
+      for (std::size_t i = 0; i < max_shards; ++i) {
+        std::lock_guard shard_lock{shards[i].mutex};
+        shards[i].index.clear();
+        shards[i].lru.clear();
+        shards[i].capacity = i < count ? max_partitions / count : 0;
+      }
+    }
+
+    tenant_shard& shard_for(std::string_view tenant) {
+      return shards[detail::sv_hash{}(tenant) % shard_count.load(std::memory_order_acquire)];
+    }
+
+    std::size_t partitions() const {
+      std::size_t n = 0;
+      for (auto& s : shards) {
+        std::lock_guard shard_lock{s.mutex};
+        n += s.lru.size();
+      }
+      return n;
+    }
+
+    const std::string name;
+    const std::size_t hash;
+    std::atomic<detail::limiter_state*> current{nullptr};
+    detail::rate_counters counters;
+    std::mutex mutex;                                          // serializes reconfiguration
+    std::vector<std::unique_ptr<detail::limiter_state>> states;  // current and retired (see configure)
+    mutable tenant_shard shards[max_shards];
+    std::atomic<std::size_t> shard_count{1};
+  };
+
+  // Open addressing, never shrinking; readers load the table pointer and
+  // probe without a lock. A full table is copied into one twice as large and
+  // the old one kept until the registry dies (geometric growth bounds that
+  // at the size of the live table).
+  struct key_table {
+    explicit key_table(std::size_t capacity) : mask{capacity - 1}, slots{std::make_unique<std::atomic<key_entry*>[]>(capacity)} {}
+    std::size_t mask;
+    std::unique_ptr<std::atomic<key_entry*>[]> slots;
+    std::size_t size = 0;
+  };
+
+  key_entry* find(std::string_view key) const noexcept {
+    const auto h = detail::sv_hash{}(key);
+    const key_table* t = table_.load(std::memory_order_acquire);
+    for (std::size_t i = h & t->mask;; i = (i + 1) & t->mask) {
+      key_entry* e = t->slots[i].load(std::memory_order_acquire);
+      if (!e) return nullptr;
+      if (e->hash == h && e->name == key) return e;
+    }
+  }
+
+  key_entry& entry(std::string_view key) const {
+    if (auto* e = find(key)) return *e;
+    throw std::invalid_argument{"rate_limiter: unknown key '" + std::string{key} + "' (configure it first)"};
+  }
+
+  // Under write_mutex_.
+  void insert(key_entry* e) {
+    key_table* t = table_.load(std::memory_order_relaxed);
+    if ((t->size + 1) * 2 > t->mask + 1) {
+      publish_table((t->mask + 1) * 2);
+      t = table_.load(std::memory_order_relaxed);
+    }
+    place(*t, e);
+  }
+  static void place(key_table& t, key_entry* e) {
+    std::size_t i = e->hash & t.mask;
+    while (t.slots[i].load(std::memory_order_relaxed)) i = (i + 1) & t.mask;
+    t.slots[i].store(e, std::memory_order_release);
+    ++t.size;
+  }
+  void publish_table(std::size_t capacity) {
+    auto fresh = std::make_unique<key_table>(capacity);
+    for (const auto& e : entries_) place(*fresh, e.get());
+    table_.store(fresh.get(), std::memory_order_release);
+    tables_.push_back(std::move(fresh));
+  }
+
+  rate_limit_decision try_acquire_on(key_entry& e, std::uint32_t n) const {
+    auto* st = e.current.load(std::memory_order_acquire);
+    if (n > 1) st->check_n(n, "rate_limiter::try_acquire");
+    const auto now = detail::ns(clock_.now());
+    const auto r = st->reserve(now, n, now);
+    const rate_limit_decision d{r.granted, duration{r.retry_after}};
+    detail::record(d, e.counters, &hub_, e.name, {});
+    return d;
+  }
+
+  // Runs fn(state) on the tenant's limiter under its shard lock, creating
+  // it (and evicting the least recently used one if the shard is full).
+  template <class Fn>
+  auto with_tenant(key_entry& e, std::string_view tenant, Fn&& fn) const {
+    tenant_shard* shard = &e.shard_for(tenant);
+    std::lock_guard lock{shard->mutex};
+    auto it = shard->index.find(tenant);
+    if (it != shard->index.end()) {
+      shard->lru.splice(shard->lru.begin(), shard->lru, it->second);
+    } else {
+      // A thread that read the shard count just before a reconfiguration
+      // shrank it may land in a shard of capacity 0: it still gets a limiter
+      // (one at most per such shard), dropped at the next reconfiguration.
+      if (!shard->lru.empty() && shard->lru.size() >= shard->capacity) {
+        shard->index.erase(shard->lru.back().tenant);
+        shard->lru.pop_back();
+      }
+      shard->lru.emplace_front(tenant, e.current.load(std::memory_order_acquire)->config(), clock_.now());
+      it = shard->index.emplace(shard->lru.front().tenant, shard->lru.begin()).first;
+    }
+    return fn(it->second->state);
+  }
+
+  rate_limit_decision try_acquire_on(key_entry& e, std::string_view tenant, std::uint32_t n) const {
+    if (tenant.empty()) return try_acquire_on(e, n);
+    const auto d = with_tenant(e, tenant, [&](detail::limiter_state& st) {
+      if (n > 1) st.check_n(n, "rate_limiter::try_acquire");
+      const auto now = detail::ns(clock_.now());
+      const auto r = st.reserve(now, n, now);
+      return rate_limit_decision{r.granted, duration{r.retry_after}};
+    });
+    detail::record(d, e.counters, &hub_, e.name, tenant);
+    return d;
+  }
+
+  rate_limit_decision acquire_on(key_entry& e, std::string_view tenant, std::uint32_t n, duration max_wait, const std::stop_token& stop,
+                                 bool& cancelled) const {
+    rate_limit_decision d;
+    if (tenant.empty()) {
+      auto* st = e.current.load(std::memory_order_acquire);
+      st->check_n(n, "rate_limiter::acquire");
+      d = detail::acquire_loop(
+          clock_, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st->reserve(now, n, deadline); },
+          [&] { st->refund(n); }, cancelled);
+    } else {
+      d = detail::acquire_loop(
+          clock_, max_wait, stop,
+          [&](std::int64_t now, std::int64_t deadline) {
+            return with_tenant(e, tenant, [&](detail::limiter_state& st) {
+              st.check_n(n, "rate_limiter::acquire");
+              return st.reserve(now, n, deadline);
+            });
+          },
+          [&] { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(n); }); }, cancelled);
+    }
+    detail::record(d, e.counters, &hub_, e.name, tenant);
+    return d;
+  }
+
+  rate_limit_stats stats_of(const key_entry& e) const {
+    const auto* st = e.current.load(std::memory_order_acquire);
+    return {st->available(detail::ns(clock_.now())), e.counters.allowed.load(std::memory_order_relaxed),
+            e.counters.rejected.load(std::memory_order_relaxed), e.counters.violations.load(std::memory_order_relaxed), e.partitions(),
+            st->config()};
+  }
+
+  clock_ref clock_;
+  mutable event_hub hub_;
+  mutable std::mutex write_mutex_;
+  std::vector<std::unique_ptr<key_entry>> entries_;
+  std::vector<std::unique_ptr<key_table>> tables_;
+  std::atomic<key_table*> table_{nullptr};
+};
+
+/// The process-wide registry (steady clock), created on first use.
+inline rate_limiter& get_rate_limiter() {
+  static rate_limiter registry;
+  return registry;
+}
+
+/// Options of the rate_limit policy.
+struct rate_limit_options {
+  duration max_wait = duration::zero();  ///< wait up to this long for a permit (never past the call's deadline); default: reject at once
+  bool per_tenant = true;                ///< use the call's tenant (call_options::tenant) as a partition of the key
+};
+
+/// A policy for resilient<>: takes a permit before the call, or rejects it
+/// with errc::rate_limited (retry_after, the key, the tenant) — no
+/// allocation, no throw on try_call.
+///
+///   resilience::resilient fetch{fetch_factor, resilience::rate_limit{registry, "factor_api", {.max_wait = 200ms}}};
+class rate_limit {
+ public:
+  /// Limits by `key` of `registry` (which must outlive the policy). Throws
+  /// std::invalid_argument when the key is not configured yet.
+  rate_limit(const rate_limiter& registry, std::string_view key, rate_limit_options options = {})
+      : registry_{&registry}, entry_{&registry.entry(key)}, options_{validated(options)} {}
+  /// Limits by a single limiter (shared with every copy of it); tenants are ignored.
+  explicit rate_limit(limiter single, rate_limit_options options = {}) : single_{std::move(single)}, options_{validated(options)} {}
+
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    using T = typename std::invoke_result_t<Next&, call_context&>::value_type;
+    const std::string_view tenant = options_.per_tenant && registry_ ? ctx.tenant : std::string_view{};
+    const auto max_wait = std::min(options_.max_wait, std::max(ctx.remaining(), duration::zero()));
+    bool cancelled = false;
+    rate_limit_decision d;
+    if (registry_) {
+      d = max_wait > duration::zero() ? registry_->acquire_on(*entry_, tenant, 1, max_wait, ctx.stop, cancelled)
+                                      : registry_->try_acquire_on(*entry_, tenant, 1);
+    } else {
+      d = max_wait > duration::zero() ? single_->acquire(1, max_wait, ctx.stop) : single_->try_acquire(1);
+      cancelled = !d && ctx.stop.stop_requested();
+    }
+    if (d) return next(ctx);
+    const std::string_view source = registry_ ? std::string_view{entry_->name} : single_->name();
+    if (cancelled) return outcome<T>{rejection{.code = errc::cancelled, .source = source}};
+    return outcome<T>{rejection{.code = errc::rate_limited, .retry_after = d.retry_after, .source = source, .tenant = tenant}};
+  }
+
+  /// The events of the registry or limiter behind this policy.
+  event_hub& events() const noexcept { return registry_ ? registry_->events() : single_->events(); }
+  /// The key (or the limiter's name).
+  std::string_view key() const noexcept { return registry_ ? std::string_view{entry_->name} : single_->name(); }
+
+ private:
+  static rate_limit_options validated(rate_limit_options o) {
+    if (o.max_wait < duration::zero()) throw std::invalid_argument{"rate_limit: max_wait must be >= 0"};
+    return o;
+  }
+  const rate_limiter* registry_ = nullptr;
+  rate_limiter::key_entry* entry_ = nullptr;
+  std::optional<limiter> single_;
+  rate_limit_options options_;
+};
+
+}  // namespace v1
+}  // namespace resilience
