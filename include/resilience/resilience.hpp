@@ -5,10 +5,13 @@
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
 #pragma once
 
+#include "backoff.hpp"
 #include "clock.hpp"
 #include "context.hpp"
+#include "degradation.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
+#include "retry.hpp"
