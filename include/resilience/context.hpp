@@ -21,6 +21,8 @@
 namespace resilience {
 inline namespace v1 {
 
+class executor_ref;  // executor.hpp
+
 /// What a caller may say about one call (see resilient::call_with).
 struct call_options {
   std::string_view operation{};       ///< a name for logs and events ("factor_lookup")
@@ -52,6 +54,9 @@ class call_context {
   std::stop_token stop;            ///< stop requests for this call (a timeout replaces it with its own)
   time_point deadline;             ///< no_deadline, or when the call must be over
   int attempt = 1;                 ///< 1 for the first try, 2 for the first retry...
+  /// Where detached timeouts and async steps run (set by with_executor());
+  /// null means default_executor(). Must outlive the call, like the clock.
+  const executor_ref* executor = nullptr;
 
  private:
   const clock_ref* clock_;

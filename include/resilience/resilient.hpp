@@ -11,11 +11,27 @@
 //   template <class Next> auto execute(call_context& ctx, Next&& next) const -> outcome<T>;
 //
 // where next(ctx) runs the rest of the pipeline and returns its outcome.
+//
+// Two optional extensions (see call_view and async_callback below):
+//   execute(ctx, next, call)              `call` describes the call: its
+//       arguments, whether the callable is stop-aware, and launch(), which
+//       runs an owning copy of the rest of the pipeline on an executor
+//       (detached timeouts, cached fallbacks use it);
+//   execute_async(ctx, next, call, done)  the policy's async form for
+//       r.async(): next(ctx, cb) starts the inner pipeline, cb and done are
+//       called exactly once, on any thread.
+// A policy with `typename P::state` and `next_delay(ctx, outcome, state&)`
+// (retry) is run by async() as a loop whose waits are timers, not sleeps.
+// Any other policy runs its sync execute on an executor thread.
 #pragma once
 
 #include <concepts>
 #include <exception>
 #include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
 #include <stop_token>
 #include <tuple>
 #include <type_traits>
@@ -23,6 +39,7 @@
 
 #include "clock.hpp"
 #include "context.hpp"
+#include "executor.hpp"
 #include "outcome.hpp"
 
 namespace resilience {
@@ -89,7 +106,84 @@ auto value_of(O&& o) -> typename std::remove_cvref_t<O>::value_type {
     return std::move(o).value();
 }
 
+/// The outcome type an inner pipeline step returns.
+template <class O>
+using outcome_value_t = typename std::remove_cvref_t<O>::value_type;
+
+template <class F, class Pipeline, class... A>
+struct owned_call;
+
 }  // namespace detail
+
+/// The continuation of an async step: called exactly once with the outcome.
+template <class T>
+using async_callback = detail::unique_function<void(outcome<T>)>;
+
+namespace detail {
+
+// A sync call's description, referring to the caller's callable and arguments.
+template <class Fn, class Pipeline, class... Args>
+struct bound_call {
+  using owned = owned_call<std::decay_t<Fn>, Pipeline, std::decay_t<Args>...>;
+  static constexpr bool stop_aware = takes_stop_token<Fn, Args...>;
+  static constexpr bool can_launch = std::is_copy_constructible_v<std::decay_t<Fn>> &&
+                                     (std::is_copy_constructible_v<std::decay_t<Args>> && ...) &&
+                                     std::is_copy_constructible_v<Pipeline>;
+
+  const std::tuple<Args&...>& arguments() const noexcept { return args; }
+
+  template <std::size_t Level, class Done>
+  void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
+    auto self = std::apply(
+        [&](Args&... a) { return std::make_shared<owned>(*f, *pl, ctx, std::move(stop), a...); }, args);
+    auto* s = self.get();
+    s->exec.post([self = std::move(self), done = std::forward<Done>(done)]() mutable {
+      done(self->template run_sync<Level>(self->ctx));
+    });
+  }
+
+  Fn* f;
+  const Pipeline* pl;
+  std::tuple<Args&...> args;
+};
+
+// A call known only as an opaque `inner` (pipeline::run): no arguments, no launch.
+struct opaque_call {
+  static constexpr bool stop_aware = false;
+  static constexpr bool can_launch = false;
+  const std::tuple<>& arguments() const noexcept {
+    static constexpr std::tuple<> none{};
+    return none;
+  }
+};
+
+}  // namespace detail
+
+/// What a policy at pipeline level I may learn about the call (third
+/// argument of `execute(ctx, next, call)` and `execute_async`).
+template <std::size_t I, class Bound>
+class call_view {
+ public:
+  explicit call_view(const Bound& b) noexcept : b_{&b} {}
+  /// True when the callable takes a std::stop_token first.
+  static constexpr bool stop_aware = Bound::stop_aware;
+  /// True when launch() is available (callable, arguments and policies copyable).
+  static constexpr bool can_launch = Bound::can_launch;
+  /// The call's arguments, as a tuple of lvalue references.
+  decltype(auto) arguments() const noexcept { return b_->arguments(); }
+  /// Runs the policies inside this one and the callable on ctx's executor,
+  /// with copies of the callable, arguments and context (operation and
+  /// tenant strings copied, stop = `stop`) owned by the task; done(outcome)
+  /// is called on the executor thread. Nothing refers to the caller's stack.
+  template <class Done>
+    requires Bound::can_launch
+  void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
+    b_->template launch<I + 1>(ctx, std::move(stop), std::forward<Done>(done));
+  }
+
+ private:
+  const Bound* b_;
+};
 
 /// A policy usable with outcome-returning `Next`: `p.execute(ctx, next)`.
 template <class P, class Next>
@@ -112,7 +206,8 @@ class pipeline {
   /// Runs the callable `inner(ctx) -> outcome<T>` through every policy.
   template <class Inner>
   auto run(call_context& ctx, Inner& inner) const {
-    return step<0>(ctx, inner);
+    static constexpr detail::opaque_call opaque{};
+    return step<0>(ctx, inner, opaque);
   }
 
   /// Calls f(args...) through the policies; returns its value or throws.
@@ -131,8 +226,27 @@ class pipeline {
   template <class F, class... Args>
   auto try_execute_with(const call_options& options, F&& f, Args&&... args) const noexcept {
     call_context ctx{clock_, options};
+    ctx.executor = &executor_;
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f, c, args...); };
-    return run(ctx, inner);
+    const detail::bound_call<std::remove_reference_t<F>, pipeline, std::remove_reference_t<Args>...> call{&f, this, {args...}};
+    return step<0>(ctx, inner, call);
+  }
+
+  /// Calls f(args...) through the policies on the executor; the future holds
+  /// the value or the failure (the user's exception, or the rejection's
+  /// exception type). f and the arguments are copied (moved) into the call.
+  template <class F, class... Args>
+  auto async(F&& f, Args&&... args) const {
+    return async_with({}, std::forward<F>(f), std::forward<Args>(args)...);
+  }
+
+  /// async with per-call options (the option strings are copied).
+  template <class F, class... Args>
+  auto async_with(const call_options& options, F&& f, Args&&... args) const {
+    using owned = detail::owned_call<std::decay_t<F>, pipeline, std::decay_t<Args>...>;
+    call_context base{clock_, options};
+    return owned::start(std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...),
+                        executor_);
   }
 
   /// A resilient<F, Policies...> calling f through copies of these policies.
@@ -140,8 +254,21 @@ class pipeline {
   resilient<std::decay_t<F>, Policies...> wrap(F&& f) const& {
     return std::apply([&](const Policies&... ps) { return resilient<std::decay_t<F>, Policies...>{std::forward<F>(f), ps...}; },
                       policies_)
-        .with_clock(clock_);
+        .with_clock(clock_)
+        .with_executor(executor_);
   }
+
+  /// Runs detached timeouts and async calls on `ex` (default: default_executor()).
+  pipeline& with_executor(executor_ref ex) & noexcept {
+    executor_ = std::move(ex);
+    return *this;
+  }
+  pipeline&& with_executor(executor_ref ex) && noexcept {
+    executor_ = std::move(ex);
+    return std::move(*this);
+  }
+  /// The executor of this pipeline's detached and async work (empty = default).
+  const executor_ref& executor() const noexcept { return executor_; }
 
   /// Uses `clk` for every call's context (the default is the real steady clock).
   pipeline& with_clock(clock_ref clk) & noexcept {
@@ -159,19 +286,172 @@ class pipeline {
   const std::tuple<Policies...>& policies() const noexcept { return policies_; }
 
  private:
-  template <std::size_t I, class Inner>
-  auto step(call_context& ctx, Inner& inner) const {
+  template <class, class...>
+  friend class resilient;
+  template <class, class, class...>
+  friend struct detail::owned_call;
+
+  template <std::size_t I, class Inner, class Call>
+  auto step(call_context& ctx, Inner& inner, const Call& call) const {
     if constexpr (I == sizeof...(Policies)) {
       return inner(ctx);
     } else {
-      auto next = [this, &inner](call_context& c) { return step<I + 1>(c, inner); };
-      return std::get<I>(policies_).execute(ctx, next);
+      auto next = [this, &inner, &call](call_context& c) { return step<I + 1>(c, inner, call); };
+      const auto& p = std::get<I>(policies_);
+      const call_view<I, Call> view{call};
+      if constexpr (requires { p.execute(ctx, next, view); })
+        return p.execute(ctx, next, view);
+      else
+        return p.execute(ctx, next);
     }
   }
 
   std::tuple<Policies...> policies_;
   clock_ref clock_;
+  executor_ref executor_;
 };
+
+namespace detail {
+
+// A retry-like policy: async() runs it as a loop whose waits are timers.
+template <class P, class U>
+concept scheduled_retry = requires(const P& p, const call_context& ctx, const outcome<U>& o, typename P::state& s) {
+  { p.next_delay(ctx, o, s) } -> std::same_as<std::optional<duration>>;
+};
+
+template <class T>
+void fulfil(std::promise<T>& p, outcome<T>&& o) {
+  if (o.has_value()) {
+    if constexpr (std::is_void_v<T>)
+      p.set_value();
+    else
+      p.set_value(std::move(*o));
+  } else {
+    p.set_exception(o.to_exception_ptr());
+  }
+}
+
+// One call that owns everything it touches: copies of the callable, the
+// arguments, the policies (stateful ones share their state), the clock, the
+// executor, the operation and tenant strings, and its own call_context.
+// async() and call_view::launch() run it; every pending step holds a
+// shared_ptr to it, so abandoned work stays valid until it ends.
+template <class F, class Pipeline, class... A>
+struct owned_call {
+  template <class G, class... B>
+  owned_call(G&& g, const Pipeline& p, const call_context& from, std::stop_token stop, B&&... a)
+      : f{std::forward<G>(g)},
+        pl{p},
+        args{std::forward<B>(a)...},
+        clock{from.clock()},
+        exec{from.executor ? *from.executor : p.executor()},
+        operation{from.operation},
+        tenant{from.tenant},
+        ctx{clock, call_options{operation, tenant, std::move(stop), from.deadline}},
+        bound{&f, &pl, std::apply([](A&... x) { return std::tuple<A&...>{x...}; }, args)} {
+    ctx.attempt = from.attempt;
+    ctx.executor = &exec;
+  }
+  owned_call(const owned_call&) = delete;
+  owned_call& operator=(const owned_call&) = delete;
+
+  auto invoke(call_context& c) {
+    return std::apply([&](A&... a) { return invoke_to_outcome(f, c, a...); }, args);
+  }
+
+  // The sync pipeline from level I inward, on this thread.
+  template <std::size_t I>
+  auto run_sync(call_context& c) {
+    auto inner = [this](call_context& cc) { return invoke(cc); };
+    return pl.template step<I>(c, inner, bound);
+  }
+
+  template <std::size_t I>
+  using outcome_at = decltype(std::declval<owned_call&>().template run_sync<I>(std::declval<call_context&>()));
+
+  static constexpr std::size_t levels = std::tuple_size_v<std::remove_cvref_t<decltype(std::declval<Pipeline&>().policies())>>;
+
+  // Starts level I of the async pipeline; done is called exactly once.
+  template <std::size_t I>
+  static void start_async(const std::shared_ptr<owned_call>& self, call_context& c,
+                          async_callback<outcome_value_t<outcome_at<I>>> done) {
+    if constexpr (I == levels) {
+      done(self->invoke(c));
+    } else {
+      using U = outcome_value_t<outcome_at<I + 1>>;
+      using P = std::tuple_element_t<I, std::remove_cvref_t<decltype(self->pl.policies())>>;
+      const P& p = std::get<I>(self->pl.policies());
+      auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
+      const call_view<I, bound_type> view{self->bound};
+      if constexpr (requires { p.execute_async(c, next, view, std::move(done)); }) {
+        p.execute_async(c, next, view, std::move(done));
+      } else if constexpr (scheduled_retry<P, U> && std::is_same_v<U, outcome_value_t<outcome_at<I>>>) {
+        auto loop = std::make_shared<retry_loop<I, P>>(self, p, c, std::move(done));
+        loop->attempt();
+      } else {
+        done(self->template run_sync<I>(c));
+      }
+    }
+  }
+
+  // A retry-like policy's async loop: next_delay decides, a timer waits.
+  template <std::size_t I, class P>
+  struct retry_loop : std::enable_shared_from_this<retry_loop<I, P>> {
+    using U = outcome_value_t<outcome_at<I + 1>>;
+    retry_loop(std::shared_ptr<owned_call> s, const P& policy, call_context& c, async_callback<U> d)
+        : self{std::move(s)}, p{&policy}, ctx{&c}, done{std::move(d)} {}
+
+    void attempt() {
+      if (ctx->stop.stop_requested()) {
+        done(outcome<U>{rejection{.code = errc::cancelled}});
+        return;
+      }
+      ctx->attempt = st.attempt;
+      start_async<I + 1>(self, *ctx, [me = this->shared_from_this()](outcome<U> o) { me->after(std::move(o)); });
+    }
+
+    void after(outcome<U> o) {
+      const std::optional<duration> delay = p->next_delay(*ctx, o, st);
+      if (!delay) {
+        done(std::move(o));
+        return;
+      }
+      post_at(ctx->clock(), ctx->now() + *delay, self->exec, [me = this->shared_from_this()] { me->attempt(); });
+    }
+
+    std::shared_ptr<owned_call> self;
+    const P* p;
+    call_context* ctx;
+    typename P::state st{};
+    async_callback<U> done;
+  };
+
+  // Posts the whole call to the executor; the future gets its outcome.
+  static auto start(std::shared_ptr<owned_call> self, const executor_ref&) {
+    using T = outcome_value_t<outcome_at<0>>;
+    std::promise<T> promise;
+    auto future = promise.get_future();
+    auto* s = self.get();
+    s->exec.post([self = std::move(self), promise = std::move(promise)]() mutable {
+      start_async<0>(self, self->ctx, [promise = std::move(promise)](outcome<T> o) mutable { fulfil(promise, std::move(o)); });
+    });
+    return future;
+  }
+
+  using bound_type = bound_call<F, Pipeline, A...>;
+
+  F f;
+  Pipeline pl;
+  std::tuple<A...> args;
+  clock_ref clock;
+  executor_ref exec;
+  std::string operation;
+  std::string tenant;
+  call_context ctx;
+  bound_type bound;
+};
+
+}  // namespace detail
 
 /// A callable wrapped in policies (outermost first). Called exactly like the
 /// callable; copying it copies stateless policies and shares stateful ones.
@@ -212,8 +492,36 @@ class resilient {
   template <class... Args>
   auto try_call_with(const call_options& options, Args&&... args) const noexcept {
     call_context ctx{pipeline_.clock(), options};
+    ctx.executor = &pipeline_.executor();
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f_, c, args...); };
-    return pipeline_.run(ctx, inner);
+    const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{&f_, &pipeline_, {args...}};
+    return pipeline_.template step<0>(ctx, inner, call);
+  }
+
+  /// Calls through the policies on the executor and returns at once; the
+  /// future holds the value or the failure (the user's exception object, or
+  /// the rejection's exception type). The arguments are copied (or moved)
+  /// into the call, so they may die before it ends. Retry waits are timers:
+  /// no thread is held during a backoff.
+  template <class... Args>
+  auto async(Args&&... args) const {
+    return async_with({}, std::forward<Args>(args)...);
+  }
+
+  /// async with per-call options (the option strings are copied).
+  template <class... Args>
+  auto async_with(const call_options& options, Args&&... args) const {
+    return pipeline_.async_with(options, f_, std::forward<Args>(args)...);
+  }
+
+  /// Runs detached timeouts and async calls on `ex` (default: default_executor()).
+  resilient& with_executor(executor_ref ex) & noexcept {
+    pipeline_.with_executor(std::move(ex));
+    return *this;
+  }
+  resilient&& with_executor(executor_ref ex) && noexcept {
+    pipeline_.with_executor(std::move(ex));
+    return std::move(*this);
   }
 
   /// Uses `clk` for every call's context (the default is the real steady clock).

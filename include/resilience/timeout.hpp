@@ -1,0 +1,335 @@
+// resilience/timeout.hpp: the timeout policy and the seed's per-operation limits.
+//
+// Two ways to give up on a call at its deadline:
+//  - cooperative: the callable runs on the caller's thread and a timer asks it
+//    to stop (through the std::stop_token it takes first); the caller gets
+//    timeout_error when the timer fired, whatever the callable returned after.
+//  - detached: the callable runs on an executor and the caller waits on the
+//    clock; at the deadline the caller gets timeout_error and the abandoned
+//    work finishes in the background with copies of its arguments, its
+//    result dropped.
+// The default (timeout_mode::automatic) is cooperative for stop-aware
+// callables and detached for the others.
+//
+//   resilience::resilient lookup{[](std::stop_token st, const std::string& activity) { return query(st, activity); },
+//                                resilience::retry{}, resilience::timeout{resilience::operation_type::factor_lookup}};
+//   double f = lookup("electricity");  // each attempt gets 5 s; throws timeout_error after the last
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "clock.hpp"
+#include "context.hpp"
+#include "events.hpp"
+#include "executor.hpp"
+#include "outcome.hpp"
+#include "resilient.hpp"
+
+namespace resilience {
+inline namespace v1 {
+
+/// The operations of the seed services, each with its default timeout.
+enum class operation_type : std::uint8_t {
+  factor_lookup,      ///< emission-factor lookup over HTTP: 5 s
+  llm_inference,      ///< LLM provider call: 30 s
+  erp_api_call,       ///< ERP intake: 10 s
+  database_query,     ///< database: 10 s
+  report_generation,  ///< report generator: 60 s
+  external_api,       ///< any other external API: 10 s
+};
+
+/// "factor_lookup", "llm_inference"...
+constexpr std::string_view to_string(operation_type op) noexcept {
+  switch (op) {
+    case operation_type::factor_lookup: return "factor_lookup";
+    case operation_type::llm_inference: return "llm_inference";
+    case operation_type::erp_api_call: return "erp_api_call";
+    case operation_type::database_query: return "database_query";
+    case operation_type::report_generation: return "report_generation";
+    case operation_type::external_api: return "external_api";
+  }
+  return "unknown";
+}
+
+/// The seed's default timeout of an operation type.
+constexpr duration default_timeout(operation_type op) noexcept {
+  using std::chrono::seconds;
+  switch (op) {
+    case operation_type::factor_lookup: return seconds{5};
+    case operation_type::llm_inference: return seconds{30};
+    case operation_type::erp_api_call: return seconds{10};
+    case operation_type::database_query: return seconds{10};
+    case operation_type::report_generation: return seconds{60};
+    case operation_type::external_api: return seconds{10};
+  }
+  return seconds{10};
+}
+
+/// How a timeout abandons a call.
+enum class timeout_mode : std::uint8_t {
+  automatic,    ///< cooperative for callables taking a std::stop_token, detached otherwise
+  cooperative,  ///< inline on the caller's thread; a timer requests stop at the deadline
+  detached,     ///< on an executor; the caller stops waiting at the deadline
+};
+
+/// Settings of a timeout policy.
+struct timeout_options {
+  duration limit = std::chrono::seconds{10};    ///< the time a call may take (> 0); default 10 s
+  timeout_mode mode = timeout_mode::automatic;  ///< see timeout_mode
+  std::string name{};                           ///< reported as the rejection's source and in timeout_error
+};
+
+/// Gives up on a call after a limit, returning a timeout rejection
+/// (timeout_error at the API edge), and narrows the call's deadline so that
+/// policies inside it (an inner retry) never wait past it.
+class timeout {
+ public:
+  /// A timeout from options; throws std::invalid_argument when limit <= 0.
+  explicit timeout(timeout_options options) : limit_{options.limit}, mode_{options.mode}, shared_{make_shared(std::move(options.name))} {
+    if (limit_ <= duration::zero()) throw std::invalid_argument{"timeout: limit must be > 0"};
+  }
+  /// A timeout of `limit` (any chrono duration; <= 0 or NaN is rejected).
+  template <class Rep, class Period>
+  explicit timeout(std::chrono::duration<Rep, Period> limit, timeout_mode mode = timeout_mode::automatic)
+      : timeout{timeout_options{checked(limit), mode, {}}} {}
+  /// The seed's default for an operation type, named after it.
+  explicit timeout(operation_type op, timeout_mode mode = timeout_mode::automatic)
+      : timeout{timeout_options{default_timeout(op), mode, std::string{to_string(op)}}} {}
+
+  /// The limit.
+  duration limit() const noexcept { return limit_; }
+  /// The mode.
+  timeout_mode mode() const noexcept { return mode_; }
+  /// The name given in the options ("" by default; the operation type's name when built from one).
+  const std::string& name() const noexcept { return shared_->name; }
+  /// This policy's events (timeout_occurred); copies of the policy share it.
+  event_hub& events() const noexcept { return shared_->hub; }
+
+  /// Runs next with the limit, choosing the mode from what the wrapper tells
+  /// about the callable.
+  template <class Next, class Call>
+  auto execute(call_context& ctx, Next&& next, const Call& call) const {
+    using O = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
+    if constexpr (Call::can_launch) {
+      if (mode_ == timeout_mode::detached || (mode_ == timeout_mode::automatic && !Call::stop_aware))
+        return run_detached<O>(ctx, call);
+    }
+    return run_cooperative(ctx, next, Call::stop_aware || mode_ != timeout_mode::automatic);
+  }
+
+  /// Without a call description (a hand-made pipeline), the call cannot be
+  /// moved off the caller's stack: the timeout is cooperative.
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    return run_cooperative(ctx, next, true);
+  }
+
+  /// The async form: a timer completes the call with a timeout rejection at
+  /// the deadline and asks the inner work to stop; the inner work goes on,
+  /// with its own copy of the context, and its late result is dropped.
+  template <class T, class Next, class Call>
+  void execute_async(call_context& ctx, Next& next, const Call&, async_callback<T> done) const {
+    struct slot {
+      slot(const call_context& c, async_callback<T> d, executor_ref e, std::shared_ptr<const shared_state> sh, duration l)
+          : inner{c}, done{std::move(d)}, exec{std::move(e)}, shared{std::move(sh)}, limit{l} {}
+      call_context inner;
+      std::stop_source stop;
+      std::atomic<bool> finished{false};
+      timer_id timer = 0;
+      async_callback<T> done;
+      executor_ref exec;
+      std::shared_ptr<const shared_state> shared;
+      duration limit;
+    };
+    auto s = std::make_shared<slot>(ctx, std::move(done), ctx.executor ? *ctx.executor : executor_ref{}, shared_, limit_);
+    s->inner.narrow_deadline(deadline_from(ctx));
+    s->inner.stop = s->stop.get_token();
+    if (ctx.stop.stop_requested()) s->stop.request_stop();
+    s->timer = ctx.clock().call_at(s->inner.deadline, [s] {
+      if (s->finished.exchange(true)) return;
+      s->stop.request_stop();
+      emit_timeout(*s->shared, s->inner.operation, s->limit);
+      s->exec.post([s] { s->done(outcome<T>{rejection_for(*s->shared, s->limit)}); });
+    });
+    next(s->inner, async_callback<T>{[s](outcome<T> o) {
+      if (s->finished.exchange(true)) return;  // timed out already: the late result is dropped
+      s->inner.clock().cancel(s->timer);
+      s->done(std::move(o));
+    }});
+  }
+
+ private:
+  struct shared_state {
+    std::string name;
+    mutable event_hub hub;
+  };
+
+  static std::shared_ptr<const shared_state> make_shared(std::string name) {
+    auto s = std::make_shared<shared_state>();
+    s->name = std::move(name);
+    return s;
+  }
+
+  template <class Rep, class Period>
+  static duration checked(std::chrono::duration<Rep, Period> d) {
+    if constexpr (std::is_floating_point_v<Rep>) {
+      if (std::isnan(d.count())) throw std::invalid_argument{"timeout: limit must not be NaN"};
+      if (!(d.count() > 0)) throw std::invalid_argument{"timeout: limit must be > 0"};
+      if (d >= std::chrono::duration<double>{duration::max()}) return duration::max();
+    }
+    return std::chrono::duration_cast<duration>(d);
+  }
+
+  static rejection rejection_for(const shared_state& s, duration limit) noexcept {
+    return rejection{.code = errc::timeout, .source = s.name, .limit = limit};
+  }
+
+  static void emit_timeout(const shared_state& s, std::string_view operation, duration limit) noexcept {
+    detail::emit(&s.hub, [&] { return timeout_occurred{operation, limit}; });
+  }
+
+  time_point deadline_from(const call_context& ctx) const noexcept {
+    const time_point now = ctx.now();
+    return limit_ >= no_deadline - now ? no_deadline : now + limit_;
+  }
+
+  // Restores the caller's deadline and stop_token when the attempt ends, so
+  // that an outer retry's next attempt gets a fresh limit.
+  struct context_restore {
+    call_context& ctx;
+    time_point deadline;
+    std::stop_token stop;
+    ~context_restore() {
+      ctx.deadline = deadline;
+      ctx.stop = std::move(stop);
+    }
+  };
+
+  // For the real clock: an intrusive timer on this stack frame.
+  struct steady_timer : detail::steady_timer_queue::node {
+    std::stop_source* stop = nullptr;
+    std::atomic<bool> fired{false};
+    static void on_fire(node* n) noexcept {
+      auto* t = static_cast<steady_timer*>(n);
+      t->fired.store(true, std::memory_order_release);
+      if (t->stop) t->stop->request_stop();
+    }
+  };
+  // For any other clock: a call_at timer sharing its flag with the caller.
+  struct clock_timer {
+    std::stop_source stop{std::nostopstate};
+    std::atomic<bool> fired{false};
+  };
+
+  template <class Next>
+  auto run_cooperative(call_context& ctx, Next& next, bool request_stop) const {
+    using O = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
+    const time_point deadline = deadline_from(ctx);
+    if (deadline == no_deadline) return next(ctx);  // a limit beyond the end of time never fires
+    context_restore restore{ctx, ctx.deadline, ctx.stop};
+    ctx.narrow_deadline(deadline);
+
+    std::optional<O> result;
+    bool fired = false;
+    if (ctx.clock().is_steady()) {
+      std::stop_source stop{std::nostopstate};
+      steady_timer timer;
+      timer.fire = &steady_timer::on_fire;
+      if (request_stop) {
+        stop = std::stop_source{};
+        timer.stop = &stop;
+        ctx.stop = stop.get_token();
+      }
+      auto& queue = detail::steady_timer_queue::instance();
+      queue.schedule(timer, limit_, deadline - limit_);
+      {
+        std::optional<std::stop_callback<forward_stop>> link;
+        if (request_stop && restore.stop.stop_possible()) link.emplace(restore.stop, forward_stop{&stop});
+        result.emplace(next(ctx));
+      }
+      queue.cancel(timer);
+      fired = timer.fired.load(std::memory_order_acquire);
+    } else {
+      auto t = std::make_shared<clock_timer>();
+      if (request_stop) {
+        t->stop = std::stop_source{};
+        ctx.stop = t->stop.get_token();
+      }
+      const timer_id id = ctx.clock().call_at(deadline, [t] {
+        t->fired.store(true, std::memory_order_release);
+        t->stop.request_stop();
+      });
+      {
+        std::optional<std::stop_callback<forward_stop>> link;
+        if (request_stop && restore.stop.stop_possible()) link.emplace(restore.stop, forward_stop{&t->stop});
+        result.emplace(next(ctx));
+      }
+      ctx.clock().cancel(id);
+      fired = t->fired.load(std::memory_order_acquire);
+    }
+    if (!fired) return std::move(*result);
+    emit_timeout(*shared_, ctx.operation, limit_);
+    return O{rejection_for(*shared_, limit_)};
+  }
+
+  struct forward_stop {
+    std::stop_source* to;
+    void operator()() const noexcept { to->request_stop(); }
+  };
+
+  // The detached wait: the launched copy reports into `slot` and wakes us.
+  template <class O>
+  struct detached_slot {
+    std::mutex mutex;
+    std::optional<O> result;
+    std::stop_source wake;
+    std::stop_source work;
+  };
+
+  template <class O, class Call>
+  O run_detached(call_context& ctx, const Call& call) const {
+    const time_point deadline = std::min(deadline_from(ctx), ctx.deadline);
+    auto slot = std::make_shared<detached_slot<O>>();
+    call_context inner = ctx;
+    inner.narrow_deadline(deadline);
+    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
+    call.launch(inner, slot->work.get_token(), [slot](auto&& o) {
+      {
+        std::lock_guard lock{slot->mutex};
+        slot->result.emplace(std::move(o));
+      }
+      slot->wake.request_stop();
+    });
+    {
+      std::optional<std::stop_callback<forward_stop>> link;
+      if (ctx.stop.stop_possible()) link.emplace(ctx.stop, forward_stop{&slot->wake});
+      ctx.clock().sleep_until(deadline, slot->wake.get_token());
+    }
+    {
+      std::lock_guard lock{slot->mutex};
+      if (slot->result) return std::move(*slot->result);
+    }
+    slot->work.request_stop();  // a stop-aware callable may end early; its result is dropped either way
+    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
+    emit_timeout(*shared_, ctx.operation, limit_);
+    return O{rejection_for(*shared_, limit_)};
+  }
+
+  duration limit_;
+  timeout_mode mode_;
+  std::shared_ptr<const shared_state> shared_;
+};
+
+}  // namespace v1
+}  // namespace resilience
