@@ -1,0 +1,1014 @@
+// resilience/circuit_breaker.hpp: a circuit breaker that stops calling a
+// dependency that keeps failing, and lets trial calls through later.
+//
+//   resilience::circuit_breaker factor_api{{.name = "factor_api"}};  // 5 failures in a row open it for 60 s
+//   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}, factor_api};
+//   double f = factor_api.call(fetch_emission_factor, "electricity");  // or use it directly
+//   {
+//     auto scope = factor_api.enter();  // throws circuit_open_error while open
+//     write_report();                   // an exception unwinding through `scope` counts as a failure
+//   }
+//
+// States: closed (calls pass, failures are counted), open (calls are rejected
+// until the break duration passes), half_open (up to half_open_max_calls
+// trial calls pass; a failed trial reopens, success_threshold successful
+// trials close). Copies of a circuit_breaker share one state; the
+// process-wide registry circuit_breakers() shares breakers by name.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "clock.hpp"
+#include "context.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "outcome.hpp"
+
+namespace resilience {
+inline namespace v1 {
+
+/// What decides that a closed breaker opens.
+enum class breaker_window : std::uint8_t {
+  consecutive,  ///< fail_max failures in a row (the default; reads no clock)
+  count_based,  ///< failure or slow-call rate over the last window_size calls
+  time_based,   ///< failure or slow-call rate over the last window_duration, kept in window_buckets buckets
+};
+
+/// How a call ended, as a circuit breaker counts it.
+enum class call_status : std::uint8_t {
+  success,   ///< the call returned (or threw an exception that is not recorded as a failure)
+  failure,   ///< the call failed in a way that counts toward opening
+  ignored,   ///< the call ended in an ignored exception or a foreign rejection: counts as neither
+  rejected,  ///< the breaker refused the call
+};
+
+/// "success", "failure", "ignored" or "rejected".
+constexpr std::string_view to_string(call_status s) noexcept {
+  switch (s) {
+    case call_status::success: return "success";
+    case call_status::failure: return "failure";
+    case call_status::ignored: return "ignored";
+    case call_status::rejected: return "rejected";
+  }
+  return "unknown";
+}
+
+/// Classifies a user exception (true = it matches).
+using exception_predicate = std::function<bool(const std::exception_ptr&)>;
+
+/// A predicate matching exceptions of any of the types E... (or derived from them).
+///
+///   .ignore_exceptions = resilience::exception_types<std::invalid_argument, not_found>()
+template <class... E>
+exception_predicate exception_types() {
+  static_assert(sizeof...(E) > 0, "exception_types needs at least one type");
+  return [](const std::exception_ptr& e) {
+    const auto is = []<class X>(const std::exception_ptr& p) {
+      try {
+        std::rethrow_exception(p);
+      } catch (const X&) {
+        return true;
+      } catch (...) {
+        return false;
+      }
+    };
+    return e && (is.template operator()<E>(e) || ...);
+  };
+}
+
+/// Says whether a returned value is a failure (an HTTP 503 returned rather
+/// than thrown, say). Build one with failure_if_result<T>(pred); it applies
+/// only to calls returning exactly T.
+class result_predicate {
+ public:
+  result_predicate() = default;
+  /// Type-erased form; prefer failure_if_result<T>.
+  explicit result_predicate(std::function<bool(const std::type_info&, const void*)> fn) : fn_{std::move(fn)} {}
+
+  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+  /// True when `value` counts as a failure.
+  template <class T>
+  bool operator()(const T& value) const {
+    return fn_ && fn_(typeid(T), static_cast<const void*>(std::addressof(value)));
+  }
+
+ private:
+  std::function<bool(const std::type_info&, const void*)> fn_;
+};
+
+/// A result_predicate calling pred(const T&) on results of type T.
+///
+///   .record_result = resilience::failure_if_result<http_response>([](const http_response& r) { return r.status >= 500; })
+template <class T, class Pred>
+result_predicate failure_if_result(Pred pred) {
+  return result_predicate{[pred = std::move(pred)](const std::type_info& type, const void* value) {
+    return type == typeid(T) && static_cast<bool>(pred(*static_cast<const T*>(value)));
+  }};
+}
+
+/// Configuration of a circuit_breaker. Checked when the breaker is built.
+struct circuit_breaker_options {
+  std::string name{};  ///< names the breaker in rejections, events, stats and the registry
+  clock_ref clock{};   ///< where time comes from (default: the real steady clock)
+
+  breaker_window window = breaker_window::consecutive;  ///< what opens the breaker (default: failures in a row)
+  int fail_max = 5;                                     ///< consecutive mode: failures in a row that open it (>= 1)
+  duration timeout_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0)
+
+  std::size_t window_size = 100;                       ///< count_based: calls in the window (1..65535)
+  duration window_duration = std::chrono::seconds{60};  ///< time_based: length of the window (> 0)
+  std::size_t window_buckets = 10;                     ///< time_based: buckets the window slides by (1..1024)
+  std::size_t minimum_calls = 20;                      ///< rate modes: calls in the window before it may open (>= 1)
+  double failure_rate_threshold = 0.5;                 ///< rate modes: failure share that opens it, in (0, 1]
+  duration slow_call_duration = duration::zero();      ///< rate modes: a call taking longer is slow (0 = off)
+  double slow_call_rate_threshold = 1.0;               ///< rate modes: slow share that opens it, in (0, 1]
+
+  int half_open_max_calls = 1;  ///< trial calls allowed at the same time in half_open (>= 1)
+  int success_threshold = 1;    ///< successful trials that close it (>= 1)
+  duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0)
+
+  double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
+  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration)
+
+  exception_predicate record_exceptions{};  ///< exceptions that count as failures (empty: all); others count as successes
+  exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (empty: none); checked first
+  result_predicate record_result{};         ///< returned values that count as failures (empty: none)
+};
+
+/// A snapshot of a breaker's state and counters. Call counts only grow
+/// (reset() does not clear them), so they suit Prometheus counters.
+struct circuit_breaker_stats {
+  circuit_state state = circuit_state::closed;  ///< the state at the time of the snapshot
+  bool isolated = false;                        ///< forced open by isolate()
+  double failure_rate = 0;    ///< failures / recorded calls: over the window in rate modes, over the breaker's life in consecutive mode
+  double slow_call_rate = 0;  ///< slow calls / recorded calls in the window (rate modes; 0 otherwise)
+  std::size_t window_calls = 0;         ///< recorded calls in the window (rate modes)
+  int consecutive_failures = 0;         ///< failures in a row so far (consecutive mode, closed)
+  duration break_duration{};            ///< the break the next (or current) opening lasts
+  std::uint64_t successful = 0;  ///< calls recorded as successes
+  std::uint64_t failed = 0;      ///< calls recorded as failures
+  std::uint64_t rejected = 0;    ///< calls the breaker refused
+  std::uint64_t ignored = 0;     ///< calls recorded as neither
+  std::uint64_t slow = 0;        ///< calls slower than slow_call_duration (also counted as success or failure)
+  /// Transitions by [from][to], indexed by circuit_state (closed 0, open 1, half_open 2).
+  std::array<std::array<std::uint64_t, 3>, 3> transitions{};
+
+  /// Calls the breaker saw in all.
+  std::uint64_t calls() const noexcept { return successful + failed + rejected + ignored; }
+  /// Transitions of any kind.
+  std::uint64_t transition_count() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& row : transitions)
+      for (auto v : row) n += v;
+    return n;
+  }
+};
+
+namespace detail {
+
+enum class cb_phase : std::uint8_t { closed = 0, open = 1, half_open = 2, isolated = 3 };
+
+// The state word: generation (bumped by every transition) in the high 32
+// bits, a "ready" bit, and the phase. A transition CASes the word to the new
+// phase with ready clear, prepares the phase's data, tells listeners, then
+// sets ready: one CAS decides the single thread that performs it, and the
+// next transition cannot start before the listeners heard of this one.
+struct cb_word {
+  static constexpr std::uint64_t pack(std::uint32_t gen, cb_phase p, bool ready) noexcept {
+    return (std::uint64_t{gen} << 32) | (ready ? 0x100u : 0u) | static_cast<std::uint64_t>(p);
+  }
+  static constexpr std::uint32_t gen(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+  static constexpr cb_phase phase(std::uint64_t w) noexcept { return static_cast<cb_phase>(w & 0xff); }
+  static constexpr bool ready(std::uint64_t w) noexcept { return (w & 0x100u) != 0; }
+};
+
+constexpr circuit_state public_state(cb_phase p) noexcept {
+  return p == cb_phase::isolated ? circuit_state::open : static_cast<circuit_state>(p);
+}
+
+// Newer-than on wrapping generation counters.
+constexpr bool gen_newer(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) > 0; }
+constexpr bool gen16_newer(std::uint16_t a, std::uint16_t b) noexcept {
+  return static_cast<std::int16_t>(static_cast<std::uint16_t>(a - b)) > 0;
+}
+
+// What acquire() hands to record(): which phase admitted the call.
+struct cb_ticket {
+  enum kind_t : std::uint8_t { rejected, closed, closed_untracked, trial };
+  kind_t kind = rejected;
+  bool timed = false;
+  std::uint32_t gen = 0;
+  time_point start{};
+  duration retry_after{};
+  circuit_state state = circuit_state::open;
+};
+
+// A time-based bucket: [stamp:22 | calls:14 | failures:14 | slow:14]. The
+// stamp is the bucket's epoch (time / bucket width) modulo 2^22; a bucket
+// whose stamp is not the epoch a reader expects holds old data and counts as
+// empty. A full bucket (16383 calls) drops further samples, which keeps its
+// rates.
+struct bucket_word {
+  static constexpr std::uint64_t mask14 = (1u << 14) - 1;
+  static constexpr std::uint64_t mask22 = (1u << 22) - 1;
+  static constexpr std::uint64_t stamp(std::uint64_t w) noexcept { return w >> 42; }
+  static constexpr std::uint64_t calls(std::uint64_t w) noexcept { return (w >> 28) & mask14; }
+  static constexpr std::uint64_t failures(std::uint64_t w) noexcept { return (w >> 14) & mask14; }
+  static constexpr std::uint64_t slow(std::uint64_t w) noexcept { return w & mask14; }
+  static constexpr std::uint64_t pack(std::uint64_t s, std::uint64_t c, std::uint64_t f, std::uint64_t sl) noexcept {
+    return ((s & mask22) << 42) | (c << 28) | (f << 14) | sl;
+  }
+};
+
+// The count-based totals: [gen:16 | calls:16 | failures:16 | slow:16], each
+// count kept modulo 2^16 (a slot may be subtracted a moment before it was
+// added; the sum settles right after). A slot is [gen:16 | code:8].
+struct totals_word {
+  static constexpr std::uint16_t gen(std::uint64_t w) noexcept { return static_cast<std::uint16_t>(w >> 48); }
+  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept { return static_cast<std::uint16_t>(w >> (32 - 16 * i)); }
+  static constexpr std::uint64_t pack(std::uint16_t g, std::uint16_t c, std::uint16_t f, std::uint16_t s) noexcept {
+    return (std::uint64_t{g} << 48) | (std::uint64_t{c} << 32) | (std::uint64_t{f} << 16) | s;
+  }
+};
+
+inline constexpr std::uint8_t slot_recorded = 1, slot_failure = 2, slot_slow = 4;
+
+inline void check_rate(double v, const char* what) {
+  if (!(v > 0.0 && v <= 1.0)) throw std::invalid_argument{std::string{"circuit_breaker: "} + what + " must be in (0, 1]"};
+}
+
+inline void validate(const circuit_breaker_options& o) {
+  auto fail = [](const char* msg) { throw std::invalid_argument{std::string{"circuit_breaker: "} + msg}; };
+  if (o.fail_max < 1) fail("fail_max must be >= 1");
+  if (o.timeout_duration <= duration::zero()) fail("timeout_duration must be > 0");
+  if (o.half_open_max_calls < 1) fail("half_open_max_calls must be >= 1");
+  if (o.half_open_max_calls > 0x7fff) fail("half_open_max_calls must be <= 32767");
+  if (o.success_threshold < 1) fail("success_threshold must be >= 1");
+  if (o.success_threshold > 0x7fff) fail("success_threshold must be <= 32767");
+  if (o.max_wait_in_half_open <= duration::zero()) fail("max_wait_in_half_open must be > 0");
+  if (!(o.break_duration_multiplier >= 1.0) || !std::isfinite(o.break_duration_multiplier))
+    fail("break_duration_multiplier must be a finite number >= 1");
+  if (o.max_break_duration < o.timeout_duration) fail("max_break_duration must be >= timeout_duration");
+  if (o.slow_call_duration < duration::zero()) fail("slow_call_duration must be >= 0");
+  check_rate(o.failure_rate_threshold, "failure_rate_threshold");
+  check_rate(o.slow_call_rate_threshold, "slow_call_rate_threshold");
+  switch (o.window) {
+    case breaker_window::consecutive:
+      if (o.slow_call_duration > duration::zero()) fail("slow_call_duration needs a count_based or time_based window");
+      break;
+    case breaker_window::count_based:
+      if (o.window_size == 0) fail("window_size must be >= 1");
+      if (o.window_size > 0xffff) fail("window_size must be <= 65535");
+      if (o.minimum_calls == 0) fail("minimum_calls must be >= 1");
+      if (o.minimum_calls > o.window_size) fail("minimum_calls must be <= window_size");
+      break;
+    case breaker_window::time_based:
+      if (o.window_duration <= duration::zero()) fail("window_duration must be > 0");
+      if (o.window_buckets == 0) fail("window_buckets must be >= 1");
+      if (o.window_buckets > 1024) fail("window_buckets must be <= 1024");
+      if (o.window_duration < duration{static_cast<duration::rep>(o.window_buckets)})
+        fail("window_duration must be at least 1 ns per bucket");
+      if (o.minimum_calls == 0) fail("minimum_calls must be >= 1");
+      break;
+  }
+}
+
+// The shared state behind every copy of one circuit_breaker.
+class breaker_state {
+ public:
+  explicit breaker_state(circuit_breaker_options o) : opts_{std::move(o)} {
+    validate(opts_);
+    rate_mode_ = opts_.window != breaker_window::consecutive;
+    slow_enabled_ = rate_mode_ && opts_.slow_call_duration > duration::zero();
+    filters_ = static_cast<bool>(opts_.record_exceptions) || static_cast<bool>(opts_.ignore_exceptions);
+    if (opts_.window == breaker_window::count_based) {
+      slots_ = std::make_unique<std::atomic<std::uint32_t>[]>(opts_.window_size);
+      for (std::size_t i = 0; i < opts_.window_size; ++i) slots_[i].store(0, std::memory_order_relaxed);
+    } else if (opts_.window == breaker_window::time_based) {
+      bucket_width_ = opts_.window_duration / static_cast<duration::rep>(opts_.window_buckets);
+      buckets_ = std::make_unique<std::atomic<std::uint64_t>[]>(opts_.window_buckets);
+      for (std::size_t i = 0; i < opts_.window_buckets; ++i) buckets_[i].store(0, std::memory_order_relaxed);
+    }
+  }
+
+  ~breaker_state() {
+    for (auto* n = observers_.load(std::memory_order_acquire); n != nullptr;) {
+      auto* next = n->next;
+      delete n;
+      n = next;
+    }
+  }
+
+  breaker_state(const breaker_state&) = delete;
+  breaker_state& operator=(const breaker_state&) = delete;
+
+  const circuit_breaker_options& options() const noexcept { return opts_; }
+  event_hub& hub() noexcept { return hub_; }
+  bool has_exception_filters() const noexcept { return filters_; }
+
+  // Admits or refuses one call. Refusals are counted and reported here.
+  cb_ticket acquire() noexcept {
+    for (;;) {
+      const std::uint64_t w = state_.load(std::memory_order_acquire);
+      const std::uint32_t gen = cb_word::gen(w);
+      switch (cb_word::phase(w)) {
+        case cb_phase::closed: {
+          cb_ticket t{cb_word::ready(w) ? cb_ticket::closed : cb_ticket::closed_untracked};
+          t.gen = gen;
+          start_timing(t);
+          return t;
+        }
+        case cb_phase::open: {
+          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
+          const time_point now = opts_.clock.now();
+          const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
+          if (now < until) return reject(circuit_state::open, until - now);
+          transition(w, cb_phase::half_open, now);
+          continue;
+        }
+        case cb_phase::isolated:
+          return reject(circuit_state::open, duration::zero());
+        case cb_phase::half_open: {
+          if (!cb_word::ready(w)) return reject(circuit_state::half_open, duration::zero());
+          if (take_trial(gen)) {
+            cb_ticket t{cb_ticket::trial};
+            t.gen = gen;
+            start_timing(t);
+            return t;
+          }
+          const time_point now = opts_.clock.now();
+          if (stuck_in_half_open(now)) {
+            transition(w, cb_phase::open, now);
+            continue;
+          }
+          return reject(circuit_state::half_open, duration::zero());
+        }
+      }
+    }
+  }
+
+  // Records how an admitted call ended.
+  void record(const cb_ticket& t, call_status status) noexcept {
+    bool slow = false;
+    time_point end{};
+    if (t.timed) {
+      end = opts_.clock.now();
+      const duration took = end - t.start;
+      slow = slow_enabled_ && took > opts_.slow_call_duration;
+      notify_observers(took, status);
+    }
+    count(status, slow);
+    switch (t.kind) {
+      case cb_ticket::closed:
+        if (status == call_status::ignored) return;
+        if (!rate_mode_) {
+          record_consecutive(t.gen, status == call_status::failure);
+        } else {
+          if (!t.timed && opts_.window == breaker_window::time_based) end = opts_.clock.now();
+          record_window(t.gen, status == call_status::failure, slow, end);
+        }
+        return;
+      case cb_ticket::trial: record_trial(t.gen, status, slow); return;
+      case cb_ticket::closed_untracked:
+      case cb_ticket::rejected: return;
+    }
+  }
+
+  rejection make_rejection(const cb_ticket& t) const noexcept {
+    return rejection{.code = errc::circuit_open, .retry_after = t.retry_after, .source = opts_.name};
+  }
+
+  // The public state, applying a due open -> half_open or a stuck half_open -> open first.
+  circuit_state state() noexcept {
+    for (;;) {
+      const std::uint64_t w = state_.load(std::memory_order_acquire);
+      const auto p = cb_word::phase(w);
+      if (cb_word::ready(w) && (p == cb_phase::open || p == cb_phase::half_open)) {
+        const time_point now = opts_.clock.now();
+        if (p == cb_phase::open && now >= time_point{duration{open_until_.load(std::memory_order_relaxed)}}) {
+          transition(w, cb_phase::half_open, now);
+          continue;
+        }
+        if (p == cb_phase::half_open && trials_exhausted(cb_word::gen(w)) && stuck_in_half_open(now)) {
+          transition(w, cb_phase::open, now);
+          continue;
+        }
+      }
+      return public_state(p);
+    }
+  }
+
+  circuit_breaker_stats stats() noexcept {
+    circuit_breaker_stats s;
+    s.state = state();
+    const std::uint64_t w = state_.load(std::memory_order_acquire);
+    s.isolated = cb_word::phase(w) == cb_phase::isolated;
+    s.successful = counts_.success.load(std::memory_order_relaxed);
+    s.failed = counts_.failure.load(std::memory_order_relaxed);
+    s.rejected = counts_.rejected.load(std::memory_order_relaxed);
+    s.ignored = counts_.ignored.load(std::memory_order_relaxed);
+    s.slow = counts_.slow.load(std::memory_order_relaxed);
+    for (std::size_t f = 0; f < 3; ++f)
+      for (std::size_t t = 0; t < 3; ++t) s.transitions[f][t] = transitions_[f][t].load(std::memory_order_relaxed);
+    const auto opens = opens_in_a_row_.load(std::memory_order_relaxed);
+    s.break_duration = break_duration(s.state == circuit_state::closed ? opens + 1 : std::max<std::uint32_t>(opens, 1));
+    if (!rate_mode_) {
+      const auto c = consecutive_.load(std::memory_order_relaxed);
+      if (cb_word::phase(w) == cb_phase::closed && cb_word::gen(c) == cb_word::gen(w))
+        s.consecutive_failures = static_cast<int>(static_cast<std::uint32_t>(c));
+      const auto recorded = s.successful + s.failed;
+      s.failure_rate = recorded == 0 ? 0.0 : static_cast<double>(s.failed) / static_cast<double>(recorded);
+    } else {
+      const auto [calls, failures, slow] = window_counts(cb_word::gen(w), opts_.clock.now());
+      s.window_calls = calls;
+      s.failure_rate = calls == 0 ? 0.0 : static_cast<double>(failures) / static_cast<double>(calls);
+      s.slow_call_rate = calls == 0 ? 0.0 : static_cast<double>(slow) / static_cast<double>(calls);
+    }
+    return s;
+  }
+
+  // Forces the breaker open (reported as open) until reset().
+  void isolate() noexcept { force(cb_phase::isolated); }
+  // Closes the breaker and clears its window, consecutive count and break growth.
+  void reset() noexcept { force(cb_phase::closed); }
+
+  void add_observer(std::function<void(duration, call_status)> fn) {
+    auto* node = new observer_node{std::move(fn), observers_.load(std::memory_order_relaxed)};
+    while (!observers_.compare_exchange_weak(node->next, node, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+  }
+
+  template <class T>
+  call_status classify(const outcome<T>& r) const noexcept {
+    if (r.has_value()) {
+      if constexpr (!std::is_void_v<T>) {
+        if (opts_.record_result) return classify_value(*r);
+      }
+      return call_status::success;
+    }
+    if (r.has_exception()) return classify_exception(r.exception());
+    // Another policy's refusal says nothing about the dependency, except a timeout.
+    return r.rejection().code == errc::timeout ? call_status::failure : call_status::ignored;
+  }
+
+  template <class T>
+  call_status classify_value(const T& v) const noexcept {
+    if (!opts_.record_result) return call_status::success;
+    try {
+      return opts_.record_result(v) ? call_status::failure : call_status::success;
+    } catch (...) {
+      return call_status::failure;
+    }
+  }
+
+  call_status classify_exception(const std::exception_ptr& e) const noexcept {
+    if (!filters_) return call_status::failure;
+    try {
+      if (opts_.ignore_exceptions && opts_.ignore_exceptions(e)) return call_status::ignored;
+      if (opts_.record_exceptions && !opts_.record_exceptions(e)) return call_status::success;
+    } catch (...) {
+      // A predicate that throws cannot tell us anything: count a failure.
+    }
+    return call_status::failure;
+  }
+
+ private:
+  struct observer_node {
+    std::function<void(duration, call_status)> fn;
+    observer_node* next;
+  };
+
+  void start_timing(cb_ticket& t) const noexcept {
+    if (slow_enabled_ || observers_.load(std::memory_order_relaxed) != nullptr) {
+      t.timed = true;
+      t.start = opts_.clock.now();
+    }
+  }
+
+  void notify_observers(duration took, call_status s) const noexcept {
+    for (auto* n = observers_.load(std::memory_order_acquire); n != nullptr; n = n->next) {
+      try {
+        n->fn(took, s);
+      } catch (...) {
+        // An observer's failure must not break the call it observes.
+      }
+    }
+  }
+
+  cb_ticket reject(circuit_state s, duration retry_after) noexcept {
+    counts_.rejected.fetch_add(1, std::memory_order_relaxed);
+    detail::emit(&hub_, [&] { return circuit_rejected{opts_.name, s, retry_after}; });
+    cb_ticket t{cb_ticket::rejected};
+    t.retry_after = retry_after;
+    t.state = s;
+    return t;
+  }
+
+  void count(call_status s, bool slow) noexcept {
+    switch (s) {
+      case call_status::success: counts_.success.fetch_add(1, std::memory_order_relaxed); break;
+      case call_status::failure: counts_.failure.fetch_add(1, std::memory_order_relaxed); break;
+      case call_status::ignored: counts_.ignored.fetch_add(1, std::memory_order_relaxed); break;
+      case call_status::rejected: counts_.rejected.fetch_add(1, std::memory_order_relaxed); break;
+    }
+    if (slow) counts_.slow.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Consecutive mode: [gen:32 | failures:32]; a word of an older generation reads as zero.
+  void record_consecutive(std::uint32_t gen, bool failure) noexcept {
+    std::uint64_t c = consecutive_.load(std::memory_order_relaxed);
+    if (!failure) {
+      // The common case reads one shared word and writes nothing.
+      while (cb_word::gen(c) == gen && static_cast<std::uint32_t>(c) != 0) {
+        if (consecutive_.compare_exchange_weak(c, std::uint64_t{gen} << 32, std::memory_order_relaxed)) return;
+      }
+      return;
+    }
+    std::uint64_t next;
+    do {
+      if (gen_newer(cb_word::gen(c), gen)) return;  // the breaker moved on while this call ran
+      const std::uint32_t n = cb_word::gen(c) == gen ? static_cast<std::uint32_t>(c) : 0;
+      next = (std::uint64_t{gen} << 32) | (n + 1);
+    } while (!consecutive_.compare_exchange_weak(c, next, std::memory_order_relaxed));
+    if (static_cast<std::uint32_t>(next) >= static_cast<std::uint32_t>(opts_.fail_max))
+      transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
+  }
+
+  void record_window(std::uint32_t gen, bool failure, bool slow, time_point now) noexcept {
+    std::uint64_t calls = 0, failures = 0, slows = 0;
+    if (opts_.window == breaker_window::count_based) {
+      if (!record_count_window(gen, failure, slow, calls, failures, slows)) return;
+    } else {
+      if (state_.load(std::memory_order_relaxed) != cb_word::pack(gen, cb_phase::closed, true)) return;
+      record_time_window(failure, slow, now);
+      if (!failure && !slow) return;
+      const auto c = window_counts(gen, now);
+      calls = c.calls;
+      failures = c.failures;
+      slows = c.slow;
+    }
+    if (!failure && !slow) return;
+    if (rate_exceeded(calls, failures, slows))
+      transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
+  }
+
+  bool rate_exceeded(std::uint64_t calls, std::uint64_t failures, std::uint64_t slows) const noexcept {
+    if (calls < opts_.minimum_calls) return false;
+    const double n = static_cast<double>(calls);
+    if (static_cast<double>(failures) >= opts_.failure_rate_threshold * n) return true;
+    return slow_enabled_ && static_cast<double>(slows) >= opts_.slow_call_rate_threshold * n;
+  }
+
+  bool record_count_window(std::uint32_t gen, bool failure, bool slow, std::uint64_t& calls, std::uint64_t& failures,
+                           std::uint64_t& slows) noexcept {
+    const auto g = static_cast<std::uint16_t>(gen);
+    const std::uint8_t code = static_cast<std::uint8_t>(slot_recorded | (failure ? slot_failure : 0) | (slow ? slot_slow : 0));
+    const std::size_t i = head_.fetch_add(1, std::memory_order_relaxed) % opts_.window_size;
+    const std::uint32_t old = slots_[i].exchange((std::uint32_t{g} << 8) | code, std::memory_order_acq_rel);
+    const bool old_counts = static_cast<std::uint16_t>(old >> 8) == g && (old & slot_recorded) != 0;
+    std::uint64_t t = totals_.load(std::memory_order_relaxed), next;
+    do {
+      const std::uint16_t tg = totals_word::gen(t);
+      if (gen16_newer(tg, g)) return false;  // a newer closed period owns the window now
+      std::uint16_t c = 0, f = 0, s = 0;
+      if (tg == g) {
+        c = totals_word::field(t, 1);
+        f = totals_word::field(t, 2);
+        s = totals_word::field(t, 3);
+      }
+      if (old_counts) {
+        c = static_cast<std::uint16_t>(c - 1);
+        f = static_cast<std::uint16_t>(f - ((old & slot_failure) ? 1 : 0));
+        s = static_cast<std::uint16_t>(s - ((old & slot_slow) ? 1 : 0));
+      }
+      c = static_cast<std::uint16_t>(c + 1);
+      f = static_cast<std::uint16_t>(f + (failure ? 1 : 0));
+      s = static_cast<std::uint16_t>(s + (slow ? 1 : 0));
+      next = totals_word::pack(g, c, f, s);
+    } while (!totals_.compare_exchange_weak(t, next, std::memory_order_relaxed));
+    sanitize(totals_word::field(next, 1), totals_word::field(next, 2), totals_word::field(next, 3), calls, failures, slows);
+    return true;
+  }
+
+  // A count caught between another thread's subtraction and its own addition
+  // can read too high for a moment; such a reading is treated as empty.
+  void sanitize(std::uint64_t c, std::uint64_t f, std::uint64_t s, std::uint64_t& calls, std::uint64_t& failures,
+                std::uint64_t& slows) const noexcept {
+    if (c > opts_.window_size || f > c || s > c) c = f = s = 0;
+    calls = c;
+    failures = f;
+    slows = s;
+  }
+
+  std::uint64_t epoch_of(time_point now) const noexcept {
+    return static_cast<std::uint64_t>(now.time_since_epoch().count()) / static_cast<std::uint64_t>(bucket_width_.count());
+  }
+
+  void record_time_window(bool failure, bool slow, time_point now) noexcept {
+    const std::uint64_t e = epoch_of(now);
+    auto& b = buckets_[e % opts_.window_buckets];
+    const std::uint64_t stamp = e & bucket_word::mask22;
+    std::uint64_t w = b.load(std::memory_order_relaxed), next;
+    do {
+      const bool current = bucket_word::stamp(w) == stamp;
+      const std::uint64_t c = current ? bucket_word::calls(w) : 0;
+      if (c == bucket_word::mask14) return;  // full: drop the sample, keep the rates
+      const std::uint64_t f = current ? bucket_word::failures(w) : 0;
+      const std::uint64_t s = current ? bucket_word::slow(w) : 0;
+      next = bucket_word::pack(stamp, c + 1, f + (failure ? 1 : 0), s + (slow ? 1 : 0));
+    } while (!b.compare_exchange_weak(w, next, std::memory_order_relaxed));
+  }
+
+  struct window_totals {
+    std::uint64_t calls = 0, failures = 0, slow = 0;
+  };
+
+  window_totals window_counts(std::uint32_t gen, time_point now) const noexcept {
+    window_totals r;
+    if (opts_.window == breaker_window::count_based) {
+      const auto t = totals_.load(std::memory_order_relaxed);
+      if (totals_word::gen(t) != static_cast<std::uint16_t>(gen)) return r;
+      sanitize(totals_word::field(t, 1), totals_word::field(t, 2), totals_word::field(t, 3), r.calls, r.failures, r.slow);
+      return r;
+    }
+    if (opts_.window != breaker_window::time_based) return r;
+    const std::uint64_t e = epoch_of(now);
+    for (std::uint64_t k = 0; k < opts_.window_buckets && k <= e; ++k) {
+      const std::uint64_t ek = e - k;
+      const auto w = buckets_[ek % opts_.window_buckets].load(std::memory_order_relaxed);
+      if (bucket_word::stamp(w) != (ek & bucket_word::mask22)) continue;
+      r.calls += bucket_word::calls(w);
+      r.failures += bucket_word::failures(w);
+      r.slow += bucket_word::slow(w);
+    }
+    return r;
+  }
+
+  // Half-open trials: [gen:32 | in_flight:16 | successes:16]; an older generation reads as zero.
+  bool take_trial(std::uint32_t gen) noexcept {
+    std::uint64_t h = trials_.load(std::memory_order_relaxed), next;
+    do {
+      if (gen_newer(cb_word::gen(h), gen)) return false;
+      const bool same = cb_word::gen(h) == gen;
+      const std::uint64_t in_flight = same ? (h >> 16) & 0xffff : 0;
+      const std::uint64_t ok = same ? h & 0xffff : 0;
+      if (in_flight >= static_cast<std::uint64_t>(opts_.half_open_max_calls)) return false;
+      next = (std::uint64_t{gen} << 32) | ((in_flight + 1) << 16) | ok;
+    } while (!trials_.compare_exchange_weak(h, next, std::memory_order_acq_rel));
+    return true;
+  }
+
+  bool trials_exhausted(std::uint32_t gen) const noexcept {
+    const auto h = trials_.load(std::memory_order_relaxed);
+    return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(opts_.half_open_max_calls);
+  }
+
+  bool stuck_in_half_open(time_point now) const noexcept {
+    return now - time_point{duration{half_open_since_.load(std::memory_order_relaxed)}} >= opts_.max_wait_in_half_open;
+  }
+
+  void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
+    const std::uint64_t expected = cb_word::pack(gen, cb_phase::half_open, true);
+    if (status == call_status::failure || (slow && status == call_status::success)) {
+      transition(expected, cb_phase::open, opts_.clock.now());
+      return;
+    }
+    std::uint64_t h = trials_.load(std::memory_order_relaxed), next;
+    std::uint64_t ok;
+    do {
+      if (cb_word::gen(h) != gen) return;  // a stale trial: its half-open period is over
+      const std::uint64_t in_flight = (h >> 16) & 0xffff;
+      ok = (h & 0xffff) + (status == call_status::success ? 1 : 0);
+      next = (std::uint64_t{gen} << 32) | ((in_flight == 0 ? 0 : in_flight - 1) << 16) | ok;
+    } while (!trials_.compare_exchange_weak(h, next, std::memory_order_acq_rel));
+    if (status == call_status::success && ok == static_cast<std::uint64_t>(opts_.success_threshold))
+      transition(expected, cb_phase::closed, time_point{});
+  }
+
+  duration break_duration(std::uint32_t opens) const noexcept {
+    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.timeout_duration;
+    const double grown = static_cast<double>(opts_.timeout_duration.count()) *
+                         std::pow(opts_.break_duration_multiplier, static_cast<double>(opens - 1));
+    const double cap = static_cast<double>(opts_.max_break_duration.count());
+    return grown >= cap ? opts_.max_break_duration : duration{static_cast<duration::rep>(grown)};
+  }
+
+  // Performs expected -> `to` if the state is still `expected`; false when
+  // another thread moved it first.
+  bool transition(std::uint64_t expected, cb_phase to, time_point now) noexcept {
+    const std::uint32_t gen = cb_word::gen(expected) + 1;
+    const std::uint64_t pending = cb_word::pack(gen, to, false);
+    if (!state_.compare_exchange_strong(expected, pending, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
+    prepare(to, now);
+    announce(cb_word::phase(expected), to);
+    std::uint64_t p = pending;
+    // A reset() or isolate() may have overtaken us; then the state is theirs.
+    state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
+    return true;
+  }
+
+  void prepare(cb_phase to, time_point now) noexcept {
+    switch (to) {
+      case cb_phase::open: {
+        const auto opens = opens_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
+        open_until_.store((now + break_duration(opens)).time_since_epoch().count(), std::memory_order_relaxed);
+        break;
+      }
+      case cb_phase::half_open: half_open_since_.store(now.time_since_epoch().count(), std::memory_order_relaxed); break;
+      case cb_phase::closed:
+        opens_in_a_row_.store(0, std::memory_order_relaxed);
+        if (opts_.window == breaker_window::time_based)
+          for (std::size_t i = 0; i < opts_.window_buckets; ++i) buckets_[i].store(0, std::memory_order_relaxed);
+        break;
+      case cb_phase::isolated: break;
+    }
+  }
+
+  void announce(cb_phase from_phase, cb_phase to_phase) noexcept {
+    const auto from = public_state(from_phase), to = public_state(to_phase);
+    if (from == to) return;  // open <-> isolated is not a change anyone sees
+    transitions_[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
+    detail::emit(&hub_, [&] { return circuit_state_changed{opts_.name, from, to}; });
+  }
+
+  void force(cb_phase to) noexcept {
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (to == cb_phase::isolated && cb_word::phase(w) == cb_phase::isolated) return;
+      const std::uint32_t gen = cb_word::gen(w) + 1;
+      if (state_.compare_exchange_weak(w, cb_word::pack(gen, to, false), std::memory_order_acq_rel, std::memory_order_acquire)) {
+        prepare(to, time_point{});
+        announce(cb_word::phase(w), to);
+        std::uint64_t p = cb_word::pack(gen, to, false);
+        state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+
+  struct alignas(64) call_counts {
+    std::atomic<std::uint64_t> success{0}, failure{0}, rejected{0}, ignored{0}, slow{0};
+  };
+
+  const circuit_breaker_options opts_;
+  bool rate_mode_ = false;
+  bool slow_enabled_ = false;
+  bool filters_ = false;
+  duration bucket_width_{1};
+  std::unique_ptr<std::atomic<std::uint32_t>[]> slots_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
+
+  // Read on every call; written only by transitions.
+  alignas(64) std::atomic<std::uint64_t> state_{cb_word::pack(0, cb_phase::closed, true)};
+  std::atomic<duration::rep> open_until_{0};
+  std::atomic<duration::rep> half_open_since_{0};
+  std::atomic<std::uint32_t> opens_in_a_row_{0};
+  std::atomic<observer_node*> observers_{nullptr};
+  // Read on every success; written on failures.
+  alignas(64) std::atomic<std::uint64_t> consecutive_{0};
+  std::atomic<std::uint64_t> trials_{0};
+  alignas(64) std::atomic<std::uint64_t> head_{0};
+  std::atomic<std::uint64_t> totals_{0};
+  call_counts counts_;
+  std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
+  event_hub hub_;
+};
+
+}  // namespace detail
+
+/// A circuit breaker: a shared handle (copies share one state), usable as a
+/// policy in resilient<>, through call()/try_call(), or as a scope (enter()).
+class circuit_breaker {
+ public:
+  /// The C++ form of `with breaker:`. Records, when destroyed, a failure if
+  /// an exception is unwinding through it and a success otherwise, unless
+  /// success()/failure() said first. The breaker must outlive the scope.
+  class scope {
+   public:
+    using rejection_type = resilience::rejection;
+
+    scope(scope&& o) noexcept
+        : st_{std::exchange(o.st_, nullptr)}, ticket_{o.ticket_}, uncaught_{o.uncaught_}, rejection_{o.rejection_} {}
+    scope& operator=(scope&&) = delete;
+    ~scope() {
+      if (st_ != nullptr) st_->record(ticket_, std::uncaught_exceptions() > uncaught_ ? call_status::failure : call_status::success);
+    }
+
+    /// True when the breaker admitted the call (try_enter may return a refused scope).
+    explicit operator bool() const noexcept { return ticket_.kind != detail::cb_ticket::rejected; }
+    /// True when this call is a half-open trial.
+    bool is_trial() const noexcept { return ticket_.kind == detail::cb_ticket::trial; }
+    /// The refusal (precondition: !*this); retry_after is the time until a trial.
+    const rejection_type& rejection() const noexcept { return rejection_; }
+
+    /// Records a success now.
+    void success() noexcept { finish(call_status::success); }
+    /// Records a failure now.
+    void failure() noexcept { finish(call_status::failure); }
+    /// Records `e` as the breaker's options classify it (failure, success or ignored).
+    void failure(const std::exception_ptr& e) noexcept {
+      if (st_ != nullptr) finish(st_->classify_exception(e));
+    }
+    /// Records nothing for this call (it counts as ignored).
+    void ignore() noexcept { finish(call_status::ignored); }
+
+   private:
+    friend class circuit_breaker;
+    scope(detail::breaker_state* st, const detail::cb_ticket& t) noexcept
+        : st_{t.kind == detail::cb_ticket::rejected ? nullptr : st}, ticket_{t}, uncaught_{std::uncaught_exceptions()} {
+      if (t.kind == detail::cb_ticket::rejected) rejection_ = st->make_rejection(t);
+    }
+    void finish(call_status s) noexcept {
+      if (st_ != nullptr) std::exchange(st_, nullptr)->record(ticket_, s);
+    }
+
+    detail::breaker_state* st_;
+    detail::cb_ticket ticket_;
+    int uncaught_;
+    rejection_type rejection_{};
+  };
+
+  /// A breaker with the given options; throws std::invalid_argument naming a bad field.
+  explicit circuit_breaker(circuit_breaker_options options = {})
+      : st_{std::make_shared<detail::breaker_state>(std::move(options))} {}
+
+  /// The breaker's name.
+  const std::string& name() const noexcept { return st_->options().name; }
+  /// Its configuration.
+  const circuit_breaker_options& options() const noexcept { return st_->options(); }
+  /// The current state (an open breaker whose break is over reports half_open).
+  circuit_state state() const noexcept { return st_->state(); }
+  /// A snapshot of state and counters.
+  circuit_breaker_stats stats() const noexcept { return st_->stats(); }
+  /// This breaker's event hub (circuit_state_changed, circuit_rejected).
+  event_hub& events() const noexcept { return st_->hub(); }
+
+  /// Calls fn(from, to) once per transition, on the thread that performs it;
+  /// returns the subscription to pass to events().unsubscribe().
+  event_hub::subscription on_state_change(std::function<void(circuit_state from, circuit_state to)> fn) const {
+    return st_->hub().subscribe([fn = std::move(fn)](const event& e) {
+      if (const auto* c = std::get_if<circuit_state_changed>(&e)) fn(c->from, c->to);
+    });
+  }
+
+  /// Calls fn(duration, status) after every admitted call (for a latency
+  /// histogram). While one is attached, the breaker times every call on its
+  /// clock. Observers stay attached as long as the breaker lives.
+  void on_call_recorded(std::function<void(duration, call_status)> fn) const { st_->add_observer(std::move(fn)); }
+
+  /// Forces the breaker open until reset().
+  void isolate() const noexcept { st_->isolate(); }
+  /// Closes the breaker and clears its window, failure count and break growth.
+  void reset() const noexcept { st_->reset(); }
+
+  /// Calls f(args...) through the breaker: returns its result, rethrows its
+  /// exception unchanged, or throws circuit_open_error.
+  template <class F, class... Args>
+  std::invoke_result_t<F&, Args&&...> call(F&& f, Args&&... args) const {
+    using R = std::invoke_result_t<F&, Args&&...>;
+    auto* st = st_.get();
+    const auto t = st->acquire();
+    if (t.kind == detail::cb_ticket::rejected) throw_rejection(st->make_rejection(t));
+    try {
+      if constexpr (std::is_void_v<R>) {
+        std::invoke(f, std::forward<Args>(args)...);
+        st->record(t, call_status::success);
+      } else {
+        R r = std::invoke(f, std::forward<Args>(args)...);
+        st->record(t, st->classify_value(r));
+        return r;
+      }
+    } catch (...) {
+      st->record(t, st->has_exception_filters() ? st->classify_exception(std::current_exception()) : call_status::failure);
+      throw;
+    }
+  }
+
+  /// Calls f(args...) through the breaker; never throws.
+  template <class F, class... Args>
+  outcome<std::remove_cvref_t<std::invoke_result_t<F&, Args&&...>>> try_call(F&& f, Args&&... args) const noexcept {
+    using R = std::remove_cvref_t<std::invoke_result_t<F&, Args&&...>>;
+    return run<R>([&]() noexcept -> outcome<R> {
+      try {
+        if constexpr (std::is_void_v<R>) {
+          std::invoke(f, std::forward<Args>(args)...);
+          return outcome<void>{};
+        } else {
+          return outcome<R>{std::in_place, std::invoke(f, std::forward<Args>(args)...)};
+        }
+      } catch (...) {
+        return outcome<R>{std::current_exception()};
+      }
+    });
+  }
+
+  /// Enters a scope; throws circuit_open_error while the breaker refuses calls.
+  [[nodiscard]] scope enter() const {
+    const auto t = st_->acquire();
+    if (t.kind == detail::cb_ticket::rejected) throw_rejection(st_->make_rejection(t));
+    return scope{st_.get(), t};
+  }
+  /// Enters a scope without throwing; check it with operator bool.
+  [[nodiscard]] scope try_enter() const noexcept { return scope{st_.get(), st_->acquire()}; }
+
+  /// The policy step: rejects with errc::circuit_open, or runs next and records its outcome.
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    using O = std::invoke_result_t<Next&, call_context&>;
+    return run<typename O::value_type>([&] { return next(ctx); });
+  }
+
+  /// True when both handles share one breaker.
+  friend bool operator==(const circuit_breaker& a, const circuit_breaker& b) noexcept { return a.st_ == b.st_; }
+
+ private:
+  template <class T, class Body>
+  outcome<T> run(Body&& body) const {
+    auto* st = st_.get();
+    const auto t = st->acquire();
+    if (t.kind == detail::cb_ticket::rejected) return outcome<T>{st->make_rejection(t)};
+    outcome<T> r = body();
+    st->record(t, st->classify(r));
+    return r;
+  }
+
+  std::shared_ptr<detail::breaker_state> st_;
+};
+
+/// Named breakers shared across the process (presets and metrics use it).
+class circuit_breaker_registry {
+ public:
+  /// The breaker called `name`, created with `options` (its name set to
+  /// `name`) on first use; later calls return the same breaker and ignore
+  /// `options`.
+  circuit_breaker get_or_create(std::string_view name, circuit_breaker_options options = {}) {
+    std::lock_guard lock{mutex_};
+    if (auto it = breakers_.find(name); it != breakers_.end()) return it->second;
+    options.name = std::string{name};
+    circuit_breaker cb{std::move(options)};
+    breakers_.emplace(std::string{name}, cb);
+    return cb;
+  }
+
+  /// The breaker called `name`, if there is one.
+  std::optional<circuit_breaker> find(std::string_view name) const {
+    std::lock_guard lock{mutex_};
+    if (auto it = breakers_.find(name); it != breakers_.end()) return it->second;
+    return std::nullopt;
+  }
+
+  /// Every registered breaker, ordered by name.
+  std::vector<circuit_breaker> all() const {
+    std::lock_guard lock{mutex_};
+    std::vector<circuit_breaker> v;
+    v.reserve(breakers_.size());
+    for (const auto& [name, cb] : breakers_) v.push_back(cb);
+    return v;
+  }
+
+  /// Forgets the breaker called `name` (handles to it stay valid); false when absent.
+  bool remove(std::string_view name) {
+    std::lock_guard lock{mutex_};
+    if (auto it = breakers_.find(name); it != breakers_.end()) {
+      breakers_.erase(it);
+      return true;
+    }
+    return false;
+  }
+
+  /// How many breakers are registered.
+  std::size_t size() const {
+    std::lock_guard lock{mutex_};
+    return breakers_.size();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, circuit_breaker, std::less<>> breakers_;
+};
+
+/// The process-wide breaker registry.
+inline circuit_breaker_registry& circuit_breakers() {
+  static circuit_breaker_registry registry;
+  return registry;
+}
+
+}  // namespace v1
+}  // namespace resilience
