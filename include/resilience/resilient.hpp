@@ -402,20 +402,28 @@ struct owned_call {
         : self{std::move(s)}, p{&policy}, ctx{&c}, done{std::move(d)} {}
 
     void attempt() {
-      if (ctx->stop.stop_requested()) {
-        done(outcome<U>{rejection{.code = errc::cancelled}});
+      if (last && ctx->stop.stop_requested()) {  // cancelled during the wait: the last failure stands
+        done(std::move(*last));
         return;
       }
+      last.reset();
       ctx->attempt = st.attempt;
       start_async<I + 1>(self, *ctx, [me = this->shared_from_this()](outcome<U> o) { me->after(std::move(o)); });
     }
 
     void after(outcome<U> o) {
-      const std::optional<duration> delay = p->next_delay(*ctx, o, st);
+      std::optional<duration> delay;
+      try {
+        delay = p->next_delay(*ctx, o, st);
+      } catch (...) {
+        done(outcome<U>{std::current_exception()});
+        return;
+      }
       if (!delay) {
         done(std::move(o));
         return;
       }
+      last.emplace(std::move(o));
       post_at(ctx->clock(), ctx->now() + *delay, self->exec, [me = this->shared_from_this()] { me->attempt(); });
     }
 
@@ -424,6 +432,7 @@ struct owned_call {
     call_context* ctx;
     typename P::state st{};
     async_callback<U> done;
+    std::optional<outcome<U>> last;
   };
 
   // Posts the whole call to the executor; the future gets its outcome.

@@ -1,0 +1,491 @@
+// resilience/fallback.hpp: replace a failed call's outcome with something useful.
+//
+// Strategies: cached (the last good result for the same arguments, from a
+// result_cache), default_value, fallback_to (another callable, which may see
+// the failure and the arguments), none (the result becomes std::optional<T>,
+// empty on failure), raise (keep the failure; ends a chain), and chain (try
+// several in order). Which failures trigger it: all by default, or a trigger.
+//
+//   resilience::result_cache<std::string, double> factors{{.ttl = 10min}};
+//   resilience::resilient lookup{fetch_factor,
+//       resilience::fallback{resilience::chain{resilience::cached{factors},
+//                                              resilience::fallback_to{read_factor_from_db},
+//                                              resilience::default_value{0.0}}},
+//       resilience::retry{}};
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cache.hpp"
+#include "context.hpp"
+#include "events.hpp"
+#include "outcome.hpp"
+#include "resilient.hpp"
+
+namespace resilience {
+inline namespace v1 {
+
+/// The failure a fallback is asked to replace: the callable's exception, an
+/// inner policy's rejection, or a result the result predicate refused.
+/// Valid only during the fallback's handling.
+class failure {
+ public:
+  explicit failure(const std::exception_ptr* e, const resilience::rejection* r) noexcept : exception_{e}, rejection_{r} {}
+
+  /// The callable threw.
+  bool has_exception() const noexcept { return exception_ != nullptr; }
+  /// The exception (precondition: has_exception()).
+  const std::exception_ptr& exception() const noexcept { return *exception_; }
+  /// An inner policy rejected the call.
+  bool has_rejection() const noexcept { return rejection_ != nullptr; }
+  /// The rejection (precondition: has_rejection()).
+  const resilience::rejection& rejection() const noexcept { return *rejection_; }
+  /// The call returned a value the result predicate refused.
+  bool is_result() const noexcept { return exception_ == nullptr && rejection_ == nullptr; }
+
+  /// True when the failure is (or, for a rejection, would be thrown as) an E.
+  template <class E>
+  bool is() const {
+    try {
+      if (exception_) std::rethrow_exception(*exception_);
+      if (rejection_) throw_rejection(*rejection_);
+    } catch (const E&) {
+      return true;
+    } catch (...) {
+    }
+    return false;
+  }
+
+  /// A readable description.
+  std::string what() const {
+    if (exception_) return describe(*exception_);
+    if (rejection_) return outcome<void>{*rejection_}.what();
+    return "result refused by the fallback's result predicate";
+  }
+
+ private:
+  const std::exception_ptr* exception_;
+  const resilience::rejection* rejection_;
+};
+
+/// Which failures activate a fallback. The default trigger accepts every
+/// failure; the factories accept only what they name, and `a | b` accepts
+/// what either accepts.
+class trigger {
+ public:
+  /// Every failure.
+  trigger() = default;
+
+  /// Failures that are, or would be thrown as, one of Es: user exceptions
+  /// and rejections alike (on<circuit_open_error>() matches an open breaker).
+  template <class... Es>
+  static trigger on() {
+    return when([](const failure& f) { return (f.is<Es>() || ...); });
+  }
+  /// Rejections with one of these codes (e.g. only errc::circuit_open).
+  static trigger rejections(std::initializer_list<errc> codes) {
+    std::uint32_t mask = 0;
+    for (errc c : codes) mask |= 1u << static_cast<unsigned>(c);
+    return when([mask](const failure& f) { return f.has_rejection() && (mask & (1u << static_cast<unsigned>(f.rejection().code))) != 0; });
+  }
+  /// Every user exception, no rejection.
+  static trigger exceptions() {
+    return when([](const failure& f) { return f.has_exception(); });
+  }
+  /// Results refused by the fallback's result predicate (see fallback::when_result).
+  static trigger results() {
+    return when([](const failure& f) { return f.is_result(); });
+  }
+  /// Failures the predicate accepts.
+  static trigger when(std::function<bool(const failure&)> predicate) {
+    trigger t;
+    t.any_of_.push_back(std::move(predicate));
+    return t;
+  }
+
+  /// A trigger accepting what either accepts.
+  friend trigger operator|(trigger a, const trigger& b) {
+    if (a.any_of_.empty() || b.any_of_.empty()) return trigger{};
+    a.any_of_.insert(a.any_of_.end(), b.any_of_.begin(), b.any_of_.end());
+    return a;
+  }
+
+  /// Whether f activates the fallback.
+  bool operator()(const failure& f) const {
+    if (any_of_.empty()) return true;
+    for (const auto& p : any_of_)
+      if (p(f)) return true;
+    return false;
+  }
+
+ private:
+  std::vector<std::function<bool(const failure&)>> any_of_;  // empty: everything
+};
+
+/// What a fallback reports when it replaces a failure.
+struct fallback_info {
+  std::string_view operation;       ///< the call's operation name, if any
+  std::string_view strategy;        ///< the strategy that produced the result ("cached", "default"...)
+  const failure& cause;             ///< what it replaced
+  std::optional<duration> age{};    ///< for "cached": the entry's age
+  bool stale = false;               ///< for "cached": older than the cache's ttl
+};
+
+/// Settings of a fallback policy.
+struct fallback_options {
+  /// Which failures activate it; default: all.
+  trigger when{};
+  /// Called each time it replaces a failure (on the calling thread), in
+  /// addition to the fallback_activated event. An exception from it is ignored.
+  std::function<void(const fallback_info&)> on_activated{};
+};
+
+namespace detail {
+
+// A strategy's optional result for T (void results recover to "nothing").
+template <class T>
+using recovered_t = std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>>;
+
+template <class R>
+struct optional_value {
+  using type = R;
+};
+template <class T>
+struct optional_value<std::optional<T>> {
+  using type = T;
+};
+
+}  // namespace detail
+
+/// Strategy: a fixed value.
+template <class V>
+class default_value {
+ public:
+  /// Returns v (converted to the call's result type) on failure.
+  explicit default_value(V v) : v_{std::move(v)} {}
+  static constexpr std::string_view name = "default";
+
+  template <class T, class Call>
+  detail::recovered_t<T> recover(call_context&, const failure&, const Call&, fallback_info&) const {
+    return static_cast<T>(v_);
+  }
+
+ private:
+  V v_;
+};
+
+/// Strategy: call another callable. It may take (const failure&, args...),
+/// (args...), (const failure&) or nothing, where args are the call's own
+/// arguments. If it throws, the strategy did not recover (a chain goes on).
+template <class F>
+class fallback_to {
+ public:
+  explicit fallback_to(F f) : f_{std::move(f)} {}
+  static constexpr std::string_view name = "function";
+
+  template <class T, class Call>
+  detail::recovered_t<T> recover(call_context&, const failure& why, const Call& call, fallback_info&) const {
+    try {
+      return std::apply([&](auto&... args) -> detail::recovered_t<T> { return invoke<T>(why, args...); }, call.arguments());
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
+ private:
+  template <class T, class R>
+  static detail::recovered_t<T> wrap(R&& run) {
+    if constexpr (std::is_void_v<T>) {
+      run();
+      return std::monostate{};
+    } else {
+      return static_cast<T>(run());
+    }
+  }
+
+  template <class T, class... A>
+  detail::recovered_t<T> invoke(const failure& why, A&... args) const {
+    if constexpr (std::is_invocable_v<const F&, const failure&, A&...>)
+      return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_, why, args...); });
+    else if constexpr (std::is_invocable_v<const F&, A&...>)
+      return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+    else if constexpr (std::is_invocable_v<const F&, const failure&>)
+      return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_, why); });
+    else {
+      static_assert(std::is_invocable_v<const F&>, "fallback_to: the callable must take (failure, args...), (args...), (failure) or ()");
+      return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_); });
+    }
+  }
+
+  F f_;
+};
+
+/// Strategy: keep the failure (the default's opposite; ends a chain so that
+/// it rethrows what the call threw when nothing else recovered).
+struct raise_t {
+  static constexpr std::string_view name = "raise";
+  template <class T, class Call>
+  detail::recovered_t<T> recover(call_context&, const failure&, const Call&, fallback_info&) const {
+    return std::nullopt;
+  }
+};
+/// The raise strategy.
+inline constexpr raise_t raise{};
+
+/// Strategy: the call's result becomes std::optional<T>, empty on failure.
+/// Stands alone (not in a chain).
+struct none_t {
+  static constexpr std::string_view name = "none";
+};
+/// The none strategy.
+inline constexpr none_t none{};
+
+/// Strategy: the last good result for the same arguments, from a
+/// result_cache (stale entries too, up to the cache's max_age). Every good
+/// result of the call is written to the cache. The key is key_fn(args...),
+/// or Key{args...}, or Key{std::tuple{args...}}.
+template <class Cache, class KeyFn = void>
+class cached {
+ public:
+  using key_type = typename Cache::key_type;
+
+  /// Keys from the arguments themselves.
+  explicit cached(Cache cache) requires std::is_void_v<KeyFn> : cache_{std::move(cache)} {}
+  /// Keys from key_fn(args...).
+  template <class K>
+  cached(Cache cache, K key_fn) : cache_{std::move(cache)}, key_fn_{std::move(key_fn)} {}
+  static constexpr std::string_view name = "cached";
+
+  template <class T, class Call>
+  detail::recovered_t<T> recover(call_context&, const failure&, const Call& call, fallback_info& info) const {
+    auto hit = cache_.get_stale(key_of(call));
+    if (!hit) return std::nullopt;
+    info.age = hit->age;
+    info.stale = hit->stale;
+    return static_cast<T>(std::move(hit->value));
+  }
+
+  template <class T, class Call>
+  void record(const T& value, const Call& call) const {
+    cache_.put(key_of(call), value);
+  }
+
+  /// The cache this strategy reads and writes.
+  const Cache& cache() const noexcept { return cache_; }
+
+ private:
+  template <class Call>
+  key_type key_of(const Call& call) const {
+    return std::apply(
+        [&](const auto&... args) -> key_type {
+          if constexpr (!std::is_void_v<KeyFn>)
+            return key_fn_(args...);
+          else if constexpr (std::is_constructible_v<key_type, decltype(args)...>)
+            return key_type(args...);
+          else
+            return key_type{std::tuple{args...}};
+        },
+        call.arguments());
+  }
+
+  struct empty {};
+  Cache cache_;
+  [[no_unique_address]] std::conditional_t<std::is_void_v<KeyFn>, empty, KeyFn> key_fn_{};
+};
+
+template <class Cache>
+cached(Cache) -> cached<Cache>;
+template <class Cache, class K>
+cached(Cache, K) -> cached<Cache, K>;
+
+/// Strategy: try several strategies in order; the first that recovers wins.
+/// If none does, the original failure stands.
+template <class... Strategies>
+class chain {
+  static_assert(sizeof...(Strategies) > 0, "chain: name at least one strategy");
+  static_assert((!std::is_same_v<Strategies, none_t> && ...), "chain: none changes the result type; use it alone");
+
+ public:
+  explicit chain(Strategies... s) : s_{std::move(s)...} {}
+  static constexpr std::string_view name = "chained";
+
+  template <class T, class Call>
+  detail::recovered_t<T> recover(call_context& ctx, const failure& why, const Call& call, fallback_info& info) const {
+    detail::recovered_t<T> out;
+    std::apply(
+        [&](const Strategies&... s) {
+          (void)((out = s.template recover<T>(ctx, why, call, info), out.has_value() ? (info.strategy = s.name, true) : false) ||
+                 ...);
+        },
+        s_);
+    return out;
+  }
+
+  template <class T, class Call>
+  void record(const T& value, const Call& call) const {
+    std::apply([&](const Strategies&... s) { (record_one(s, value, call), ...); }, s_);
+  }
+
+ private:
+  template <class S, class T, class Call>
+  static void record_one(const S& s, const T& value, const Call& call) {
+    if constexpr (requires { s.template record<T>(value, call); }) s.template record<T>(value, call);
+  }
+
+  std::tuple<Strategies...> s_;
+};
+
+namespace detail {
+struct no_result_check {
+  template <class T>
+  constexpr bool operator()(const T&) const noexcept {
+    return false;
+  }
+};
+}  // namespace detail
+
+/// Replaces failures (as chosen by the trigger) with the strategy's result
+/// and reports each replacement (on_activated and the fallback_activated
+/// event). A value: copies share the event hub; a cached strategy's cache is
+/// shared anyway.
+template <class Strategy, class ResultPredicate = detail::no_result_check>
+class fallback {
+ public:
+  /// A fallback with a strategy and options.
+  explicit fallback(Strategy s, fallback_options options = {})
+      : strategy_{std::move(s)}, options_{std::make_shared<const fallback_options>(std::move(options))} {}
+  fallback(Strategy s, std::shared_ptr<const fallback_options> options, ResultPredicate pred)
+      : strategy_{std::move(s)}, options_{std::move(options)}, pred_{std::move(pred)} {}
+
+  /// A copy that also treats results for which pred(value) is true as failures.
+  template <class P>
+  fallback<Strategy, P> when_result(P pred) const {
+    return fallback<Strategy, P>{strategy_, options_, std::move(pred)};
+  }
+
+  /// The strategy.
+  const Strategy& strategy() const noexcept { return strategy_; }
+  /// This policy's events (fallback_activated); copies share it.
+  event_hub& events() const noexcept { return hub_->hub; }
+
+  template <class Next, class Call>
+  auto execute(call_context& ctx, Next&& next, const Call& call) const {
+    return handle(ctx, next(ctx), call);
+  }
+
+  /// Without a call description: the cached strategy has no arguments to key on (one entry).
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    static constexpr detail::opaque_call opaque{};
+    return handle(ctx, next(ctx), call_view<0, detail::opaque_call>{opaque});
+  }
+
+  /// The async form: the fallback runs as the inner outcome's continuation.
+  template <class R, class Next, class Call>
+  void execute_async(call_context& ctx, Next& next, const Call& call, async_callback<R> done) const {
+    using T = std::conditional_t<std::is_same_v<Strategy, none_t>, typename detail::optional_value<R>::type, R>;
+    next(ctx, async_callback<T>{[this, &ctx, &call, done = std::move(done)](outcome<T> o) mutable {
+      done(handle(ctx, std::move(o), call));
+    }});
+  }
+
+ private:
+  template <class T>
+  using result_t = std::conditional_t<std::is_same_v<Strategy, none_t>, std::optional<T>, T>;
+
+  template <class T, class Call>
+  outcome<result_t<T>> handle(call_context& ctx, outcome<T>&& o, const Call& call) const {
+    if (o.has_value()) [[likely]] {
+      if constexpr (std::is_void_v<T>) {
+        if constexpr (std::is_same_v<Strategy, none_t>) return outcome<result_t<T>>{std::in_place};
+        return std::move(o);
+      } else {
+        if (!pred_(*o)) [[likely]] {
+          if constexpr (requires { strategy_.template record<T>(*o, call); }) {
+            try {
+              strategy_.template record<T>(*o, call);
+            } catch (...) {
+              // A full cache must not fail a good call.
+            }
+          }
+          if constexpr (std::is_same_v<Strategy, none_t>)
+            return outcome<result_t<T>>{std::in_place, std::move(*o)};
+          else
+            return std::move(o);
+        }
+        return recover(ctx, o, failure{nullptr, nullptr}, call);
+      }
+    }
+    if (o.has_exception()) return recover(ctx, o, failure{&o.exception(), nullptr}, call);
+    return recover(ctx, o, failure{nullptr, &o.rejection()}, call);
+  }
+
+  template <class T, class Call>
+  outcome<result_t<T>> recover(call_context& ctx, outcome<T>& o, const failure& why, const Call& call) const {
+    using R = result_t<T>;
+    bool triggered = false;
+    try {
+      triggered = options_->when(why);
+    } catch (...) {
+      return outcome<R>{std::current_exception()};
+    }
+    if (triggered) {
+      fallback_info info{ctx.operation, Strategy::name, why};
+      if constexpr (std::is_same_v<Strategy, none_t>) {
+        report(info);
+        return outcome<R>{std::in_place};
+      } else {
+        auto v = strategy_.template recover<T>(ctx, why, call, info);
+        if (v) {
+          report(info);
+          if constexpr (std::is_void_v<T>)
+            return outcome<R>{};
+          else
+            return outcome<R>{std::in_place, std::move(*v)};
+        }
+      }
+    }
+    if (why.is_result()) {  // the refused result stands when nothing replaced it
+      if constexpr (std::is_same_v<Strategy, none_t>)
+        return outcome<R>{std::in_place, std::move(*o)};
+      else
+        return std::move(o);
+    }
+    if (o.has_exception()) return outcome<R>{o.exception()};
+    return outcome<R>{o.rejection()};
+  }
+
+  void report(const fallback_info& info) const noexcept {
+    if (options_->on_activated) {
+      try {
+        options_->on_activated(info);
+      } catch (...) {
+        // A reporting callback must not undo the recovery.
+      }
+    }
+    detail::emit(&hub_->hub, [&] { return fallback_activated{info.operation, info.strategy, info.cause.what()}; });
+  }
+
+  struct hub_holder {
+    mutable event_hub hub;
+  };
+
+  Strategy strategy_;
+  std::shared_ptr<const fallback_options> options_;
+  [[no_unique_address]] ResultPredicate pred_{};
+  std::shared_ptr<const hub_holder> hub_ = std::make_shared<const hub_holder>();
+};
+
+}  // namespace v1
+}  // namespace resilience
