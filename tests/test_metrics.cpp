@@ -1,6 +1,7 @@
+#include <resilience/circuit_breaker.hpp>
 #include <resilience/metrics.hpp>
 #include <resilience/resilient.hpp>
-#include <resilience/retry.hpp>
+#include <resilience/fallback.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -144,20 +145,14 @@ TEST_CASE("events become counters with their labels", "[metrics]") {
   CHECK(e.at(R"(greenlang_service_health{service="llm_api"})") == 0);
 }
 
-TEST_CASE("a real retry policy is counted through the global hub", "[metrics]") {
+TEST_CASE("a real policy is counted through the global hub", "[metrics]") {
   metrics_registry m;  // counts global_events()
-  int calls = 0;
-  auto flaky = [&]() -> int {
-    if (++calls < 3) throw std::runtime_error{"HTTP 503"};
-    return 42;
-  };
-  manual_clock clk{manual_clock::auto_advance};
-  auto fetch = resilient{flaky, retry{{.max_retries = 3, .base_delay = 1s}}}.with_clock(clk);
-  CHECK(fetch.try_call_with({.operation = "metrics_test_lookup"}).value() == 42);
+  auto lookup = resilient{[]() -> double { throw std::runtime_error{"HTTP 503"}; }, fallback{default_value{0.0}}};
+  CHECK(lookup.try_call_with({.operation = "metrics_test_lookup"}).value() == 0.0);
+  CHECK(lookup.try_call_with({.operation = "metrics_test_lookup"}).value() == 0.0);
 
   const auto e = parse(m.render());
-  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="metrics_test_lookup"})") == 2);
-  CHECK_FALSE(e.has(R"(greenlang_retry_exhausted_total{operation="metrics_test_lookup"})"));
+  CHECK(e.at(R"(greenlang_fallback_activations_total{operation="metrics_test_lookup",strategy="default"})") == 2);
 }
 
 TEST_CASE("an event reaching both hubs is counted once", "[metrics]") {
@@ -304,4 +299,86 @@ TEST_CASE("user collectors add their own families", "[metrics]") {
   const auto e = parse(m.render());
   CHECK(e.at(R"(greenlang_factor_cache_entries{region="eu"})") == 17);
   CHECK(e.types.at("greenlang_factor_cache_entries") == "gauge");
+}
+
+TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, durations", "[metrics]") {
+  manual_clock clk;
+  circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .timeout_duration = 10s}};
+  metrics_registry m{local_only()};
+  m.watch(erp);
+  m.watch(erp);  // again: nothing changes
+  CHECK_THROWS_AS(m.watch(circuit_breaker{{.name = "erp_api"}}), std::logic_error);
+
+  auto slow_ok = [&] {
+    clk.advance(30ms);
+    return 1;
+  };
+  auto slow_fail = [&]() -> int {
+    clk.advance(2s);
+    throw std::runtime_error{"ERP 502"};
+  };
+  CHECK(erp.try_call(slow_ok).has_value());
+  CHECK(erp.try_call(slow_fail).has_exception());
+  CHECK(erp.try_call(slow_fail).has_exception());  // opens
+  CHECK(erp.try_call(slow_ok).has_rejection());
+
+  auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_circuit_breaker_state{name="erp_api"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="success"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="failure"})") == 2);
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="rejected"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="erp_api",from="closed",to="open"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_failure_rate{name="erp_api"})") == Approx(2.0 / 3.0));
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="0.05"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="2.5"})") == 3);
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="erp_api"})") == 3);  // rejections are not timed
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_sum{name="erp_api"})") == Approx(4.03));
+
+  clk.advance(10s);
+  CHECK(erp.try_call(slow_ok).has_value());  // trial closes it
+  e = parse(m.render());
+  CHECK(e.at(R"(greenlang_circuit_breaker_state{name="erp_api"})") == 0);
+  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="erp_api",from="open",to="half_open"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="erp_api",from="half_open",to="closed"})") == 1);
+}
+
+TEST_CASE("a breaker watched without durations is not timed", "[metrics]") {
+  manual_clock clk;
+  circuit_breaker db{{.name = "database", .clock = clk}};
+  metrics_registry m{local_only()};
+  m.watch(db, /*call_durations=*/false);
+  CHECK(db.try_call([] { return 1; }).has_value());
+  const auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="database",status="success"})") == 1);
+  CHECK_FALSE(e.has(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="database"})"));
+}
+
+TEST_CASE("a watched breaker registry includes breakers created later", "[metrics]") {
+  circuit_breaker_registry breakers;
+  metrics_registry m{local_only()};
+  m.watch(breakers);
+  auto llm = breakers.get_or_create("llm_api", {.fail_max = 1});
+  (void)llm.try_call([]() -> int { throw std::runtime_error{"HTTP 500"}; });
+  auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_circuit_breaker_state{name="llm_api"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="llm_api",status="failure"})") == 1);
+  // Durations are recorded from the first scrape that saw the breaker.
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="llm_api"})") == 0);
+
+  llm.reset();
+  (void)llm.try_call([] { return 1; });
+  e = parse(m.render());
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="llm_api"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="llm_api",from="open",to="closed"})") == 1);
+}
+
+TEST_CASE("events of a watched breaker do not duplicate its series", "[metrics]") {
+  metrics_registry m;  // global events too
+  circuit_breaker cb{{.name = "metrics_test_dupe", .fail_max = 1}};
+  m.watch(cb);
+  (void)cb.try_call([]() -> int { throw std::runtime_error{"x"}; });
+  (void)cb.try_call([] { return 1; });  // rejected: a circuit_rejected event too
+  const auto e = parse(m.render());  // parse fails on a duplicate series
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="metrics_test_dupe",status="rejected"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="metrics_test_dupe",from="closed",to="open"})") == 1);
 }

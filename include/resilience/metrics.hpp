@@ -39,6 +39,7 @@
 #include <variant>
 #include <vector>
 
+#include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "degradation.hpp"
 #include "errors.hpp"
@@ -414,6 +415,7 @@ struct event_counters {
 ///   circuit_breaker_state_transitions_total{name,from,to} counter
 ///   circuit_breaker_call_duration_seconds{name}      histogram (metrics_options::duration_buckets)
 ///   circuit_breaker_failure_rate{name}               gauge, 0..1
+///   circuit_breaker_slow_calls_total{name}           counter
 ///   bulkhead_rejections_total{name}                  counter
 ///   rate_limiter_tokens{key}                         gauge: permits available now
 ///   rate_limiter_requests_total{key,result}          counter, result = allowed | rejected
@@ -464,6 +466,27 @@ class metrics_registry {
     std::lock_guard lock{mutex_};
     keep_alive_.push_back(keep);
     subscribe_locked(keep->events());
+  }
+
+  /// Reads a circuit breaker at each scrape: state, calls by status,
+  /// transitions, failure rate. With call_durations (the default) it also
+  /// feeds circuit_breaker_call_duration_seconds through on_call_recorded,
+  /// which makes the breaker time each call on its clock (two clock reads
+  /// per call; see the README's figures). Watching the same breaker again
+  /// does nothing; another breaker with the same name throws std::logic_error.
+  void watch(const circuit_breaker& breaker, bool call_durations = true) {
+    std::lock_guard lock{mutex_};
+    adopt_breaker(breaker, call_durations);
+    if (!options_.count_global_events) subscribe_locked(breaker.events());
+  }
+
+  /// Reads every breaker of a circuit_breaker_registry at each scrape,
+  /// including breakers created after this call (their durations are
+  /// recorded from the first scrape that sees them). The registry must
+  /// outlive this one (circuit_breakers() does).
+  void watch(const circuit_breaker_registry& breakers, bool call_durations = true) {
+    std::lock_guard lock{mutex_};
+    breaker_registries_.push_back({&breakers, call_durations});
   }
 
   /// Reads every key of a rate_limiter registry at each scrape: tokens,
@@ -528,6 +551,9 @@ class metrics_registry {
     std::lock_guard lock{mutex_};
     covered c;
     for (const auto& collect : collectors_) collect(s);
+    for (const auto& [reg, durations] : breaker_registries_)
+      for (const auto& b : reg->all()) adopt_breaker(b, durations, /*from_registry=*/true);
+    for (const auto& b : breakers_) add_breaker(s, c, b);
     for (const auto& w : watched_) w(s, c);
     add_event_metrics(s, c);
     s.write(out, options_.prefix);
@@ -555,6 +581,59 @@ class metrics_registry {
     if (hub != nullptr && !options_.count_global_events) subscribe_locked(*hub);
   }
 
+  struct watched_breaker {
+    circuit_breaker breaker;
+    std::shared_ptr<duration_histogram> durations;  // null when not recorded
+  };
+
+  // Requires mutex_. Breakers named by a registry may be seen again at every
+  // scrape; those are matched by identity and never throw.
+  void adopt_breaker(const circuit_breaker& b, bool call_durations, bool from_registry = false) const {
+    for (const auto& w : breakers_) {
+      if (w.breaker == b) return;
+      if (w.breaker.name() == b.name()) {
+        if (from_registry) return;
+        throw std::logic_error{"metrics_registry: already watching another circuit breaker named '" + b.name() + "'"};
+      }
+    }
+    std::shared_ptr<duration_histogram> h;
+    if (call_durations) {
+      h = std::make_shared<duration_histogram>(options_.duration_buckets);
+      // The observer keeps the histogram alive: observers stay as long as the breaker.
+      b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
+    }
+    breakers_.push_back({b, std::move(h)});
+  }
+
+  static void add_breaker(metric_snapshot& s, covered& c, const watched_breaker& w) {
+    using enum metric_type;
+    const std::string& name = w.breaker.name();
+    const auto st = w.breaker.stats();
+    c.breakers.push_back(name);
+    c.breaker_transitions.push_back(name);
+    s.add("circuit_breaker_state", gauge, {}, {{"name", name}}, static_cast<double>(static_cast<int>(st.state)));
+    const std::pair<call_status, std::uint64_t> calls[] = {{call_status::success, st.successful},
+                                                           {call_status::failure, st.failed},
+                                                           {call_status::rejected, st.rejected},
+                                                           {call_status::ignored, st.ignored}};
+    for (const auto& [status, n] : calls)
+      s.add("circuit_breaker_calls_total", counter, {}, {{"name", name}, {"status", to_string(status)}}, static_cast<double>(n));
+    s.add("circuit_breaker_slow_calls_total", counter, {}, {{"name", name}}, static_cast<double>(st.slow));
+    for (int from = 0; from < 3; ++from)
+      for (int to = 0; to < 3; ++to) {
+        const auto n = st.transitions[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)];
+        if (n == 0) continue;  // appears with its first transition, then only grows
+        s.add("circuit_breaker_state_transitions_total", counter, {},
+              {{"name", name},
+               {"from", to_string(static_cast<circuit_state>(from))},
+               {"to", to_string(static_cast<circuit_state>(to))}},
+              static_cast<double>(n));
+      }
+    s.add("circuit_breaker_failure_rate", gauge, {}, {{"name", name}}, st.failure_rate);
+    if (w.durations)
+      w.durations->collect(s, "circuit_breaker_call_duration_seconds", {}, {{"name", name}});
+  }
+
   static void add_limiter(metric_snapshot& s, covered& c, std::string_view key, const rate_limit_stats& st) {
     using enum metric_type;
     c.limiters.emplace_back(key);
@@ -570,6 +649,7 @@ class metrics_registry {
     s.declare("circuit_breaker_state_transitions_total", counter, "Circuit breaker state transitions.");
     s.declare("circuit_breaker_call_duration_seconds", histogram, "Duration of calls through a circuit breaker.");
     s.declare("circuit_breaker_failure_rate", gauge, "Failure rate in the circuit breaker's window, 0 to 1.");
+    s.declare("circuit_breaker_slow_calls_total", counter, "Calls slower than the circuit breaker's slow_call_duration.");
     s.declare("bulkhead_rejections_total", counter, "Calls a bulkhead refused because it was full.");
     s.declare("rate_limiter_tokens", gauge, "Permits a rate limiter could grant now.");
     s.declare("rate_limiter_requests_total", counter, "Requests seen by a rate limiter, by result.");
@@ -647,6 +727,8 @@ class metrics_registry {
   std::vector<std::shared_ptr<const void>> keep_alive_;
   std::vector<std::pair<event_hub*, event_hub::subscription>> subscriptions_;
   bool watching_degradation_ = false;
+  mutable std::vector<watched_breaker> breakers_;  // grows during render when a watched registry gains breakers
+  std::vector<std::pair<const circuit_breaker_registry*, bool>> breaker_registries_;
 };
 
 }  // namespace v1
