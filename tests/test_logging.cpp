@@ -234,3 +234,26 @@ TEST_CASE("a logger without a sink is rejected when built", "[logging]") {
   CHECK_THROWS_AS(json_logger{static_cast<std::FILE*>(nullptr)}, std::invalid_argument);
   CHECK_THROWS_AS(json_logger{json_logger::line_sink{}}, std::invalid_argument);
 }
+
+TEST_CASE("every event of the process, as JSON lines, into a log file", "[logging]") {
+  std::FILE* log_file = std::tmpfile();
+  REQUIRE(log_file != nullptr);
+  const auto subscription = resilience::global_events().subscribe(
+      resilience::json_logger{log_file, {.min_level = resilience::log_level::warning}});
+
+  resilience::event_hub breaker_hub;  // a policy's own hub: its events reach the global hub too
+  detail::emit(&breaker_hub, [] { return circuit_state_changed{"erp_api", circuit_state::closed, circuit_state::open}; });
+  detail::emit(&breaker_hub, [] { return circuit_state_changed{"erp_api", circuit_state::open, circuit_state::half_open}; });
+  resilience::global_events().unsubscribe(subscription);
+
+  std::rewind(log_file);
+  std::string content;
+  for (int c; (c = std::fgetc(log_file)) != EOF;) content.push_back(static_cast<char>(c));
+  std::fclose(log_file);
+  REQUIRE(!content.empty());
+  REQUIRE(content.find('\n') == content.size() - 1);  // the half_open line is info: filtered out
+  const auto j = json::parse(content);
+  CHECK(j["event"] == "circuit_state_changed");
+  CHECK(j["level"] == "error");
+  CHECK(j["to"] == "open");
+}
