@@ -11,6 +11,7 @@
 // never runs past the call's deadline, and a stop request ends it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -361,7 +362,9 @@ class retry {
       if constexpr (!std::is_void_v<T>) {
         if (!options_.retry_on_result(*result)) return std::nullopt;
       }
-    } else if (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code)) {
+    } else if (out_of_attempts(ctx, s) ||
+               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code))) {
+      // Attempts are checked first: classifying an exception costs a rethrow per filter.
       give_up(ctx, retry_failure{result}, s.attempt);
       return std::nullopt;
     }
@@ -374,32 +377,15 @@ class retry {
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using result_t = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
-    using T = typename result_t::value_type;
-    if (options_.retry_on_result && !options_.retry_on_result.template accepts<T>()) [[unlikely]] {
-      try {
-        check_result_type<T>();
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-    }
-    state s;
-    for (;;) {
-      ctx.attempt = s.attempt;
-      result_t result = next(ctx);
-      if (result.has_value() && !options_.retry_on_result) [[likely]]
-        return result;
-      std::optional<duration> delay;
-      try {
-        delay = next_delay(ctx, result, s);
-      } catch (...) {
-        return result_t{std::current_exception()};
-      }
-      if (!delay) return result;
-      if (!ctx.clock().sleep_until(detail::saturating_add(ctx.now(), *delay), ctx.stop)) {
-        give_up(ctx, retry_failure{result}, s.attempt - 1);
-        return result;
-      }
-    }
+    if (options_.retry_on_result) [[unlikely]]
+      return execute_checking_results<result_t>(ctx, next);
+    // The happy path stays this small so that it inlines; everything a
+    // failure needs lives out of line in keep_trying.
+    ctx.attempt = 1;
+    result_t first = next(ctx);
+    if (first.has_value()) [[likely]]
+      return first;
+    return keep_trying(ctx, next, std::move(first));
   }
 
   /// This policy's event hub (retry_attempted, retries_exhausted); copies share it.
@@ -415,11 +401,49 @@ class retry {
     return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random}, "retry"};
   }
 
+  template <class Result, class Next>
+  Result execute_checking_results(call_context& ctx, Next& next) const {
+    try {
+      check_result_type<typename Result::value_type>();
+    } catch (...) {
+      return Result{std::current_exception()};
+    }
+    ctx.attempt = 1;
+    return keep_trying(ctx, next, next(ctx));
+  }
+
+  // The retry loop after a first attempt that did not simply succeed.
+  template <class Next, class Result>
+  [[gnu::noinline]] Result keep_trying(call_context& ctx, Next& next, Result first) const {
+    state s;
+    std::optional<Result> last{std::move(first)};
+    for (;;) {
+      std::optional<duration> delay;
+      try {
+        delay = next_delay(ctx, *last, s);
+      } catch (...) {
+        return Result{std::current_exception()};
+      }
+      if (!delay) return std::move(*last);
+      // Clamped: the clock moved on since next_delay measured the time left.
+      if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
+        give_up(ctx, retry_failure{*last}, s.attempt - 1);
+        return std::move(*last);
+      }
+      ctx.attempt = s.attempt;
+      last.emplace(next(ctx));
+    }
+  }
+
   template <class T>
   void check_result_type() const {
     if (!options_.retry_on_result.template accepts<T>())
       throw std::invalid_argument{"retry: retry_on_result takes '" + options_.retry_on_result.type_name() +
                                   "' but the call returns '" + detail::type_name<T>() + "'"};
+  }
+
+  bool out_of_attempts(const call_context& ctx, const state& s) const noexcept {
+    return s.attempt > options_.max_retries || ctx.stop.stop_requested();
   }
 
   bool retryable(const std::exception_ptr& e) const {
@@ -430,7 +454,7 @@ class retry {
 
   std::optional<duration> schedule(const call_context& ctx, const retry_failure& failure, std::optional<duration> hint,
                                    state& s) const {
-    if (s.attempt > options_.max_retries || ctx.stop.stop_requested()) {
+    if (out_of_attempts(ctx, s)) {
       give_up(ctx, failure, s.attempt);
       return std::nullopt;
     }
@@ -514,9 +538,9 @@ inline std::optional<duration> parse_retry_after(std::string_view text, std::chr
   const sys_days midnight{date};
   if (std::chrono::weekday{midnight}.c_encoding() != static_cast<unsigned>(weekday)) return std::nullopt;
   const sys_seconds when = midnight + hours{hour} + minutes{minute} + seconds{second};
-  // Compare in seconds first: a year-9999 date would overflow nanoseconds.
+  // Compare in whole seconds first: a year-9999 date in nanoseconds would overflow.
   const auto now_s = floor<seconds>(now);
-  if (when < now_s || when - now_s > max_retry_after + seconds{1}) return std::nullopt;
+  if (when < now_s || when - now_s > ceil<seconds>(max_retry_after) + seconds{1}) return std::nullopt;
   const duration wait = duration_cast<duration>(when - now_s) - duration_cast<duration>(now - now_s);
   if (wait < duration::zero() || wait > max_retry_after) return std::nullopt;
   return wait;
