@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
@@ -145,7 +146,7 @@ struct circuit_breaker_options {
   duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0)
 
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
-  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration)
+  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1)
 
   exception_predicate record_exceptions{};  ///< exceptions that count as failures (empty: all); others count as successes
   exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (empty: none); checked first
@@ -242,7 +243,7 @@ struct bucket_word {
 // added; the sum settles right after). A slot is [gen:16 | code:8].
 struct totals_word {
   static constexpr std::uint16_t gen(std::uint64_t w) noexcept { return static_cast<std::uint16_t>(w >> 48); }
-  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept { return static_cast<std::uint16_t>(w >> (32 - 16 * i)); }
+  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept { return static_cast<std::uint16_t>(w >> (48 - 16 * i)); }
   static constexpr std::uint64_t pack(std::uint16_t g, std::uint16_t c, std::uint16_t f, std::uint16_t s) noexcept {
     return (std::uint64_t{g} << 48) | (std::uint64_t{c} << 32) | (std::uint64_t{f} << 16) | s;
   }
@@ -265,7 +266,8 @@ inline void validate(const circuit_breaker_options& o) {
   if (o.max_wait_in_half_open <= duration::zero()) fail("max_wait_in_half_open must be > 0");
   if (!(o.break_duration_multiplier >= 1.0) || !std::isfinite(o.break_duration_multiplier))
     fail("break_duration_multiplier must be a finite number >= 1");
-  if (o.max_break_duration < o.timeout_duration) fail("max_break_duration must be >= timeout_duration");
+  if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.timeout_duration)
+    fail("max_break_duration must be >= timeout_duration");
   if (o.slow_call_duration < duration::zero()) fail("slow_call_duration must be >= 0");
   check_rate(o.failure_rate_threshold, "failure_rate_threshold");
   check_rate(o.slow_call_rate_threshold, "slow_call_rate_threshold");
@@ -289,6 +291,10 @@ inline void validate(const circuit_breaker_options& o) {
       break;
   }
 }
+
+class breaker_state;
+// The breaker whose transition this thread is announcing, if any.
+inline thread_local const breaker_state* announcing = nullptr;
 
 // The shared state behind every copy of one circuit_breaker.
 class breaker_state {
@@ -346,13 +352,15 @@ class breaker_state {
         case cb_phase::isolated:
           return reject(circuit_state::open, duration::zero());
         case cb_phase::half_open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::half_open, duration::zero());
+          // Trials are taken even while the transition that opened them is
+          // still being announced: no caller is refused while a slot is free.
           if (take_trial(gen)) {
             cb_ticket t{cb_ticket::trial};
             t.gen = gen;
             start_timing(t);
             return t;
           }
+          if (!cb_word::ready(w)) return reject(circuit_state::half_open, duration::zero());
           const time_point now = opts_.clock.now();
           if (stuck_in_half_open(now)) {
             transition(w, cb_phase::open, now);
@@ -581,7 +589,17 @@ class breaker_state {
     const auto g = static_cast<std::uint16_t>(gen);
     const std::uint8_t code = static_cast<std::uint8_t>(slot_recorded | (failure ? slot_failure : 0) | (slow ? slot_slow : 0));
     const std::size_t i = head_.fetch_add(1, std::memory_order_relaxed) % opts_.window_size;
-    const std::uint32_t old = slots_[i].exchange((std::uint32_t{g} << 8) | code, std::memory_order_acq_rel);
+    const std::uint32_t mine = (std::uint32_t{g} << 8) | code;
+    // Replacing an equal record of this period changes no total: the common
+    // case of a healthy service costs a load instead of two writes.
+    if (slots_[i].load(std::memory_order_relaxed) == mine) {
+      if (!failure && !slow) return true;
+      const auto t = totals_.load(std::memory_order_relaxed);
+      if (totals_word::gen(t) != g) return false;
+      sanitize(totals_word::field(t, 1), totals_word::field(t, 2), totals_word::field(t, 3), calls, failures, slows);
+      return true;
+    }
+    const std::uint32_t old = slots_[i].exchange(mine, std::memory_order_acq_rel);
     const bool old_counts = static_cast<std::uint16_t>(old >> 8) == g && (old & slot_recorded) != 0;
     std::uint64_t t = totals_.load(std::memory_order_relaxed), next;
     do {
@@ -685,7 +703,17 @@ class breaker_state {
   }
 
   void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
-    const std::uint64_t expected = cb_word::pack(gen, cb_phase::half_open, true);
+    // A trial that ends before its half-open period was announced waits for
+    // the announcement, so that its own transition comes after it. The wait
+    // lasts as long as the state-change listeners take.
+    // A listener that calls through the breaker must not wait for itself.
+    std::uint64_t expected = cb_word::pack(gen, cb_phase::half_open, true);
+    const std::uint64_t pending = cb_word::pack(gen, cb_phase::half_open, false);
+    if (announcing == this) {
+      if (state_.load(std::memory_order_acquire) == pending) expected = pending;
+    } else {
+      while (state_.load(std::memory_order_acquire) == pending) std::this_thread::yield();
+    }
     if (status == call_status::failure || (slow && status == call_status::success)) {
       transition(expected, cb_phase::open, opts_.clock.now());
       return;
@@ -745,7 +773,9 @@ class breaker_state {
     const auto from = public_state(from_phase), to = public_state(to_phase);
     if (from == to) return;  // open <-> isolated is not a change anyone sees
     transitions_[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
+    const breaker_state* outer = std::exchange(announcing, this);
     detail::emit(&hub_, [&] { return circuit_state_changed{opts_.name, from, to}; });
+    announcing = outer;
   }
 
   void force(cb_phase to) noexcept {

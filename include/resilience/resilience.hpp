@@ -6,6 +6,8 @@
 #pragma once
 
 #include "backoff.hpp"
+#include "bulkhead.hpp"
+#include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "degradation.hpp"

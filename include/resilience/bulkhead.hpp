@@ -1,0 +1,254 @@
+// resilience/bulkhead.hpp: a limit on how many calls run at once, so one
+// slow dependency cannot take every thread of the process with it.
+//
+//   resilience::bulkhead llm{{.name = "llm", .max_concurrent_calls = 4, .max_wait = 2s}};
+//   resilience::resilient infer{call_llm, llm};   // a fifth caller waits up to 2 s, then gets bulkhead_full_error
+//   if (auto permit = llm.try_acquire()) {         // or hold a slot yourself, released at scope end
+//     summarize(report);
+//   }
+//
+// Copies of a bulkhead share one set of slots. Waiting is measured on the
+// bulkhead's clock: on a manual_clock a waiter parks until the test moves
+// time or a slot is released.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "clock.hpp"
+#include "context.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "outcome.hpp"
+
+namespace resilience {
+inline namespace v1 {
+
+/// Configuration of a bulkhead. Checked when the bulkhead is built.
+struct bulkhead_options {
+  std::string name{};                   ///< names the bulkhead in rejections, events and stats
+  clock_ref clock{};                    ///< measures max_wait (default: the real steady clock)
+  std::size_t max_concurrent_calls = 25;  ///< calls allowed to run at once (>= 1)
+  duration max_wait = duration::zero();   ///< how long a call may wait for a slot (0 = reject at once; >= 0)
+};
+
+/// A snapshot of a bulkhead's counters.
+struct bulkhead_stats {
+  std::size_t max_concurrent_calls = 0;  ///< the limit
+  std::size_t in_flight = 0;             ///< slots taken now
+  std::size_t waiting = 0;               ///< callers waiting for a slot now
+  std::uint64_t rejected = 0;            ///< calls refused since the bulkhead was built
+};
+
+namespace detail {
+
+// The slots shared by every copy of one bulkhead. Taking and releasing a
+// slot is one CAS and one fetch_sub; only waiters take the mutex.
+class bulkhead_state {
+ public:
+  enum class wait_result : std::uint8_t { admitted, full, cancelled };
+
+  explicit bulkhead_state(bulkhead_options o) : opts_{std::move(o)} {
+    if (opts_.max_concurrent_calls == 0) throw std::invalid_argument{"bulkhead: max_concurrent_calls must be >= 1"};
+    if (opts_.max_wait < duration::zero()) throw std::invalid_argument{"bulkhead: max_wait must be >= 0"};
+  }
+
+  const bulkhead_options& options() const noexcept { return opts_; }
+  event_hub& hub() noexcept { return hub_; }
+
+  bool try_take() noexcept {
+    std::size_t n = in_flight_.load(std::memory_order_relaxed);
+    do {
+      if (n >= opts_.max_concurrent_calls) return false;
+    } while (!in_flight_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+    return true;
+  }
+
+  void release() noexcept {
+    in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+    // Pairs with a waiter's registration then retry: either it sees the free
+    // slot or we see it waiting.
+    if (waiting_.load(std::memory_order_seq_cst) != 0) wake_one();
+  }
+
+  // Takes a slot, waiting up to max_wait (and never past `deadline`) for one.
+  wait_result take(const std::stop_token& stop, time_point deadline) {
+    if (try_take()) return wait_result::admitted;
+    if (opts_.max_wait > duration::zero() && !stop.stop_requested()) {
+      const time_point now = opts_.clock.now();
+      const time_point until = opts_.max_wait >= deadline - now ? deadline : now + opts_.max_wait;
+      if (until > now) {
+        const auto r = wait(stop, until);
+        if (r != wait_result::full) return r;
+      }
+    }
+    if (stop.stop_requested()) return wait_result::cancelled;
+    refuse();
+    return wait_result::full;
+  }
+
+  // Counts and reports a refusal.
+  void refuse() noexcept {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    detail::emit(&hub_, [&] { return bulkhead_rejected{opts_.name, opts_.max_concurrent_calls}; });
+  }
+
+  rejection make_rejection(wait_result r) const noexcept {
+    return rejection{.code = r == wait_result::cancelled ? errc::cancelled : errc::bulkhead_full, .source = opts_.name};
+  }
+
+  bulkhead_stats stats() const noexcept {
+    return {opts_.max_concurrent_calls, in_flight_.load(std::memory_order_relaxed), waiting_.load(std::memory_order_relaxed),
+            rejected_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  wait_result wait(const std::stop_token& stop, time_point until) {
+    for (;;) {
+      std::stop_source wake;
+      {
+        std::lock_guard lock{mutex_};
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        queue_.push_back(&wake);
+        if (try_take()) {
+          forget(wake);
+          return wait_result::admitted;
+        }
+      }
+      bool reached;
+      {
+        // The caller's stop request ends the wait as a released slot does.
+        std::stop_callback on_stop{stop, [&wake] { wake.request_stop(); }};
+        reached = opts_.clock.sleep_until(until, wake.get_token());
+      }
+      {
+        std::lock_guard lock{mutex_};
+        forget(wake);
+      }
+      if (stop.stop_requested()) return wait_result::cancelled;
+      if (try_take()) return wait_result::admitted;
+      if (reached || opts_.clock.now() >= until) return wait_result::full;
+      // Woken for a slot another caller took first: wait again.
+    }
+  }
+
+  // Under mutex_: drops `wake` from the queue if a releaser did not pop it.
+  void forget(std::stop_source& wake) noexcept {
+    if (auto it = std::find(queue_.begin(), queue_.end(), &wake); it != queue_.end()) queue_.erase(it);
+    waiting_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  void wake_one() noexcept {
+    std::lock_guard lock{mutex_};
+    if (queue_.empty()) return;
+    queue_.front()->request_stop();
+    queue_.pop_front();
+  }
+
+  const bulkhead_options opts_;
+  alignas(64) std::atomic<std::size_t> in_flight_{0};
+  std::atomic<std::size_t> waiting_{0};
+  alignas(64) std::atomic<std::uint64_t> rejected_{0};
+  std::mutex mutex_;
+  std::deque<std::stop_source*> queue_;  // waiters, first come first woken
+  event_hub hub_;
+};
+
+}  // namespace detail
+
+/// A concurrency limit: a shared handle (copies share one set of slots),
+/// usable as a policy in resilient<> or through RAII permits.
+class bulkhead {
+ public:
+  /// One taken slot, released when the permit is destroyed. Empty when the
+  /// bulkhead refused. The bulkhead must outlive its permits.
+  class permit {
+   public:
+    permit() noexcept = default;
+    permit(permit&& o) noexcept : st_{std::exchange(o.st_, nullptr)} {}
+    permit& operator=(permit&& o) noexcept {
+      if (this != &o) {
+        release();
+        st_ = std::exchange(o.st_, nullptr);
+      }
+      return *this;
+    }
+    ~permit() { release(); }
+
+    /// True when the permit holds a slot.
+    explicit operator bool() const noexcept { return st_ != nullptr; }
+    /// Gives the slot back early.
+    void release() noexcept {
+      if (st_ != nullptr) std::exchange(st_, nullptr)->release();
+    }
+
+   private:
+    friend class bulkhead;
+    explicit permit(detail::bulkhead_state* st) noexcept : st_{st} {}
+    detail::bulkhead_state* st_ = nullptr;
+  };
+
+  /// A bulkhead with the given options; throws std::invalid_argument naming a bad field.
+  explicit bulkhead(bulkhead_options options = {}) : st_{std::make_shared<detail::bulkhead_state>(std::move(options))} {}
+
+  /// The bulkhead's name.
+  const std::string& name() const noexcept { return st_->options().name; }
+  /// Its configuration.
+  const bulkhead_options& options() const noexcept { return st_->options(); }
+  /// A snapshot of its counters.
+  bulkhead_stats stats() const noexcept { return st_->stats(); }
+  /// This bulkhead's event hub (bulkhead_rejected).
+  event_hub& events() const noexcept { return st_->hub(); }
+
+  /// A slot if one is free now (never waits); an empty permit otherwise.
+  [[nodiscard]] permit try_acquire() const noexcept {
+    if (st_->try_take()) return permit{st_.get()};
+    st_->refuse();
+    return permit{};
+  }
+
+  /// A slot, waiting up to max_wait for one (less if `stop` is requested);
+  /// an empty permit when none came free.
+  [[nodiscard]] permit acquire(std::stop_token stop = {}) const {
+    if (st_->take(stop, no_deadline) == detail::bulkhead_state::wait_result::admitted) return permit{st_.get()};
+    return permit{};
+  }
+
+  /// Like acquire(), but throws bulkhead_full_error (or cancelled_error) instead of returning an empty permit.
+  [[nodiscard]] permit enter(std::stop_token stop = {}) const {
+    const auto r = st_->take(stop, no_deadline);
+    if (r != detail::bulkhead_state::wait_result::admitted) throw_rejection(st_->make_rejection(r));
+    return permit{st_.get()};
+  }
+
+  /// The policy step: waits for a slot (up to max_wait, never past the
+  /// call's deadline), runs next, and frees the slot; rejects with
+  /// errc::bulkhead_full (errc::cancelled if the call's stop_token fired).
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    using O = std::invoke_result_t<Next&, call_context&>;
+    auto* st = st_.get();
+    const auto r = st->take(ctx.stop, ctx.deadline);
+    if (r != detail::bulkhead_state::wait_result::admitted) return O{st->make_rejection(r)};
+    const permit held{st};
+    return next(ctx);
+  }
+
+  /// True when both handles share one bulkhead.
+  friend bool operator==(const bulkhead& a, const bulkhead& b) noexcept { return a.st_ == b.st_; }
+
+ private:
+  std::shared_ptr<detail::bulkhead_state> st_;
+};
+
+}  // namespace v1
+}  // namespace resilience

@@ -1,0 +1,106 @@
+// Bulkhead overhead against a bare call and a std::mutex-guarded counter,
+// measured in the same run.
+#include <resilience/bulkhead.hpp>
+#include <resilience/resilient.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <mutex>
+
+#include "alloc_counter.hpp"
+
+using namespace resilience;
+
+namespace {
+
+[[gnu::noinline]] int render_report(int section) {
+  benchmark::DoNotOptimize(section);
+  return section + 1;
+}
+
+void bare_call(benchmark::State& state) {
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(render_report(++i));
+  a.report(state);
+}
+BENCHMARK(bare_call);
+
+void permit_then_call(benchmark::State& state) {
+  bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto permit = b.try_acquire();
+    benchmark::DoNotOptimize(render_report(++i));
+  }
+  a.report(state);
+}
+BENCHMARK(permit_then_call);
+
+void resilient_try_call(benchmark::State& state) {
+  bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};
+  resilient render{render_report, b};
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    ++i;
+    benchmark::DoNotOptimize(render.try_call(i));
+  }
+  a.report(state);
+}
+BENCHMARK(resilient_try_call);
+
+void full_rejection_try_call(benchmark::State& state) {
+  bulkhead b{{.name = "reports", .max_concurrent_calls = 1}};
+  resilient render{render_report, b};
+  auto held = b.try_acquire();
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    ++i;
+    benchmark::DoNotOptimize(render.try_call(i));
+  }
+  a.report(state);
+}
+BENCHMARK(full_rejection_try_call);
+
+bulkhead& shared_bulkhead() {
+  static bulkhead b{{.name = "shared", .max_concurrent_calls = 8}};
+  return b;
+}
+
+void two_threads_bulkhead(benchmark::State& state) {
+  auto& b = shared_bulkhead();
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto permit = b.try_acquire();
+    benchmark::DoNotOptimize(render_report(++i));
+  }
+  a.report(state);
+}
+BENCHMARK(two_threads_bulkhead)->Threads(2)->UseRealTime();
+
+std::mutex slots_mutex;
+int slots_taken = 0;
+
+void two_threads_mutex_counter(benchmark::State& state) {
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    {
+      std::lock_guard lock{slots_mutex};
+      ++slots_taken;
+    }
+    benchmark::DoNotOptimize(render_report(++i));
+    std::lock_guard lock{slots_mutex};
+    --slots_taken;
+  }
+  a.report(state);
+}
+BENCHMARK(two_threads_mutex_counter)->Threads(2)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

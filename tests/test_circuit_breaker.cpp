@@ -1,0 +1,721 @@
+#include <resilience/circuit_breaker.hpp>
+#include <resilience/resilient.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+#if defined(__SANITIZE_THREAD__)
+#define RESILIENCE_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RESILIENCE_TEST_TSAN 1
+#endif
+#endif
+#ifdef RESILIENCE_TEST_TSAN
+constexpr int stress_calls = 10'000;  // TSan is ~20x slower; the interleavings are what matter
+#else
+constexpr int stress_calls = 100'000;
+#endif
+
+namespace {
+
+struct service_down : std::runtime_error {
+  service_down() : std::runtime_error{"factor service down"} {}
+};
+struct not_found : std::runtime_error {
+  not_found() : std::runtime_error{"no factor for this activity"} {}
+};
+
+// A scripted dependency: fail() throws, ok() returns 42.
+int ok() { return 42; }
+int fail() { throw service_down{}; }
+
+void fail_n(const circuit_breaker& cb, int n) {
+  for (int i = 0; i < n; ++i) (void)cb.try_call(fail);
+}
+
+// Every transition a breaker announced, in order.
+struct transition_log {
+  explicit transition_log(const circuit_breaker& cb) {
+    cb.on_state_change([this](circuit_state from, circuit_state to) {
+      std::lock_guard lock{mutex};
+      seen.emplace_back(from, to);
+    });
+  }
+  std::vector<std::pair<circuit_state, circuit_state>> get() const {
+    std::lock_guard lock{mutex};
+    return seen;
+  }
+  mutable std::mutex mutex;
+  std::vector<std::pair<circuit_state, circuit_state>> seen;
+};
+
+// A clock that counts how often it is read.
+struct counting_clock final : clock_source {
+  mutable std::atomic<int> reads{0};
+  manual_clock inner;
+  time_point now() const noexcept override {
+    reads.fetch_add(1, std::memory_order_relaxed);
+    return inner.now();
+  }
+  bool sleep_until(time_point t, std::stop_token s) const override { return inner.sleep_until(t, std::move(s)); }
+  timer_id call_at(time_point t, std::function<void()> fn) const override { return inner.call_at(t, std::move(fn)); }
+  bool cancel(timer_id id) const noexcept override { return inner.cancel(id); }
+};
+
+// A policy standing for an inner one that refuses every call.
+struct reject_with {
+  errc code;
+  template <class Next>
+  auto execute(call_context&, Next&&) const {
+    return outcome<int>{rejection{.code = code}};
+  }
+};
+
+constexpr auto closed = circuit_state::closed;
+constexpr auto open = circuit_state::open;
+constexpr auto half_open = circuit_state::half_open;
+
+}  // namespace
+
+TEST_CASE("seed scenario: 5 failures open it, 60 s later a successful trial closes it", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "factor_api", .clock = clk}};
+  transition_log log{cb};
+  CHECK(cb.options().fail_max == 5);
+  CHECK(cb.options().timeout_duration == 60s);
+
+  fail_n(cb, 4);
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().consecutive_failures == 4);
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+
+  // Open: the call is refused without running, naming the breaker and the wait.
+  int runs = 0;
+  auto counted = [&] { return ++runs; };
+  try {
+    cb.call(counted);
+    FAIL("an open breaker let a call through");
+  } catch (const circuit_open_error& e) {
+    CHECK(e.name() == "factor_api");
+    CHECK(e.retry_after() == 60s);
+  }
+  clk.advance(59s);
+  CHECK(cb.state() == open);
+  CHECK(cb.try_call(counted).rejection().retry_after == 1s);
+  CHECK(runs == 0);
+
+  clk.advance(1s);
+  CHECK(cb.state() == half_open);
+  CHECK(cb.call(counted) == 1);
+  CHECK(cb.state() == closed);
+  CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{{closed, open}, {open, half_open}, {half_open, closed}});
+
+  const auto s = cb.stats();
+  CHECK(s.failed == 5);
+  CHECK(s.successful == 1);
+  CHECK(s.rejected == 2);
+  CHECK(s.transitions[0][1] == 1);
+  CHECK(s.transitions[1][2] == 1);
+  CHECK(s.transitions[2][0] == 1);
+  CHECK(s.transition_count() == 3);
+}
+
+TEST_CASE("a success resets the consecutive count; a failed trial reopens", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 3, .timeout_duration = 10s}};
+  fail_n(cb, 2);
+  CHECK(cb.try_call(ok).value() == 42);
+  fail_n(cb, 2);
+  CHECK(cb.state() == closed);
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+
+  clk.advance(10s);
+  CHECK(cb.try_call(fail).has_exception());  // the trial ran and failed
+  CHECK(cb.state() == open);
+  CHECK(cb.try_call(ok).rejection().retry_after == 10s);
+  CHECK(cb.stats().transitions[2][1] == 1);
+}
+
+TEST_CASE("a rejection through try_call is a value naming the breaker's own storage", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "erp", .clock = clk, .fail_max = 1}};
+  resilient fetch{ok, cb};
+  fail_n(cb, 1);
+  const auto r = fetch.try_call();
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::circuit_open);
+  CHECK(r.rejection().source.data() == cb.name().data());
+  CHECK(r.rejection().retry_after == 60s);
+  CHECK_THROWS_AS(fetch(), circuit_open_error);
+}
+
+TEST_CASE("the caller's exception passes through unchanged", "[circuit_breaker]") {
+  circuit_breaker cb;
+  const auto original = std::make_exception_ptr(service_down{});
+  auto rethrow = [&]() -> int { std::rethrow_exception(original); };
+  try {
+    cb.call(rethrow);
+    FAIL("no exception");
+  } catch (const service_down& e) {
+    try {
+      std::rethrow_exception(original);
+    } catch (const service_down& o) {
+      CHECK(&e == &o);
+    }
+  }
+  resilient wrapped{rethrow, cb};
+  const auto r = wrapped.try_call();
+  REQUIRE(r.has_exception());
+  CHECK(r.exception() == original);
+  CHECK(cb.stats().failed == 2);
+}
+
+TEST_CASE("count-based window slides over the last N calls", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .window_size = 4,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 0.75}};
+  fail_n(cb, 2);
+  for (int i = 0; i < 4; ++i) (void)cb.try_call(ok);  // the two failures slide out
+  CHECK(cb.stats().failure_rate == 0.0);
+  CHECK(cb.stats().window_calls == 4);
+  fail_n(cb, 2);  // S S F F: 50 %
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failure_rate == 0.5);
+  fail_n(cb, 1);  // S F F F: 75 %
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("rate modes wait for minimum_calls", "[circuit_breaker]") {
+  manual_clock clk;
+  SECTION("count-based") {
+    circuit_breaker cb{{.clock = clk, .window = breaker_window::count_based, .window_size = 10, .minimum_calls = 5}};
+    fail_n(cb, 4);
+    CHECK(cb.state() == closed);
+    CHECK(cb.stats().failure_rate == 1.0);
+    fail_n(cb, 1);
+    CHECK(cb.state() == open);
+  }
+  SECTION("time-based") {
+    circuit_breaker cb{{.clock = clk, .window = breaker_window::time_based, .window_duration = 10s, .minimum_calls = 5}};
+    fail_n(cb, 4);
+    CHECK(cb.state() == closed);
+    fail_n(cb, 1);
+    CHECK(cb.state() == open);
+  }
+}
+
+TEST_CASE("time-based window slides bucket by bucket", "[circuit_breaker]") {
+  manual_clock clk;  // starts at 1 h: a bucket boundary
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::time_based,
+                      .window_duration = 10s,
+                      .window_buckets = 10,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 0.5}};
+  fail_n(cb, 3);  // bucket [0 s, 1 s)
+  clk.advance(500ms);
+  (void)cb.try_call(ok);
+  CHECK(cb.stats().window_calls == 4);
+  CHECK(cb.stats().failure_rate == 0.75);  // success records do not re-evaluate; a failure would open it
+
+  clk.advance(9s + 499ms);  // 9.999 s: still inside the first bucket's window
+  CHECK(cb.stats().window_calls == 4);
+  clk.advance(1ms);  // 10 s: the first bucket slid out
+  CHECK(cb.stats().window_calls == 0);
+
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);
+  fail_n(cb, 1);
+  CHECK(cb.state() == closed);  // 3 calls < minimum
+  clk.advance(1s);
+  fail_n(cb, 1);  // next bucket: F + S S F = 2/4
+  CHECK(cb.stats().window_calls == 4);
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("time-based window forgets a burst that is older than the window", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .window = breaker_window::time_based, .window_duration = 4s, .window_buckets = 4, .minimum_calls = 2}};
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);
+  clk.advance(3s);
+  fail_n(cb, 2);  // 2 of 5: 40 %
+  CHECK(cb.state() == closed);
+  clk.advance(1s);  // the successes are gone; the failures are still there
+  CHECK(cb.stats().window_calls == 2);
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("slow calls open a breaker that sees no failure", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .timeout_duration = 5s,
+                      .window_size = 4,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 1.0,
+                      .slow_call_duration = 1s,
+                      .slow_call_rate_threshold = 0.5}};
+  auto slow = [&] {
+    clk.advance(2s);
+    return 1;
+  };
+  auto just_enough = [&] {
+    clk.advance(1s);  // not slower than the limit
+    return 1;
+  };
+  CHECK(cb.call(ok) == 42);
+  CHECK(cb.call(just_enough) == 1);
+  CHECK(cb.call(slow) == 1);
+  CHECK(cb.state() == closed);
+  CHECK(cb.call(slow) == 1);  // 2 of 4 slow
+  CHECK(cb.state() == open);
+  const auto s = cb.stats();
+  CHECK(s.slow == 2);
+  CHECK(s.successful == 4);
+  CHECK(s.failed == 0);
+
+  clk.advance(5s);
+  CHECK(cb.call(slow) == 1);  // a slow trial counts against the dependency
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("the break grows while the dependency keeps failing, up to the cap", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .fail_max = 1,
+                      .timeout_duration = 10s,
+                      .break_duration_multiplier = 2.0,
+                      .max_break_duration = 35s}};
+  fail_n(cb, 1);
+  CHECK(cb.try_call(ok).rejection().retry_after == 10s);
+  clk.advance(10s);
+  fail_n(cb, 1);
+  CHECK(cb.try_call(ok).rejection().retry_after == 20s);
+  clk.advance(20s);
+  fail_n(cb, 1);
+  CHECK(cb.try_call(ok).rejection().retry_after == 35s);  // 40 s capped
+  CHECK(cb.stats().break_duration == 35s);
+  clk.advance(35s);
+  CHECK(cb.call(ok) == 42);
+  CHECK(cb.state() == closed);
+  fail_n(cb, 1);
+  CHECK(cb.try_call(ok).rejection().retry_after == 10s);  // a closing starts over
+}
+
+TEST_CASE("half_open admits half_open_max_calls trials and closes after success_threshold", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s, .half_open_max_calls = 2, .success_threshold = 3}};
+  fail_n(cb, 1);
+  clk.advance(1s);
+  auto a = cb.enter();
+  auto b = cb.enter();
+  CHECK(a.is_trial());
+  CHECK(b.is_trial());
+  {
+    auto c = cb.try_enter();
+    CHECK_FALSE(c);
+    CHECK(c.rejection().code == errc::circuit_open);
+  }
+  a.success();  // frees a trial slot
+  auto c = cb.enter();
+  b.success();
+  CHECK(cb.state() == half_open);
+  c.success();
+  CHECK(cb.state() == closed);
+}
+
+TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_in_half_open", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  transition_log log{cb};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  std::optional<circuit_breaker::scope> lost{cb.enter()};  // the caller vanished with the trial
+  CHECK_FALSE(cb.try_enter());
+  clk.advance(29s);
+  CHECK(cb.state() == half_open);
+  clk.advance(1s);
+  CHECK(cb.state() == open);
+  clk.advance(10s);
+  auto fresh = cb.enter();
+  CHECK(fresh.is_trial());
+  lost.reset();  // the stale trial finally reports success: it belongs to an older half-open period
+  CHECK(cb.state() == half_open);
+  fresh.success();
+  CHECK(cb.state() == closed);
+  CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{
+                         {closed, open}, {open, half_open}, {half_open, open}, {open, half_open}, {half_open, closed}});
+}
+
+TEST_CASE("isolate forces it open until reset; reset clears the counts", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk}};
+  transition_log log{cb};
+  fail_n(cb, 4);
+  cb.isolate();
+  CHECK(cb.state() == open);
+  CHECK(cb.stats().isolated);
+  clk.advance(1h);
+  CHECK(cb.state() == open);
+  CHECK(cb.try_call(ok).has_rejection());
+  cb.reset();
+  CHECK(cb.state() == closed);
+  CHECK_FALSE(cb.stats().isolated);
+  fail_n(cb, 4);  // the 4 failures before the isolation are forgotten
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failed == 8);  // call counters only grow
+  CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{{closed, open}, {open, closed}});
+
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+  cb.isolate();  // open -> isolated is no visible change
+  CHECK(log.get().size() == 3);
+}
+
+TEST_CASE("a scope records success, or failure while an exception unwinds through it", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 2}};
+  { auto scope = cb.enter(); }
+  CHECK(cb.stats().successful == 1);
+
+  for (int i = 0; i < 2; ++i) {
+    try {
+      auto scope = cb.enter();
+      throw service_down{};
+    } catch (const service_down&) {
+    }
+  }
+  CHECK(cb.stats().failed == 2);
+  CHECK(cb.state() == open);
+  CHECK_THROWS_AS(cb.enter(), circuit_open_error);
+  auto refused = cb.try_enter();
+  CHECK_FALSE(refused);
+  CHECK(refused.rejection().retry_after == 60s);
+
+  cb.reset();
+  {
+    auto scope = cb.enter();
+    scope.failure();  // said explicitly: the destructor adds nothing
+  }
+  try {
+    auto scope = cb.enter();
+    scope.success();  // finished before an unrelated exception
+    throw std::logic_error{"report template missing"};
+  } catch (const std::logic_error&) {
+  }
+  const auto s = cb.stats();
+  CHECK(s.failed == 3);
+  CHECK(s.successful == 2);
+  CHECK(cb.state() == closed);
+}
+
+TEST_CASE("a scope inside a destructor that runs during unwinding counts only its own exceptions", "[circuit_breaker]") {
+  circuit_breaker cb;
+  struct cleanup {
+    circuit_breaker& cb;
+    ~cleanup() {
+      auto scope = cb.enter();  // entered while another exception unwinds: that one is not ours
+    }
+  };
+  try {
+    cleanup c{cb};
+    throw service_down{};
+  } catch (const service_down&) {
+  }
+  CHECK(cb.stats().successful == 1);
+  CHECK(cb.stats().failed == 0);
+}
+
+TEST_CASE("which failures count: ignore and record lists, result predicate, foreign rejections", "[circuit_breaker]") {
+  manual_clock clk;
+  auto lookup_missing = []() -> int { throw not_found{}; };
+  SECTION("ignored exceptions count as neither") {
+    circuit_breaker cb{{.clock = clk, .fail_max = 2, .ignore_exceptions = exception_types<not_found>()}};
+    for (int i = 0; i < 5; ++i) CHECK_THROWS_AS(cb.call(lookup_missing), not_found);
+    CHECK(cb.state() == closed);
+    CHECK(cb.stats().ignored == 5);
+    fail_n(cb, 2);
+    CHECK(cb.state() == open);
+  }
+  SECTION("only recorded exceptions are failures; others are successes") {
+    circuit_breaker cb{{.clock = clk, .fail_max = 2, .record_exceptions = exception_types<service_down>()}};
+    fail_n(cb, 1);
+    (void)cb.try_call(lookup_missing);  // a success: the service answered
+    fail_n(cb, 1);
+    CHECK(cb.state() == closed);
+    CHECK(cb.stats().successful == 1);
+    fail_n(cb, 1);
+    CHECK(cb.state() == open);
+  }
+  SECTION("a scope classifies an exception it is given") {
+    circuit_breaker cb{{.clock = clk, .fail_max = 1, .ignore_exceptions = exception_types<not_found>()}};
+    cb.enter().failure(std::make_exception_ptr(not_found{}));
+    CHECK(cb.state() == closed);
+    cb.enter().failure(std::make_exception_ptr(service_down{}));
+    CHECK(cb.state() == open);
+  }
+  SECTION("a returned value can be a failure") {
+    circuit_breaker cb{{.clock = clk,
+                        .fail_max = 2,
+                        .record_result = failure_if_result<int>([](int status) { return status >= 500; })}};
+    auto status = [](int s) { return s; };
+    CHECK(cb.call(status, 503) == 503);
+    CHECK(cb.try_call(status, 200).value() == 200);
+    resilient wrapped{status, cb};
+    CHECK(wrapped(502) == 502);
+    CHECK(cb.state() == closed);
+    CHECK(wrapped(500) == 500);
+    CHECK(cb.state() == open);
+  }
+  SECTION("an inner timeout is a failure; other rejections are ignored") {
+    circuit_breaker cb{{.clock = clk, .fail_max = 1}};
+    (void)resilient{ok, cb, reject_with{errc::rate_limited}}.try_call();
+    (void)resilient{ok, cb, reject_with{errc::bulkhead_full}}.try_call();
+    CHECK(cb.state() == closed);
+    CHECK(cb.stats().ignored == 2);
+    (void)resilient{ok, cb, reject_with{errc::timeout}}.try_call();
+    CHECK(cb.state() == open);
+  }
+}
+
+TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_breaker]") {
+  auto message = [](circuit_breaker_options o) -> std::string {
+    try {
+      circuit_breaker cb{std::move(o)};
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THAT(message({.fail_max = 0}), Contains("fail_max"));
+  CHECK_THAT(message({.timeout_duration = -1s}), Contains("timeout_duration"));
+  CHECK_THAT(message({.timeout_duration = 0s}), Contains("timeout_duration"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 0}), Contains("window_size"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 10, .minimum_calls = 11}), Contains("minimum_calls"));
+  CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = 0s}), Contains("window_duration"));
+  CHECK_THAT(message({.window = breaker_window::time_based, .window_buckets = 0}), Contains("window_buckets"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 0.0}), Contains("failure_rate_threshold"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 1.5}), Contains("failure_rate_threshold"));
+  CHECK_THAT(message({.failure_rate_threshold = std::nan("")}), Contains("failure_rate_threshold"));
+  CHECK_THAT(message({.slow_call_rate_threshold = 0.0}), Contains("slow_call_rate_threshold"));
+  CHECK_THAT(message({.slow_call_duration = -1s}), Contains("slow_call_duration"));
+  CHECK_THAT(message({.slow_call_duration = 1s}), Contains("slow_call_duration"));  // consecutive mode has no window
+  CHECK_THAT(message({.half_open_max_calls = 0}), Contains("half_open_max_calls"));
+  CHECK_THAT(message({.success_threshold = 0}), Contains("success_threshold"));
+  CHECK_THAT(message({.max_wait_in_half_open = 0s}), Contains("max_wait_in_half_open"));
+  CHECK_THAT(message({.break_duration_multiplier = 0.5}), Contains("break_duration_multiplier"));
+  CHECK_THAT(message({.break_duration_multiplier = 2.0, .max_break_duration = 1s}), Contains("max_break_duration"));
+  CHECK(message({.timeout_duration = 1h}) == "accepted");  // the cap matters only for a growing break
+  CHECK(message({}) == "accepted");
+}
+
+TEST_CASE("consecutive mode reads no clock in the closed state; an observer makes it time calls", "[circuit_breaker]") {
+  auto clk = std::make_shared<counting_clock>();
+  circuit_breaker cb{{.clock = clock_ref{clk}, .fail_max = 3}};
+  for (int i = 0; i < 10; ++i) CHECK(cb.call(ok) == 42);
+  fail_n(cb, 2);
+  CHECK(clk->reads.load() == 0);
+
+  std::vector<std::pair<duration, call_status>> seen;
+  cb.on_call_recorded([&](duration d, call_status s) { seen.emplace_back(d, s); });
+  auto takes_3s = [&] {
+    clk->inner.advance(3s);
+    return 1;
+  };
+  CHECK(cb.call(takes_3s) == 1);
+  CHECK(clk->reads.load() == 2);
+  fail_n(cb, 1);
+  CHECK(cb.state() == closed);  // the success above reset the count
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::pair{duration{3s}, call_status::success});
+  CHECK(seen[1] == std::pair{duration{0s}, call_status::failure});
+}
+
+TEST_CASE("events: one circuit_state_changed per transition, circuit_rejected per refusal", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "llm", .clock = clk, .fail_max = 1}};
+  std::vector<event> seen;
+  cb.events().subscribe([&](const event& e) { seen.push_back(e); });
+  fail_n(cb, 1);
+  (void)cb.try_call(ok);
+  REQUIRE(seen.size() == 2);
+  const auto& changed = std::get<circuit_state_changed>(seen[0]);
+  CHECK(changed.name == "llm");
+  CHECK(changed.from == closed);
+  CHECK(changed.to == open);
+  const auto& rejected = std::get<circuit_rejected>(seen[1]);
+  CHECK(rejected.name == "llm");
+  CHECK(rejected.retry_after == 60s);
+}
+
+TEST_CASE("copies share state; the registry shares breakers by name", "[circuit_breaker]") {
+  circuit_breaker a{{.fail_max = 1}};
+  const circuit_breaker b = a;
+  fail_n(b, 1);
+  CHECK(a.state() == open);
+  CHECK(a == b);
+
+  auto& registry = circuit_breakers();
+  auto x = registry.get_or_create("test.registry.factor_api", {.fail_max = 2});
+  auto y = registry.get_or_create("test.registry.factor_api", {.fail_max = 9});
+  CHECK(x == y);
+  CHECK(y.options().fail_max == 2);
+  CHECK(x.name() == "test.registry.factor_api");
+  REQUIRE(registry.find("test.registry.factor_api"));
+  CHECK(*registry.find("test.registry.factor_api") == x);
+  CHECK_FALSE(registry.find("test.registry.nothing"));
+  bool listed = false;
+  for (const auto& cb : registry.all()) listed = listed || cb == x;
+  CHECK(listed);
+  CHECK(registry.remove("test.registry.factor_api"));
+  CHECK_FALSE(registry.find("test.registry.factor_api"));
+}
+
+TEST_CASE("stress: 8 threads, many transitions, every call and transition accounted for", "[circuit_breaker]") {
+  manual_clock clk;
+  auto window = GENERATE(breaker_window::consecutive, breaker_window::count_based, breaker_window::time_based);
+  circuit_breaker cb{{.clock = clk,
+                      .window = window,
+                      .fail_max = 3,
+                      .timeout_duration = 1ms,
+                      .window_size = 8,
+                      .window_duration = 8ms,
+                      .window_buckets = 4,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 0.3,
+                      .half_open_max_calls = 2,
+                      .success_threshold = 2}};
+  transition_log log{cb};
+  constexpr int threads = 8;
+  std::atomic<std::uint64_t> values{0}, exceptions{0}, rejections{0};
+  {
+    std::vector<std::jthread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        std::uint32_t x = 0x9e3779b9u * static_cast<std::uint32_t>(t + 1);
+        std::uint64_t v = 0, e = 0, r = 0;
+        for (int i = 0; i < stress_calls; ++i) {
+          // The workers move time themselves, so the breaker cycles through
+          // every state however the threads are scheduled.
+          if (i % 16 == 0) clk.advance(20us);
+          x ^= x << 13;
+          x ^= x >> 17;
+          x ^= x << 5;
+          // Bad spells (80 % failures) between healthy ones (5 %).
+          const bool bad_spell = (i / 2000) % 3 == 0;
+          const bool failing = x % 100 < (bad_spell ? 80u : 5u);
+          auto o = cb.try_call([failing] { return failing ? fail() : ok(); });
+          if (o.has_value()) ++v;
+          else if (o.has_exception()) ++e;
+          else ++r;
+        }
+        values += v;
+        exceptions += e;
+        rejections += r;
+      });
+    }
+  }
+  const auto s = cb.stats();
+  CHECK(s.calls() == std::uint64_t{threads} * stress_calls);
+  CHECK(s.successful == values.load());
+  CHECK(s.failed == exceptions.load());
+  CHECK(s.rejected == rejections.load());
+  CHECK(s.ignored == 0);
+
+  const auto seen = log.get();
+  INFO("transitions " << s.transition_count() << " rejected " << s.rejected << " ok " << s.successful);
+  CHECK(s.transitions[0][1] >= 10);
+  CHECK(s.transitions[2][0] >= 1);
+  CHECK(seen.size() == s.transition_count());
+  std::array<std::array<std::uint64_t, 3>, 3> counted{};
+  auto state = closed;
+  bool chained = true;
+  for (const auto& [from, to] : seen) {
+    chained = chained && from == state && from != to;
+    state = to;
+    ++counted[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)];
+  }
+  CHECK(chained);  // each transition starts where the previous one ended: none was performed twice
+  CHECK(counted == s.transitions);
+  CHECK(s.transitions[0][2] == 0);  // closed never jumps to half_open
+  CHECK(s.transitions[1][0] == 0);  // nor open to closed without reset()
+}
+
+TEST_CASE("contention: exactly one thread opens it, half_open admits exactly half_open_max_calls", "[circuit_breaker]") {
+  manual_clock clk;
+  constexpr int threads = 8;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s, .half_open_max_calls = 3}};
+  transition_log log{cb};
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int rounds = 20;
+#else
+  constexpr int rounds = 200;
+#endif
+  std::barrier sync{threads};
+  std::atomic<int> trials{0}, refused{0};
+  std::vector<std::jthread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int round = 0; round < rounds; ++round) {
+        sync.arrive_and_wait();
+        (void)cb.try_call(fail);  // every thread fails at once: one of them opens it
+        sync.arrive_and_wait();
+        if (t == 0) clk.advance(1s);
+        sync.arrive_and_wait();
+        auto scope = cb.try_enter();  // every thread wants the trial slots at once
+        if (scope) ++trials;
+        else ++refused;
+        sync.arrive_and_wait();  // all asked before any trial answers
+        if (scope) scope.success();
+        sync.arrive_and_wait();
+        if (t == 0) cb.reset();
+      }
+    });
+  }
+  workers.clear();
+  CHECK(trials.load() == 3 * rounds);
+  CHECK(refused.load() == (threads - 3) * rounds);
+  const auto s = cb.stats();
+  CHECK(s.transitions[0][1] == rounds);
+  CHECK(s.transitions[1][2] == rounds);
+  CHECK(s.transitions[2][0] == rounds);
+  CHECK(log.get().size() == 3 * rounds);
+}
+
+TEST_CASE("a listener may call through the breaker it listens to", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s}};
+  int probes = 0;
+  cb.on_state_change([&](circuit_state, circuit_state to) {
+    if (to == half_open) probes += cb.call(ok) == 42 ? 1 : 0;  // a health probe as the trial
+  });
+  fail_n(cb, 1);
+  clk.advance(1s);
+  CHECK(cb.state() == closed);
+  CHECK(probes == 1);
+  CHECK(cb.stats().transitions[2][0] == 1);
+}
