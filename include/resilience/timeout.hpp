@@ -136,23 +136,24 @@ class timeout {
   }
 
   /// The async form: a timer completes the call with a timeout rejection at
-  /// the deadline and asks the inner work to stop; the inner work goes on,
-  /// with its own copy of the context, and its late result is dropped.
+  /// the deadline (on the timer's thread, so a busy executor cannot delay
+  /// it) and asks the inner work to stop; the inner work goes on, with its
+  /// own copy of the context, and its late result is dropped.
   template <class T, class Next, class Call>
   void execute_async(call_context& ctx, Next& next, const Call&, async_callback<T> done) const {
     struct slot {
-      slot(const call_context& c, async_callback<T> d, executor_ref e, std::shared_ptr<const shared_state> sh, duration l)
-          : inner{c}, done{std::move(d)}, exec{std::move(e)}, shared{std::move(sh)}, limit{l} {}
+      slot(const call_context& c, async_callback<T> d, Next n, std::shared_ptr<const shared_state> sh, duration l)
+          : inner{c}, done{std::move(d)}, keep{std::move(n)}, shared{std::move(sh)}, limit{l} {}
       call_context inner;
       std::stop_source stop;
       std::atomic<bool> finished{false};
       timer_id timer = 0;
       async_callback<T> done;
-      executor_ref exec;
+      Next keep;  // holds the call's owned state alive for as long as the timer may fire
       std::shared_ptr<const shared_state> shared;
       duration limit;
     };
-    auto s = std::make_shared<slot>(ctx, std::move(done), ctx.executor ? *ctx.executor : executor_ref{}, shared_, limit_);
+    auto s = std::make_shared<slot>(ctx, std::move(done), next, shared_, limit_);
     s->inner.narrow_deadline(deadline_from(ctx));
     s->inner.stop = s->stop.get_token();
     if (ctx.stop.stop_requested()) s->stop.request_stop();
@@ -160,7 +161,8 @@ class timeout {
       if (s->finished.exchange(true)) return;
       s->stop.request_stop();
       emit_timeout(*s->shared, s->inner.operation, s->limit);
-      s->exec.post([s] { s->done(outcome<T>{rejection_for(*s->shared, s->limit)}); });
+      // Delivered on the timer's thread: the executor may be busy with the very work that hangs.
+      s->done(outcome<T>{rejection_for(*s->shared, s->limit)});
     });
     next(s->inner, async_callback<T>{[s](outcome<T> o) {
       if (s->finished.exchange(true)) return;  // timed out already: the late result is dropped

@@ -1,0 +1,278 @@
+#include <resilience/executor.hpp>
+#include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <latch>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+namespace {
+template <class Pred>
+void spin_until(Pred pred) {
+  while (!pred()) std::this_thread::yield();
+}
+
+// Records the deadline an inner policy sees.
+struct deadline_probe {
+  std::shared_ptr<time_point> seen = std::make_shared<time_point>();
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    *seen = ctx.deadline;
+    return next(ctx);
+  }
+};
+}  // namespace
+
+TEST_CASE("operation types carry the seed's default timeouts", "[timeout]") {
+  CHECK(default_timeout(operation_type::factor_lookup) == 5s);
+  CHECK(default_timeout(operation_type::llm_inference) == 30s);
+  CHECK(default_timeout(operation_type::erp_api_call) == 10s);
+  CHECK(default_timeout(operation_type::database_query) == 10s);
+  CHECK(default_timeout(operation_type::report_generation) == 60s);
+  CHECK(default_timeout(operation_type::external_api) == 10s);
+  timeout t{operation_type::llm_inference};
+  CHECK(t.limit() == 30s);
+  CHECK(t.name() == "llm_inference");
+  CHECK(timeout{250ms}.limit() == 250ms);
+  CHECK(timeout{{.limit = 2s, .mode = timeout_mode::detached}}.mode() == timeout_mode::detached);
+}
+
+TEST_CASE("a limit <= 0 or NaN is rejected when the timeout is built", "[timeout]") {
+  CHECK_THROWS_WITH(timeout{0s}, "timeout: limit must be > 0");
+  CHECK_THROWS_WITH(timeout{-1ms}, "timeout: limit must be > 0");
+  CHECK_THROWS_WITH(timeout{{.limit = duration::zero()}}, "timeout: limit must be > 0");
+  CHECK_THROWS_WITH(timeout{std::chrono::duration<double>{std::nan("")}}, "timeout: limit must not be NaN");
+  CHECK_THROWS_WITH(timeout{std::chrono::duration<double>{-0.5}}, "timeout: limit must be > 0");
+  CHECK(timeout{std::chrono::duration<double>{0.25}}.limit() == 250ms);
+}
+
+TEST_CASE("cooperative: a call within the limit returns its value and leaves no timer", "[timeout]") {
+  manual_clock clk;
+  resilient r{[](std::stop_token st, int x) { return st.stop_requested() ? -1 : x * 2; }, timeout{5s}};
+  r.with_clock(clk);
+  CHECK(r(21) == 42);
+  CHECK(clk.pending_timers() == 0);
+}
+
+TEST_CASE("cooperative: at the deadline the timer requests stop and the outcome is timeout_error", "[timeout]") {
+  manual_clock clk;
+  std::atomic<bool> saw_stop{false};
+  resilient r{[&](std::stop_token st) {
+                clk.sleep_until(no_deadline, st);  // parks until stopped
+                saw_stop = st.stop_requested();
+                return 7;  // returned after the deadline: dropped
+              },
+              timeout{operation_type::factor_lookup}};
+  r.with_clock(clk);
+  int events = 0;
+  std::get<0>(r.policies().policies()).events().subscribe([&](const event& e) {
+    if (auto* t = std::get_if<timeout_occurred>(&e)) {
+      CHECK(t->limit == 5s);
+      ++events;
+    }
+  });
+  outcome<int> result{0};
+  std::jthread caller{[&] { result = r.try_call(); }};
+  clk.wait_for_sleepers(1);
+  clk.advance(4s);
+  CHECK(clk.sleepers() == 1);  // not yet
+  clk.advance(1s);
+  caller.join();
+  CHECK(saw_stop.load());
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  CHECK(result.rejection().limit == 5s);
+  CHECK(result.rejection().source == "factor_lookup");
+  CHECK(events == 1);
+  CHECK_THROWS_AS(result.value(), timeout_error);
+}
+
+TEST_CASE("cooperative: the caller's stop_token still reaches the callable", "[timeout]") {
+  manual_clock clk;
+  resilient r{[&](std::stop_token st) { return clk.sleep_until(no_deadline, st) ? 1 : 2; }, timeout{5s}};
+  r.with_clock(clk);
+  std::stop_source caller_stop;
+  int got = 0;
+  std::jthread caller{[&] { got = r.call_with({.stop = caller_stop.get_token()}); }};
+  clk.wait_for_sleepers(1);
+  caller_stop.request_stop();
+  caller.join();
+  CHECK(got == 2);  // stopped by the caller, not by the timer: the value stands
+}
+
+TEST_CASE("cooperative on the real clock: a fast call is not disturbed", "[timeout]") {
+  resilient r{[](std::stop_token st, int x) { return st.stop_requested() ? -1 : x; }, timeout{1h}};
+  for (int i = 0; i < 100; ++i) CHECK(r(i) == i);
+  resilient plain{[](int x) { return x; }, timeout{{.limit = 1h, .mode = timeout_mode::cooperative}}};
+  CHECK(plain(5) == 5);
+}
+
+TEST_CASE("a timeout narrows the deadline for inner policies, and restores it after", "[timeout]") {
+  manual_clock clk;
+  deadline_probe probe;
+  resilient r{[](std::stop_token) { return 1; }, timeout{3s}, probe};
+  r.with_clock(clk);
+  const time_point start = clk.now();
+  CHECK(r() == 1);
+  CHECK(*probe.seen == start + 3s);
+  const time_point caller_deadline = start + 1s;
+  CHECK(r.call_with({.deadline = caller_deadline}) == 1);
+  CHECK(*probe.seen == caller_deadline);  // never loosened
+}
+
+TEST_CASE("detached: the caller gets timeout_error at the deadline; the abandoned work owns its arguments", "[timeout]") {
+  manual_clock clk;
+  manual_executor ex;
+  auto seen = std::make_shared<std::string>();
+  resilient r{[seen](const std::string& activity) {
+                *seen = activity;
+                return activity.size();
+              },
+              timeout{10s}};
+  r.with_clock(clk).with_executor(ex);
+  outcome<std::size_t> result{std::size_t{0}};
+  {
+    std::jthread caller{[&] {
+      std::string activity{"purchased goods and services, category 1"};  // dies when the caller returns
+      result = r.try_call(activity);
+    }};
+    clk.wait_for_sleepers(1);
+    CHECK(ex.pending() == 1);  // the call waits on the executor, the caller on the clock
+    clk.advance(10s);
+  }
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  CHECK(seen->empty());
+  CHECK(ex.run_all() == 1);  // the abandoned work finishes later, on its own copies
+  CHECK(*seen == "purchased goods and services, category 1");
+}
+
+TEST_CASE("detached: a call that ends in time returns its value, or its exception unchanged", "[timeout]") {
+  manual_clock clk;
+  manual_executor ex;
+  auto boom = std::make_shared<std::runtime_error>("erp down");
+  resilient r{[boom](int x) {
+                if (x < 0) throw boom;
+                return x + 1;
+              },
+              timeout{{.limit = 10s, .mode = timeout_mode::detached}}};
+  r.with_clock(clk).with_executor(ex);
+  for (int x : {41, -1}) {
+    outcome<int> result{0};
+    std::jthread caller{[&] { result = r.try_call(x); }};
+    clk.wait_for_sleepers(1);
+    spin_until([&] { return ex.pending() == 1; });
+    ex.run_one();  // completes the call, which wakes the caller
+    caller.join();
+    if (x > 0) {
+      CHECK(result.value() == 42);
+    } else {
+      REQUIRE(result.has_exception());
+      try {
+        std::rethrow_exception(result.exception());
+      } catch (const std::shared_ptr<std::runtime_error>& e) {
+        CHECK(e == boom);  // the same object
+      }
+    }
+  }
+  CHECK(clk.pending_timers() == 0);
+}
+
+TEST_CASE("detached: a stop-aware callable in detached mode is asked to stop at the deadline", "[timeout]") {
+  manual_clock clk;
+  manual_executor ex;
+  std::atomic<bool> stopped{false};
+  resilient r{[&](std::stop_token st) {
+                stopped = st.stop_requested();
+                return 1;
+              },
+              timeout{{.limit = 1s, .mode = timeout_mode::detached}}};
+  r.with_clock(clk).with_executor(ex);
+  outcome<int> result{0};
+  std::jthread caller{[&] { result = r.try_call(); }};
+  clk.wait_for_sleepers(1);
+  clk.advance(1s);
+  caller.join();
+  CHECK(result.has_rejection());
+  ex.run_all();
+  CHECK(stopped.load());
+}
+
+TEST_CASE("retry, timeout: each attempt gets its own limit", "[timeout]") {
+  manual_clock clk{manual_clock::auto_advance};
+  int attempts = 0;
+  // Every attempt hangs for 6 s of virtual time; the timer fires at 5 s inside the advance.
+  resilient r{[&](std::stop_token st) {
+                ++attempts;
+                clk.advance(6s);
+                return st.stop_requested() ? -1 : 1;
+              },
+              retry{{.max_retries = 2, .base_delay = 1s}}, timeout{5s}};
+  r.with_clock(clk);
+  const time_point start = clk.now();
+  auto result = r.try_call();
+  CHECK(attempts == 3);
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  CHECK(clk.now() - start == 6s + 1s + 6s + 2s + 6s);
+}
+
+TEST_CASE("timeout, retry: one limit for the whole retried call; retry never sleeps past it", "[timeout]") {
+  manual_clock clk{manual_clock::auto_advance};
+  int attempts = 0;
+  resilient r{[&](std::stop_token) -> int {
+                ++attempts;
+                clk.advance(2s);
+                throw std::runtime_error{"factor api 503"};
+              },
+              timeout{10s}, retry{{.max_retries = 5, .base_delay = 1s}}};
+  r.with_clock(clk);
+  const time_point start = clk.now();
+  auto result = r.try_call();
+  // t=2 fail, wait 1 -> t=3, fail at 5, wait 2 -> 7, fail at 9: the next 4 s wait would cross t=10, so retry gives up.
+  CHECK(attempts == 3);
+  CHECK(clk.now() - start == 9s);
+  REQUIRE(result.has_exception());
+  CHECK_THROWS_WITH(std::rethrow_exception(result.exception()), "factor api 503");
+}
+
+TEST_CASE("timeout, retry: the whole call times out when an attempt runs past the limit", "[timeout]") {
+  manual_clock clk{manual_clock::auto_advance};
+  int attempts = 0;
+  resilient r{[&](std::stop_token) -> int {
+                if (++attempts == 1) throw std::runtime_error{"first"};
+                clk.advance(20s);
+                return 1;
+              },
+              timeout{10s}, retry{{.max_retries = 5, .base_delay = 1s}}};
+  r.with_clock(clk);
+  auto result = r.try_call();
+  CHECK(attempts == 2);
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  CHECK(result.rejection().limit == 10s);
+}
+
+TEST_CASE("a hand-made pipeline without a call description times out cooperatively", "[timeout]") {
+  manual_clock clk;
+  pipeline p{timeout{{.limit = 2s, .mode = timeout_mode::detached}}};
+  const clock_ref clock{clk};
+  call_context ctx{clock};
+  auto inner = [&](call_context& c) {
+    clk.advance(3s);
+    return outcome<int>{c.stop.stop_requested() ? 1 : 0};
+  };
+  auto result = p.run(ctx, inner);
+  CHECK(result.has_rejection());
+}
