@@ -1,4 +1,6 @@
+#include <resilience/circuit_breaker.hpp>
 #include <resilience/degradation.hpp>
+#include <resilience/executor.hpp>
 #include <resilience/resilient.hpp>
 
 #include <catch2/catch.hpp>
@@ -440,4 +442,181 @@ TEST_CASE("stress: many threads report health and call guarded functions", "[deg
   for (const auto& s : m.snapshot().services)
     if (!s.healthy) expected = worse_tier(expected, s.implies);
   CHECK(m.current_tier() == expected);
+}
+
+TEST_CASE("degradation_guard in async calls: admitted calls run, refused ones complete at once", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{immediate(clk)};
+  manual_executor ex;
+  int calls = 0;
+  auto llm = resilient{[&](int x) {
+                         ++calls;
+                         return x * 2;
+                       },
+                       degradation_guard{m, tier::full, -1}}
+                 .with_executor(ex);
+  auto served = llm.async(21);
+  ex.run_all();
+  CHECK(served.get() == 42);
+  m.update_health("llm_api", false);
+  auto fallback = llm.async(21);
+  ex.run_all();
+  CHECK(fallback.get() == -1);
+  CHECK(calls == 1);
+
+  auto strict = resilient{[] { return 1; }, degradation_guard{m, tier::full}}.with_executor(ex);
+  auto refused = strict.async();
+  ex.run_all();
+  CHECK_THROWS_AS(refused.get(), degraded_error);
+}
+
+namespace {
+
+void fail_on(const circuit_breaker& cb) {
+  auto r = cb.try_call([]() -> int { throw std::runtime_error{"HTTP 503"}; });
+  REQUIRE(r.has_exception());
+}
+
+}  // namespace
+
+TEST_CASE("a bound breaker holds its service unhealthy while open, until its break ends", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{{.clock = clk}};  // default hysteresis: 3 healthy reports
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 2, .timeout_duration = 60s}};
+  tier_log log;
+  log.attach(m);
+  m.bind(cb, "factor_api");
+  CHECK(m.current_tier() == tier::full);
+
+  fail_on(cb);
+  CHECK(m.current_tier() == tier::full);
+  fail_on(cb);  // opens
+  REQUIRE(cb.state() == circuit_state::open);
+  CHECK(m.current_tier() == tier::read_only);
+  auto h = *m.health("factor_api");
+  CHECK_FALSE(h.healthy);
+  CHECK(h.open_breakers == 1);
+  CHECK(h.last_error == "circuit breaker 'factor_http' is open");
+  // Healthy reports do not outvote an open breaker.
+  for (int i = 0; i < 5; ++i) m.update_health("factor_api", true);
+  CHECK(m.current_tier() == tier::read_only);
+
+  // The end of the break releases the hold with no call and no hysteresis.
+  clk.advance(59s);
+  CHECK(m.current_tier() == tier::read_only);
+  clk.advance(1s);
+  CHECK(cb.state() == circuit_state::half_open);
+  CHECK(m.current_tier() == tier::full);
+
+  fail_on(cb);  // the trial fails: open again
+  CHECK(m.current_tier() == tier::read_only);
+  clk.advance(60s);
+  CHECK(m.current_tier() == tier::full);
+  CHECK(cb.try_call([] { return 1; }).has_value());  // a good trial closes it
+  CHECK(cb.state() == circuit_state::closed);
+  CHECK(m.current_tier() == tier::full);
+
+  const std::vector<std::pair<tier, tier>> want{{tier::full, tier::read_only}, {tier::read_only, tier::full},
+                                                {tier::full, tier::read_only}, {tier::read_only, tier::full}};
+  CHECK(log.changes == want);
+}
+
+TEST_CASE("bind sees a breaker that is already open; unbind releases it", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{immediate(clk)};
+  circuit_breaker cb{{.name = "erp", .clock = clk, .fail_max = 1}};
+  fail_on(cb);
+  const auto id = m.bind(cb, "erp_api");
+  CHECK(m.current_tier() == tier::read_only);
+  CHECK(m.unbind(id));
+  CHECK_FALSE(m.unbind(id));
+  CHECK(m.current_tier() == tier::full);
+  cb.reset();
+  fail_on(cb);  // no longer bound: no effect
+  CHECK(m.current_tier() == tier::full);
+}
+
+TEST_CASE("a breaker bound to two services, and two breakers bound to one", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{immediate(clk)};
+  circuit_breaker db{{.name = "db", .clock = clk, .fail_max = 1}};
+  circuit_breaker db_replica{{.name = "db_replica", .clock = clk, .fail_max = 1}};
+  m.bind(db, "database");
+  m.bind(db_replica, "database");
+  m.bind(db, "erp_api");
+  fail_on(db);
+  fail_on(db_replica);
+  CHECK(m.current_tier() == tier::maintenance);
+  CHECK(m.health("database")->open_breakers == 2);
+  db.reset();
+  CHECK(m.current_tier() == tier::maintenance);  // the replica still holds it
+  CHECK_FALSE(m.health("erp_api")->open_breakers);
+  db_replica.reset();
+  CHECK(m.current_tier() == tier::full);
+}
+
+TEST_CASE("bind rejects an unknown service; a binding outliving its manager is harmless", "[degradation]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "x", .clock = clk, .fail_max = 1}};
+  {
+    degradation_manager m{immediate(clk)};
+    CHECK_THROWS_AS(m.bind(cb, "geocoder"), std::invalid_argument);
+    m.bind(cb, "llm_api");
+  }
+  fail_on(cb);
+  clk.advance(120s);
+  CHECK(cb.state() == circuit_state::half_open);
+}
+
+TEST_CASE("stress: breakers opening and closing while threads report health and call", "[degradation]") {
+  manual_clock clk;
+  degradation_manager m{{.recover_after_reports = 2, .clock = clk}};
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .timeout_duration = 1s}};
+  m.bind(cb, "factor_api");
+  std::mutex log_mutex;
+  std::vector<std::pair<tier, tier>> changes;
+  m.on_tier_change([&](tier from, tier to) {
+    std::lock_guard lock{log_mutex};
+    changes.emplace_back(from, to);
+  });
+  std::atomic<int> ran{0}, served{0}, degraded{0}, other{0};
+  resilient lookup{[&](int i) {
+                     ran.fetch_add(1, std::memory_order_relaxed);
+                     if (i % 3 != 0) throw std::runtime_error{"HTTP 503"};
+                     return i;
+                   },
+                   degradation_guard{m, tier::core}, cb};
+  constexpr int rounds = 1500;
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t) + 7);
+        const char* names[] = {"llm_api", "erp_api", "database"};
+        for (int i = 0; i < rounds; ++i) m.update_health(names[rng() % 3], rng() % 4 != 0);
+      });
+    for (int t = 0; t < 3; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < rounds; ++i) {
+          auto r = lookup.try_call(i + t);
+          if (r.has_value())
+            served.fetch_add(1, std::memory_order_relaxed);
+          else if (r.has_rejection() && r.rejection().code == errc::degraded)
+            degraded.fetch_add(1, std::memory_order_relaxed);
+          else
+            other.fetch_add(1, std::memory_order_relaxed);
+        }
+      });
+    threads.emplace_back([&] {
+      for (int i = 0; i < rounds; ++i) clk.advance(10ms);
+    });
+  }
+  CHECK(served + degraded + other == 3 * rounds);
+  CHECK(served <= ran);
+  REQUIRE_FALSE(changes.empty());
+  CHECK(changes.front().first == tier::full);
+  for (std::size_t i = 1; i < changes.size(); ++i) CHECK(changes[i - 1].second == changes[i].first);
+  CHECK(changes.back().second == m.current_tier());
+  const bool open = cb.state() == circuit_state::open;
+  CHECK(m.health("factor_api")->open_breakers == (open ? 1 : 0));
 }

@@ -37,6 +37,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "resilient.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -85,9 +86,9 @@ struct service_health {
   std::string name;                              ///< the service's name
   tier implies = tier::full;                     ///< the tier its loss implies
   duration slow_threshold = default_slow_threshold;  ///< a slower response counts as unhealthy
-  bool healthy = true;                           ///< counts as healthy now (hysteresis and bound breakers included)
+  bool healthy = true;                           ///< counts as healthy now (hysteresis applied; an open bound breaker also makes it false)
   bool last_report_healthy = true;               ///< what the latest report said (after the slowness check)
-  int open_breakers = 0;                         ///< bound circuit breakers currently not closed
+  int open_breakers = 0;                         ///< bound circuit breakers currently open
   int consecutive_healthy = 0;                   ///< healthy reports since the last unhealthy one
   duration last_response_time = duration::zero();  ///< from the latest report
   std::string last_error;                        ///< from the latest unhealthy report; kept until the service recovers
@@ -126,18 +127,48 @@ struct degradation_state {
   };
 
   explicit degradation_state(degradation_options o) : opts{std::move(o)} {}
+  degradation_state(const degradation_state&) = delete;
+  degradation_state& operator=(const degradation_state&) = delete;
+  ~degradation_state();
 
   degradation_options opts;
   std::atomic<tier> current{tier::full};
   mutable event_hub hub;
 
   std::mutex mutex;  // guards everything below
-  std::map<std::string, service, std::less<>> services;
+  using service_map = std::map<std::string, service, std::less<>>;
+  service_map services;
   std::deque<notice> pending;
   bool delivering = false;
   std::shared_ptr<const std::vector<listener_entry>> listeners;
   std::uint64_t last_listener_id = 0;
+  std::vector<std::shared_ptr<struct breaker_binding>> bindings;
+  std::uint64_t last_binding_id = 0;
 };
+
+// A circuit breaker bound to a service. The manager owns it (and through it
+// a handle to the breaker); the breaker's listener and timers hold only weak
+// pointers, so neither keeps the other alive.
+struct breaker_binding {
+  std::uint64_t id = 0;
+  std::string service;
+  std::string breaker_name;
+  std::function<circuit_state()> state;      // the breaker's state(), which applies a due open -> half_open
+  std::function<duration()> break_duration;  // the length of the breaker's current opening
+  std::function<void()> unsubscribe;         // ends the breaker-side listener
+  clock_ref clock;                           // the breaker's clock, for the end-of-break timer
+  // Serializes "read the breaker's state, apply it", so the last notification
+  // applies the latest state. Recursive: reading the state may run a due
+  // transition whose notification comes back on the same thread.
+  std::recursive_mutex mutex;
+  bool holding = false;                      // this binding counts in the service's open_breakers
+  time_point timer_for{};                    // the latest end-of-break check scheduled
+};
+
+inline degradation_state::~degradation_state() {
+  for (auto& b : bindings)
+    if (b->unsubscribe) b->unsubscribe();
+}
 
 }  // namespace detail
 
@@ -187,12 +218,8 @@ class degradation_manager {
       throw std::invalid_argument{"degradation_manager: slow_threshold of '" + std::string{name} + "' must be > 0"};
     std::unique_lock lock{state_->mutex};
     auto it = state_->services.find(name);
-    if (it == state_->services.end()) {
-      detail::degradation_state::service s;
-      s.h.name = std::string{name};
-      s.h.since = state_->opts.clock.now();
-      it = state_->services.emplace(std::string{name}, std::move(s)).first;
-    }
+    if (it == state_->services.end())
+      it = add_service(name, implies, slow_threshold, state_->opts.clock.now());
     it->second.h.implies = implies;
     it->second.h.slow_threshold = slow_threshold;
     recompute(name);
@@ -230,11 +257,7 @@ class degradation_manager {
       if (!state_->opts.unknown_service_tier)
         throw std::invalid_argument{"degradation_manager: unknown service '" + std::string{name} +
                                     "' (register_service it first, or set unknown_service_tier)"};
-      detail::degradation_state::service s;
-      s.h.name = std::string{name};
-      s.h.implies = *state_->opts.unknown_service_tier;
-      s.h.since = now;
-      it = state_->services.emplace(std::string{name}, std::move(s)).first;
+      it = add_service(name, *state_->opts.unknown_service_tier, default_slow_threshold, now);
     }
     auto& s = it->second;
     const bool was = effective(s);
@@ -281,7 +304,7 @@ class degradation_manager {
     snap.current = current_tier();
     snap.taken_at = state_->opts.clock.now();
     snap.services.reserve(state_->services.size());
-    for (const auto& [name, s] : state_->services) snap.services.push_back(s.h);
+    for (const auto& [name, s] : state_->services) snap.services.push_back(view(s));
     return snap;
   }
 
@@ -290,7 +313,7 @@ class degradation_manager {
     std::lock_guard lock{state_->mutex};
     auto it = state_->services.find(name);
     if (it == state_->services.end()) return std::nullopt;
-    return it->second.h;
+    return view(it->second);
   }
 
   /// Calls fn(from, to) once for every tier change from now on, in order.
@@ -317,6 +340,65 @@ class degradation_manager {
     return true;
   }
 
+  /// Identifies a binding made by bind.
+  using binding_id = std::uint64_t;
+
+  /// Binds a circuit breaker to a service: while `breaker` is open, `service`
+  /// counts as unhealthy, whatever its health reports say. When the break
+  /// ends (half-open) the hold is released with no hysteresis, so trial calls
+  /// get past guards that the hold was closing; a failed trial reopens the
+  /// breaker and the hold returns. The manager schedules a check on the
+  /// breaker's clock at the end of each break, so the release happens even
+  /// when no call touches the breaker. Works with circuit_breaker or any type
+  /// with state(), on_state_change(fn), events(), name(), options().clock and
+  /// stats().break_duration. `service` must be registered (or
+  /// unknown_service_tier set). The binding lasts until unbind or the
+  /// manager's last copy is gone.
+  template <class Breaker>
+  binding_id bind(const Breaker& breaker, std::string_view service) {
+    {
+      std::lock_guard lock{state_->mutex};
+      if (!state_->services.contains(service)) {
+        if (!state_->opts.unknown_service_tier)
+          throw std::invalid_argument{"degradation_manager: bind: unknown service '" + std::string{service} + "'"};
+        add_service(service, *state_->opts.unknown_service_tier, default_slow_threshold, state_->opts.clock.now());
+      }
+    }
+    auto b = std::make_shared<detail::breaker_binding>();
+    b->service = std::string{service};
+    b->breaker_name = std::string{breaker.name()};
+    b->state = [breaker] { return breaker.state(); };
+    b->break_duration = [breaker] { return breaker.stats().break_duration; };
+    b->clock = breaker.options().clock;
+    std::weak_ptr<detail::degradation_state> ws = state_;
+    std::weak_ptr<detail::breaker_binding> wb = b;
+    const auto sub = breaker.on_state_change([ws, wb](circuit_state, circuit_state) { refresh(ws, wb); });
+    b->unsubscribe = [breaker, sub] { breaker.events().unsubscribe(sub); };
+    {
+      std::lock_guard lock{state_->mutex};
+      b->id = ++state_->last_binding_id;
+      state_->bindings.push_back(b);
+    }
+    refresh(ws, wb);
+    return b->id;
+  }
+
+  /// Ends a binding, releasing its hold on the service; false when unknown.
+  bool unbind(binding_id id) {
+    std::shared_ptr<detail::breaker_binding> b;
+    {
+      std::lock_guard lock{state_->mutex};
+      auto it = std::find_if(state_->bindings.begin(), state_->bindings.end(), [id](const auto& x) { return x->id == id; });
+      if (it == state_->bindings.end()) return false;
+      b = std::move(*it);
+      state_->bindings.erase(it);
+    }
+    b->unsubscribe();
+    std::lock_guard guard{b->mutex};
+    apply_hold(*b, false);
+    return true;
+  }
+
   /// This manager's events: tier_changed and service_health_changed.
   event_hub& events() const noexcept { return state_->hub; }
 
@@ -339,20 +421,60 @@ class degradation_manager {
     return s.h.healthy && s.h.open_breakers == 0;
   }
 
-  // A bound breaker's state reached the manager: `holding` is that
-  // binding's own record of whether it keeps the service down.
-  void apply_breaker(const std::string& name, bool& holding, bool open) {
+  // What a user sees: `healthy` folds in the bound breakers.
+  static service_health view(const detail::degradation_state::service& s) {
+    service_health h = s.h;
+    h.healthy = effective(s);
+    return h;
+  }
+
+  // Caller holds the lock.
+  detail::degradation_state::service_map::iterator add_service(std::string_view name, tier implies, duration slow_threshold, time_point now) {
+    detail::degradation_state::service s;
+    s.h.name = std::string{name};
+    s.h.implies = implies;
+    s.h.slow_threshold = slow_threshold;
+    s.h.since = now;
+    return state_->services.emplace(std::string{name}, std::move(s)).first;
+  }
+
+  // Reads a bound breaker's state and applies it; arms the end-of-break check.
+  static void refresh(const std::weak_ptr<detail::degradation_state>& ws, const std::weak_ptr<detail::breaker_binding>& wb) {
+    auto st = ws.lock();
+    auto b = wb.lock();
+    if (!st || !b) return;
+    std::lock_guard guard{b->mutex};
+    degradation_manager m{std::move(st)};
+    const bool open = b->state() == circuit_state::open;
+    if (open) {
+      const time_point due = b->clock.now() + b->break_duration();
+      if (due > b->timer_for) {
+        b->timer_for = due;
+        b->clock.call_at(due, [ws, wb] { refresh(ws, wb); });
+      }
+    }
+    m.apply_hold(*b, open);
+  }
+
+  // Caller holds b.mutex.
+  void apply_hold(detail::breaker_binding& b, bool open) {
     std::unique_lock lock{state_->mutex};
-    auto it = state_->services.find(name);
-    if (it == state_->services.end() || holding == open) return;
+    if (b.holding == open) return;
+    b.holding = open;
+    auto it = state_->services.find(b.service);
+    if (it == state_->services.end()) return;
     auto& s = it->second;
     const bool was = effective(s);
-    holding = open;
-    s.h.open_breakers += open ? 1 : -1;
-    const time_point now = state_->opts.clock.now();
-    if (open) s.h.last_error = "circuit breaker open";
-    health_changed(s, was, now);
-    recompute(name);
+    if (open)
+      ++s.h.open_breakers;
+    else if (s.h.open_breakers > 0)
+      --s.h.open_breakers;
+    if (open)
+      s.h.last_error = "circuit breaker '" + b.breaker_name + "' is open";
+    else if (effective(s))
+      s.h.last_error.clear();
+    health_changed(s, was, state_->opts.clock.now());
+    recompute(b.service);
     deliver_pending(lock);
   }
 
@@ -470,6 +592,30 @@ class degradation_guard {
     using R = typename std::invoke_result_t<Next&, call_context&>::value_type;
     const tier current = manager_.current_tier();
     if (tier_allows(current, min_tier_)) return next(ctx);
+    return refused<R>(ctx, current);
+  }
+
+  /// The async step (resilient::async): an admitted call goes on
+  /// asynchronously; a refused one completes at once.
+  template <class Next, class Call, class T>
+  void execute_async(call_context& ctx, Next&& next, const Call&, async_callback<T> done) const {
+    const tier current = manager_.current_tier();
+    if (tier_allows(current, min_tier_))
+      next(ctx, std::move(done));
+    else
+      done(refused<T>(ctx, current));
+  }
+
+  /// The worst tier at which calls still run.
+  tier min_tier() const noexcept { return min_tier_; }
+  /// The manager whose tier this guard reads.
+  const degradation_manager& manager() const noexcept { return manager_; }
+  /// This guard's events: fallback_activated when it serves its fallback.
+  event_hub& events() const noexcept { return *events_; }
+
+ private:
+  template <class R>
+  outcome<R> refused(const call_context& ctx, tier current) const {
     if constexpr (std::is_same_v<Fallback, no_fallback>) {
       return outcome<R>{rejection{.code = errc::degraded, .source = manager_.name(), .current = current, .required = min_tier_}};
     } else {
@@ -483,14 +629,6 @@ class degradation_guard {
     }
   }
 
-  /// The worst tier at which calls still run.
-  tier min_tier() const noexcept { return min_tier_; }
-  /// The manager whose tier this guard reads.
-  const degradation_manager& manager() const noexcept { return manager_; }
-  /// This guard's events: fallback_activated when it serves its fallback.
-  event_hub& events() const noexcept { return *events_; }
-
- private:
   degradation_manager manager_;
   tier min_tier_;
   [[no_unique_address]] Fallback fallback_{};
