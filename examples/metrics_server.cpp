@@ -9,6 +9,7 @@
 //                  [--seconds N]            GET /quit or N seconds (default 60) pass
 //
 // Loopback only: it binds 127.0.0.1 and nothing else.
+#include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/degradation.hpp>
 #include <resilience/fallback.hpp>
@@ -80,6 +81,7 @@ class workload {
     metrics.watch(health_);
     metrics.watch(factor_breaker_);
     metrics.watch(erp_breaker_);
+    metrics.watch(database_);
   }
 
   void start(int workers) {
@@ -102,12 +104,18 @@ class workload {
                               return 17;  // purchase orders
                             },
                             erp_breaker_};
+    auto query = resilient{[&] {
+                             std::this_thread::sleep_for(std::chrono::microseconds{rng.next() % 500});
+                             return 3;  // rows
+                           },
+                           database_};
     while (!stop.stop_requested()) {
       (void)lookup.try_call_with({.operation = "factor_lookup"});
       (void)intake.try_call_with({.operation = "erp_intake"});
+      (void)query.try_call_with({.operation = "database_query"});
       health_.update_health("erp_api", erp_breaker_.state() == circuit_state::closed, {}, "ERP breaker not closed");
       health_.update_health("llm_api", !rng.chance(10), std::chrono::milliseconds{rng.next() % 50});
-      calls_.fetch_add(2, std::memory_order_relaxed);
+      calls_.fetch_add(3, std::memory_order_relaxed);
       std::this_thread::sleep_for(1ms);
     }
   }
@@ -116,6 +124,7 @@ class workload {
   degradation_manager health_{{.recover_after_reports = 2}};
   circuit_breaker factor_breaker_{{.name = "factor_api", .fail_max = 5, .timeout_duration = 200ms}};
   circuit_breaker erp_breaker_{{.name = "erp_api", .fail_max = 3, .timeout_duration = 100ms}};
+  bulkhead database_{{.name = "database", .max_concurrent_calls = 1}};  // two workers share one connection
   std::atomic<std::uint64_t> calls_{0};
   std::vector<std::jthread> threads_;  // last: stopped and joined before the policies go
 };

@@ -33,7 +33,8 @@ for n in 1 2; do
   fi
 done
 for family in greenlang_circuit_breaker_calls_total greenlang_circuit_breaker_call_duration_seconds_bucket \
-              greenlang_rate_limiter_requests_total greenlang_degradation_tier greenlang_service_health; do
+              greenlang_rate_limiter_requests_total greenlang_degradation_tier greenlang_service_health \
+              greenlang_bulkhead_in_flight_calls; do
   grep -q "^$family" "$work/2.prom" || { echo "missing $family"; exit 1; }
 done
 

@@ -8,6 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/degradation.hpp>
 #include <resilience/fallback.hpp>
@@ -75,6 +76,16 @@ int main() {
   auto report = resilient{[]() -> std::string { throw std::runtime_error{"database unavailable"}; },
                           fallback{default_value{std::string{"report queued"}}}};
   (void)report.try_call_with({.operation = "report_generation"});
+
+  // Bulkhead: one report at a time; a second one is refused while the first runs.
+  bulkhead reports{{.name = "report_generator", .max_concurrent_calls = 1}};
+  metrics.watch(reports);
+  auto render_report = resilient{[] { return std::string{"scope3.pdf"}; }, reports};
+  {
+    auto running = reports.try_acquire();
+    (void)render_report.try_call_with({.operation = "report_generation"});  // refused
+  }
+  (void)render_report.try_call_with({.operation = "report_generation"});  // runs
 
   // Degradation: the LLM is slow (tier core), then the database goes down.
   health.update_health("llm_api", false, 31s, "inference timed out");

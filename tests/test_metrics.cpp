@@ -1,3 +1,4 @@
+#include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/metrics.hpp>
 #include <resilience/resilient.hpp>
@@ -381,4 +382,22 @@ TEST_CASE("events of a watched breaker do not duplicate its series", "[metrics]"
   const auto e = parse(m.render());  // parse fails on a duplicate series
   CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="metrics_test_dupe",status="rejected"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="metrics_test_dupe",from="closed",to="open"})") == 1);
+}
+
+TEST_CASE("a watched bulkhead: in flight, waiting, limit, rejections", "[metrics]") {
+  bulkhead db{{.name = "database", .max_concurrent_calls = 2}};
+  metrics_registry m;  // global events too: the rejection event must not add a second series
+  m.watch(db);
+  auto a = db.try_acquire();
+  auto b = db.try_acquire();
+  auto refused = db.try_acquire();
+  CHECK_FALSE(refused);
+  auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_bulkhead_in_flight_calls{name="database"})") == 2);
+  CHECK(e.at(R"(greenlang_bulkhead_waiting_calls{name="database"})") == 0);
+  CHECK(e.at(R"(greenlang_bulkhead_max_concurrent_calls{name="database"})") == 2);
+  CHECK(e.at(R"(greenlang_bulkhead_rejections_total{name="database"})") == 1);
+  a.release();
+  e = parse(m.render());
+  CHECK(e.at(R"(greenlang_bulkhead_in_flight_calls{name="database"})") == 1);
 }

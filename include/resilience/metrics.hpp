@@ -39,6 +39,7 @@
 #include <variant>
 #include <vector>
 
+#include "bulkhead.hpp"
 #include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "degradation.hpp"
@@ -417,6 +418,9 @@ struct event_counters {
 ///   circuit_breaker_failure_rate{name}               gauge, 0..1
 ///   circuit_breaker_slow_calls_total{name}           counter
 ///   bulkhead_rejections_total{name}                  counter
+///   bulkhead_in_flight_calls{name}                   gauge
+///   bulkhead_waiting_calls{name}                     gauge
+///   bulkhead_max_concurrent_calls{name}              gauge
 ///   rate_limiter_tokens{key}                         gauge: permits available now
 ///   rate_limiter_requests_total{key,result}          counter, result = allowed | rejected
 ///   rate_limiter_violations_total{key}               counter
@@ -487,6 +491,24 @@ class metrics_registry {
   void watch(const circuit_breaker_registry& breakers, bool call_durations = true) {
     std::lock_guard lock{mutex_};
     breaker_registries_.push_back({&breakers, call_durations});
+  }
+
+  /// Reads a bulkhead at each scrape: calls in flight, callers waiting, the
+  /// limit, and rejections.
+  void watch(const bulkhead& b) {
+    auto keep = std::make_shared<const bulkhead>(b);
+    add_watcher(
+        [keep](metric_snapshot& s, covered& c) {
+          using enum metric_type;
+          const std::string& name = keep->name();
+          const auto st = keep->stats();
+          c.bulkheads.push_back(name);
+          s.add("bulkhead_in_flight_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.in_flight));
+          s.add("bulkhead_waiting_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.waiting));
+          s.add("bulkhead_max_concurrent_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.max_concurrent_calls));
+          s.add("bulkhead_rejections_total", counter, {}, {{"name", name}}, static_cast<double>(st.rejected));
+        },
+        &keep->events(), keep);
   }
 
   /// Reads every key of a rate_limiter registry at each scrape: tokens,
@@ -566,7 +588,7 @@ class metrics_registry {
   // Names whose series came from a watched object: the event-derived series
   // for the same names are left out, so no series appears twice.
   struct covered {
-    std::vector<std::string> breakers, breaker_transitions, limiters;
+    std::vector<std::string> breakers, breaker_transitions, limiters, bulkheads;
     bool degradation = false;
     static bool has(const std::vector<std::string>& v, std::string_view n) {
       return std::find(v.begin(), v.end(), n) != v.end();
@@ -651,6 +673,9 @@ class metrics_registry {
     s.declare("circuit_breaker_failure_rate", gauge, "Failure rate in the circuit breaker's window, 0 to 1.");
     s.declare("circuit_breaker_slow_calls_total", counter, "Calls slower than the circuit breaker's slow_call_duration.");
     s.declare("bulkhead_rejections_total", counter, "Calls a bulkhead refused because it was full.");
+    s.declare("bulkhead_in_flight_calls", gauge, "Calls running inside a bulkhead now.");
+    s.declare("bulkhead_waiting_calls", gauge, "Callers waiting for a bulkhead slot now.");
+    s.declare("bulkhead_max_concurrent_calls", gauge, "A bulkhead's concurrency limit.");
     s.declare("rate_limiter_tokens", gauge, "Permits a rate limiter could grant now.");
     s.declare("rate_limiter_requests_total", counter, "Requests seen by a rate limiter, by result.");
     s.declare("rate_limiter_violations_total", counter, "Rate limit violations.");
@@ -680,7 +705,7 @@ class metrics_registry {
       s.add("fallback_activations_total", counter, {}, {{"operation", v[0]}, {"strategy", v[1]}}, static_cast<double>(n));
     });
     counter_1(ev.rate_violations, "rate_limiter_violations_total", "key", &c.limiters);
-    counter_1(ev.bulkhead_rejections, "bulkhead_rejections_total", "name", nullptr);
+    counter_1(ev.bulkhead_rejections, "bulkhead_rejections_total", "name", &c.bulkheads);
     ev.breaker_transitions.for_each([&](const std::vector<std::string>& v, std::uint64_t n) {
       if (covered::has(c.breaker_transitions, v[0])) return;
       s.add("circuit_breaker_state_transitions_total", counter, {}, {{"name", v[0]}, {"from", v[1]}, {"to", v[2]}},
