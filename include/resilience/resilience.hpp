@@ -13,6 +13,7 @@
 #include "degradation.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "metrics.hpp"
 #include "outcome.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
