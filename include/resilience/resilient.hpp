@@ -149,7 +149,7 @@ struct bound_call {
 
 // A call known only as an opaque `inner` (pipeline::run): no arguments, no launch.
 struct opaque_call {
-  static constexpr bool stop_aware = false;
+  static constexpr bool stop_aware = true;  // unknown: assume the inner call listens
   static constexpr bool can_launch = false;
   const std::tuple<>& arguments() const noexcept {
     static constexpr std::tuple<> none{};
@@ -313,6 +313,10 @@ class pipeline {
 
 namespace detail {
 
+// The outcome type of an owned call's pipeline from level I inward.
+template <class Owned, std::size_t I>
+using owned_outcome_t = decltype(std::declval<Owned&>().template run_sync<I>(std::declval<call_context&>()));
+
 // A retry-like policy: async() runs it as a loop whose waits are timers.
 template <class P, class U>
 concept scheduled_retry = requires(const P& p, const call_context& ctx, const outcome<U>& o, typename P::state& s) {
@@ -366,26 +370,23 @@ struct owned_call {
     return pl.template step<I>(c, inner, bound);
   }
 
-  template <std::size_t I>
-  using outcome_at = decltype(std::declval<owned_call&>().template run_sync<I>(std::declval<call_context&>()));
-
   static constexpr std::size_t levels = std::tuple_size_v<std::remove_cvref_t<decltype(std::declval<Pipeline&>().policies())>>;
 
   // Starts level I of the async pipeline; done is called exactly once.
-  template <std::size_t I>
-  static void start_async(const std::shared_ptr<owned_call>& self, call_context& c,
-                          async_callback<outcome_value_t<outcome_at<I>>> done) {
+  template <std::size_t I, class Self>
+  static void start_async(const std::shared_ptr<Self>& self, call_context& c,
+                          async_callback<outcome_value_t<owned_outcome_t<Self, I>>> done) {
     if constexpr (I == levels) {
       done(self->invoke(c));
     } else {
-      using U = outcome_value_t<outcome_at<I + 1>>;
+      using U = outcome_value_t<owned_outcome_t<owned_call, I + 1>>;
       using P = std::tuple_element_t<I, std::remove_cvref_t<decltype(self->pl.policies())>>;
       const P& p = std::get<I>(self->pl.policies());
       auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
       const call_view<I, bound_type> view{self->bound};
       if constexpr (requires { p.execute_async(c, next, view, std::move(done)); }) {
         p.execute_async(c, next, view, std::move(done));
-      } else if constexpr (scheduled_retry<P, U> && std::is_same_v<U, outcome_value_t<outcome_at<I>>>) {
+      } else if constexpr (scheduled_retry<P, U> && std::is_same_v<U, outcome_value_t<owned_outcome_t<owned_call, I>>>) {
         auto loop = std::make_shared<retry_loop<I, P>>(self, p, c, std::move(done));
         loop->attempt();
       } else {
@@ -397,7 +398,7 @@ struct owned_call {
   // A retry-like policy's async loop: next_delay decides, a timer waits.
   template <std::size_t I, class P>
   struct retry_loop : std::enable_shared_from_this<retry_loop<I, P>> {
-    using U = outcome_value_t<outcome_at<I + 1>>;
+    using U = outcome_value_t<owned_outcome_t<owned_call, I + 1>>;
     retry_loop(std::shared_ptr<owned_call> s, const P& policy, call_context& c, async_callback<U> d)
         : self{std::move(s)}, p{&policy}, ctx{&c}, done{std::move(d)} {}
 
@@ -437,7 +438,7 @@ struct owned_call {
 
   // Posts the whole call to the executor; the future gets its outcome.
   static auto start(std::shared_ptr<owned_call> self, const executor_ref&) {
-    using T = outcome_value_t<outcome_at<0>>;
+    using T = outcome_value_t<owned_outcome_t<owned_call, 0>>;
     std::promise<T> promise;
     auto future = promise.get_future();
     auto* s = self.get();

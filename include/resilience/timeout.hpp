@@ -125,7 +125,7 @@ class timeout {
       if (mode_ == timeout_mode::detached || (mode_ == timeout_mode::automatic && !Call::stop_aware))
         return run_detached<O>(ctx, call);
     }
-    return run_cooperative(ctx, next, Call::stop_aware || mode_ != timeout_mode::automatic);
+    return run_cooperative(ctx, next, Call::stop_aware);
   }
 
   /// Without a call description (a hand-made pipeline), the call cannot be

@@ -1,0 +1,129 @@
+// Timeout, fallback and async() costs, each next to its baseline in the same run.
+#include <benchmark/benchmark.h>
+
+#include <resilience/cache.hpp>
+#include <resilience/executor.hpp>
+#include <resilience/fallback.hpp>
+#include <resilience/resilient.hpp>
+#include <resilience/timeout.hpp>
+
+#include <chrono>
+#include <future>
+#include <stop_token>
+#include <string>
+
+#include "alloc_counter.hpp"
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+namespace {
+
+[[gnu::noinline]] int lookup(int x) { return x * 3 + 1; }
+[[gnu::noinline]] int lookup_stoppable(std::stop_token, int x) { return x * 3 + 1; }
+[[gnu::noinline]] double factor(const std::string& activity) { return static_cast<double>(activity.size()) * 0.1; }
+
+void BM_bare_call(benchmark::State& state) {
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(lookup(++x));
+  a.report(state);
+}
+BENCHMARK(BM_bare_call);
+
+void BM_steady_now(benchmark::State& state) {
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
+  a.report(state);
+}
+BENCHMARK(BM_steady_now);
+
+void BM_timeout_cooperative(benchmark::State& state) {
+  resilient r{lookup_stoppable, timeout{5s}};
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r(++x));
+  a.report(state);
+}
+BENCHMARK(BM_timeout_cooperative);
+
+void BM_timeout_cooperative_no_stop_token(benchmark::State& state) {
+  resilient r{lookup, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r(++x));
+  a.report(state);
+}
+BENCHMARK(BM_timeout_cooperative_no_stop_token);
+
+void BM_timeout_detached(benchmark::State& state) {
+  thread_pool pool{1};
+  resilient r{lookup, timeout{{.limit = 5s, .mode = timeout_mode::detached}}};
+  r.with_executor(pool);
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r(++x));
+  a.report(state);
+}
+BENCHMARK(BM_timeout_detached)->UseRealTime();
+
+void BM_std_async(benchmark::State& state) {
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(std::async(std::launch::async, lookup, ++x).get());
+  a.report(state);
+}
+BENCHMARK(BM_std_async)->UseRealTime();
+
+void BM_fallback_happy_path(benchmark::State& state) {
+  resilient r{lookup, fallback{default_value{0}}};
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r(++x));
+  a.report(state);
+}
+BENCHMARK(BM_fallback_happy_path);
+
+void BM_bare_factor(benchmark::State& state) {
+  const std::string activity{"electricity"};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(factor(activity));
+  a.report(state);
+}
+BENCHMARK(BM_bare_factor);
+
+void BM_cached_fallback_happy_path(benchmark::State& state) {
+  result_cache<std::string, double> cache;
+  resilient r{factor, fallback{cached{cache}}};
+  const std::string activity{"electricity"};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r(activity));  // includes the cache write
+  a.report(state);
+}
+BENCHMARK(BM_cached_fallback_happy_path);
+
+void BM_async_round_trip(benchmark::State& state) {
+  thread_pool pool{1};
+  resilient r{lookup};
+  r.with_executor(pool);
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r.async(++x).get());
+  a.report(state);
+}
+BENCHMARK(BM_async_round_trip)->UseRealTime();
+
+void BM_async_round_trip_with_timeout_and_fallback(benchmark::State& state) {
+  thread_pool pool{1};
+  resilient r{lookup, fallback{default_value{0}}, timeout{5s}};
+  r.with_executor(pool);
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(r.async(++x).get());
+  a.report(state);
+}
+BENCHMARK(BM_async_round_trip_with_timeout_and_fallback)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
