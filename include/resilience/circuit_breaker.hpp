@@ -18,6 +18,7 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -295,6 +296,10 @@ inline void validate(const circuit_breaker_options& o) {
 class breaker_state;
 // The breaker whose transition this thread is announcing, if any.
 inline thread_local const breaker_state* announcing = nullptr;
+// Which stripe of a breaker's call counters this thread writes.
+inline constexpr std::size_t no_stripe = ~std::size_t{0};
+inline thread_local std::size_t thread_stripe = no_stripe;
+inline std::atomic<std::size_t> next_stripe{0};
 
 // The shared state behind every copy of one circuit_breaker.
 class breaker_state {
@@ -305,12 +310,16 @@ class breaker_state {
     slow_enabled_ = rate_mode_ && opts_.slow_call_duration > duration::zero();
     filters_ = static_cast<bool>(opts_.record_exceptions) || static_cast<bool>(opts_.ignore_exceptions);
     if (opts_.window == breaker_window::count_based) {
+      fastmod_m_ = ~std::uint64_t{0} / opts_.window_size + 1;
       slots_ = std::make_unique<std::atomic<std::uint32_t>[]>(opts_.window_size);
       for (std::size_t i = 0; i < opts_.window_size; ++i) slots_[i].store(0, std::memory_order_relaxed);
     } else if (opts_.window == breaker_window::time_based) {
       bucket_width_ = opts_.window_duration / static_cast<duration::rep>(opts_.window_buckets);
-      buckets_ = std::make_unique<std::atomic<std::uint64_t>[]>(opts_.window_buckets);
-      for (std::size_t i = 0; i < opts_.window_buckets; ++i) buckets_[i].store(0, std::memory_order_relaxed);
+      // A power-of-two ring (at least window_buckets long) turns the bucket
+      // index into a mask; the extra buckets hold stale stamps and read as empty.
+      ring_mask_ = std::bit_ceil(opts_.window_buckets) - 1;
+      buckets_ = std::make_unique<std::atomic<std::uint64_t>[]>(ring_mask_ + 1);
+      for (std::size_t i = 0; i <= ring_mask_; ++i) buckets_[i].store(0, std::memory_order_relaxed);
     }
   }
 
@@ -428,11 +437,13 @@ class breaker_state {
     s.state = state();
     const std::uint64_t w = state_.load(std::memory_order_acquire);
     s.isolated = cb_word::phase(w) == cb_phase::isolated;
-    s.successful = counts_.success.load(std::memory_order_relaxed);
-    s.failed = counts_.failure.load(std::memory_order_relaxed);
-    s.rejected = counts_.rejected.load(std::memory_order_relaxed);
-    s.ignored = counts_.ignored.load(std::memory_order_relaxed);
-    s.slow = counts_.slow.load(std::memory_order_relaxed);
+    for (const auto& c : counts_) {
+      s.successful += c.n[static_cast<std::size_t>(call_status::success)].load(std::memory_order_relaxed);
+      s.failed += c.n[static_cast<std::size_t>(call_status::failure)].load(std::memory_order_relaxed);
+      s.ignored += c.n[static_cast<std::size_t>(call_status::ignored)].load(std::memory_order_relaxed);
+      s.rejected += c.n[static_cast<std::size_t>(call_status::rejected)].load(std::memory_order_relaxed);
+      s.slow += c.n[call_counts::slow].load(std::memory_order_relaxed);
+    }
     for (std::size_t f = 0; f < 3; ++f)
       for (std::size_t t = 0; t < 3; ++t) s.transitions[f][t] = transitions_[f][t].load(std::memory_order_relaxed);
     const auto opens = opens_in_a_row_.load(std::memory_order_relaxed);
@@ -521,7 +532,7 @@ class breaker_state {
   }
 
   cb_ticket reject(circuit_state s, duration retry_after) noexcept {
-    counts_.rejected.fetch_add(1, std::memory_order_relaxed);
+    count(call_status::rejected, false);
     detail::emit(&hub_, [&] { return circuit_rejected{opts_.name, s, retry_after}; });
     cb_ticket t{cb_ticket::rejected};
     t.retry_after = retry_after;
@@ -530,13 +541,9 @@ class breaker_state {
   }
 
   void count(call_status s, bool slow) noexcept {
-    switch (s) {
-      case call_status::success: counts_.success.fetch_add(1, std::memory_order_relaxed); break;
-      case call_status::failure: counts_.failure.fetch_add(1, std::memory_order_relaxed); break;
-      case call_status::ignored: counts_.ignored.fetch_add(1, std::memory_order_relaxed); break;
-      case call_status::rejected: counts_.rejected.fetch_add(1, std::memory_order_relaxed); break;
-    }
-    if (slow) counts_.slow.fetch_add(1, std::memory_order_relaxed);
+    auto& c = counts_[stripe()];
+    c.n[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed);
+    if (slow) c.n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
   }
 
   // Consecutive mode: [gen:32 | failures:32]; a word of an older generation reads as zero.
@@ -588,7 +595,12 @@ class breaker_state {
                            std::uint64_t& slows) noexcept {
     const auto g = static_cast<std::uint16_t>(gen);
     const std::uint8_t code = static_cast<std::uint8_t>(slot_recorded | (failure ? slot_failure : 0) | (slow ? slot_slow : 0));
-    const std::size_t i = head_.fetch_add(1, std::memory_order_relaxed) % opts_.window_size;
+    // Lemire's fastmod on the low 32 bits of the position: exact, and much
+    // cheaper than a 64-bit division. At the 2^32 wrap one slot is reused
+    // out of turn, which a window of recent calls does not notice.
+    const auto pos = static_cast<std::uint32_t>(head_.fetch_add(1, std::memory_order_relaxed));
+    const std::uint64_t low = fastmod_m_ * pos, n = opts_.window_size;  // the high half of low * n is pos % n
+    const auto i = static_cast<std::size_t>(((low >> 32) * n + (((low & 0xffffffffu) * n) >> 32)) >> 32);
     const std::uint32_t mine = (std::uint32_t{g} << 8) | code;
     // Replacing an equal record of this period changes no total: the common
     // case of a healthy service costs a load instead of two writes.
@@ -641,7 +653,7 @@ class breaker_state {
 
   void record_time_window(bool failure, bool slow, time_point now) noexcept {
     const std::uint64_t e = epoch_of(now);
-    auto& b = buckets_[e % opts_.window_buckets];
+    auto& b = buckets_[e & ring_mask_];
     const std::uint64_t stamp = e & bucket_word::mask22;
     std::uint64_t w = b.load(std::memory_order_relaxed), next;
     do {
@@ -670,7 +682,7 @@ class breaker_state {
     const std::uint64_t e = epoch_of(now);
     for (std::uint64_t k = 0; k < opts_.window_buckets && k <= e; ++k) {
       const std::uint64_t ek = e - k;
-      const auto w = buckets_[ek % opts_.window_buckets].load(std::memory_order_relaxed);
+      const auto w = buckets_[ek & ring_mask_].load(std::memory_order_relaxed);
       if (bucket_word::stamp(w) != (ek & bucket_word::mask22)) continue;
       r.calls += bucket_word::calls(w);
       r.failures += bucket_word::failures(w);
@@ -763,7 +775,7 @@ class breaker_state {
       case cb_phase::closed:
         opens_in_a_row_.store(0, std::memory_order_relaxed);
         if (opts_.window == breaker_window::time_based)
-          for (std::size_t i = 0; i < opts_.window_buckets; ++i) buckets_[i].store(0, std::memory_order_relaxed);
+          for (std::size_t i = 0; i <= ring_mask_; ++i) buckets_[i].store(0, std::memory_order_relaxed);
         break;
       case cb_phase::isolated: break;
     }
@@ -793,15 +805,25 @@ class breaker_state {
     }
   }
 
+  // Call counters, striped by thread so that threads calling one breaker
+  // do not fight over one cache line; stats() adds the stripes up.
   struct alignas(64) call_counts {
-    std::atomic<std::uint64_t> success{0}, failure{0}, rejected{0}, ignored{0}, slow{0};
+    static constexpr std::size_t slow = 4;  // after the call_status values
+    std::array<std::atomic<std::uint64_t>, 5> n{};
   };
+  static constexpr std::size_t stripes = 8;
+  static std::size_t stripe() noexcept {
+    if (thread_stripe == no_stripe) thread_stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % stripes;
+    return thread_stripe;
+  }
 
   const circuit_breaker_options opts_;
   bool rate_mode_ = false;
   bool slow_enabled_ = false;
   bool filters_ = false;
   duration bucket_width_{1};
+  std::size_t ring_mask_ = 0;
+  std::uint64_t fastmod_m_ = 0;
   std::unique_ptr<std::atomic<std::uint32_t>[]> slots_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
 
@@ -816,7 +838,7 @@ class breaker_state {
   std::atomic<std::uint64_t> trials_{0};
   alignas(64) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> totals_{0};
-  call_counts counts_;
+  std::array<call_counts, stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
   event_hub hub_;
 };

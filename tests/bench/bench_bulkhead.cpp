@@ -79,6 +79,7 @@ void two_threads_bulkhead(benchmark::State& state) {
     benchmark::DoNotOptimize(render_report(++i));
   }
   a.report(state);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(two_threads_bulkhead)->Threads(2)->UseRealTime();
 
@@ -98,6 +99,7 @@ void two_threads_mutex_counter(benchmark::State& state) {
     --slots_taken;
   }
   a.report(state);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(two_threads_mutex_counter)->Threads(2)->UseRealTime();
 

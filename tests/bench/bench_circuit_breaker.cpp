@@ -116,6 +116,7 @@ void two_threads_breaker(benchmark::State& state) {
   bench::alloc_scope a;
   for (auto _ : state) benchmark::DoNotOptimize(cb.call(lookup_factor, ++i));
   a.report(state);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(two_threads_breaker)->Threads(2)->UseRealTime();
 
@@ -131,6 +132,7 @@ void two_threads_mutex_counter(benchmark::State& state) {
     ++counter;
   }
   a.report(state);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(two_threads_mutex_counter)->Threads(2)->UseRealTime();
 
