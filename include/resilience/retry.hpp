@@ -402,7 +402,7 @@ class retry {
   }
 
   template <class Result, class Next>
-  Result execute_checking_results(call_context& ctx, Next& next) const {
+  [[gnu::noinline]] Result execute_checking_results(call_context& ctx, Next& next) const {
     try {
       check_result_type<typename Result::value_type>();
     } catch (...) {
