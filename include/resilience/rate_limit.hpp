@@ -139,7 +139,7 @@ rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const 
       return {false, duration::zero()};
     }
     const duration wait{r.retry_after};
-    if (wait > deadline - now) return {false, wait};
+    if (r.final || wait > deadline - now) return {false, wait};
     if (!clk.sleep_until(now + wait, stop)) {
       cancelled = true;
       return {false, wait};

@@ -83,6 +83,7 @@ struct reservation {
   bool granted = false;
   std::int64_t at = 0;           // when granted: the time (ns) the permits may be used
   std::int64_t retry_after = 0;  // when refused: ns until try_acquire(n) would succeed
+  bool final = false;            // refused for good: waiting until the deadline would not help (buckets book ahead or refuse)
 };
 
 // One limiter's state. Not copyable, not movable: limiters hold it in place
@@ -179,7 +180,7 @@ class limiter_state {
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
       const auto next = std::max(cur, now - tau_) + static_cast<std::int64_t>(n) * interval_;
-      if (next > deadline) return {false, 0, next - now};
+      if (next > deadline) return {false, 0, next - now, true};
       if (word_.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_acquire))
         return {true, std::max(next, now), 0};
     }
@@ -193,7 +194,7 @@ class limiter_state {
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
       const auto start = std::max(cur, now);
-      if (start > deadline || start - now + cost > tau_) return {false, 0, start - now};
+      if (start > deadline || start - now + cost > tau_) return {false, 0, start - now, true};
       if (word_.compare_exchange_weak(cur, start + cost, std::memory_order_acq_rel, std::memory_order_acquire)) return {true, start, 0};
     }
   }

@@ -1,0 +1,574 @@
+#include <resilience/rate_limit.hpp>
+#include <resilience/resilient.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+// Live heap blocks of the whole test program, to show memory stays flat.
+namespace {
+std::atomic<std::int64_t> live_blocks{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (void* p = std::malloc(n ? n : 1)) {
+    live_blocks.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  throw std::bad_alloc{};
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  const auto al = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) {
+    live_blocks.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  throw std::bad_alloc{};
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+namespace {
+[[gnu::noinline]] void release(void* p) noexcept {
+  if (!p) return;
+  live_blocks.fetch_sub(1, std::memory_order_relaxed);
+  std::free(p);
+}
+}  // namespace
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+
+namespace {
+
+constexpr rate_limit_algorithm all_algorithms[] = {rate_limit_algorithm::token_bucket, rate_limit_algorithm::leaky_bucket,
+                                                   rate_limit_algorithm::fixed_window, rate_limit_algorithm::sliding_window};
+
+// Takes permits until refused; returns how many it got.
+int drain(const limiter& l) {
+  int n = 0;
+  while (l.try_acquire()) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("accuracy: 10 req/s, burst 20, polled every millisecond for 10 s", "[rate_limit]") {
+  // Each poll takes permits until refused, at t = 0, 1 ms, ..., 10 s inclusive.
+  const auto [algorithm, expected] = GENERATE(table<rate_limit_algorithm, int>({
+      {rate_limit_algorithm::token_bucket, 20 + 100},   // full bucket, then one per 100 ms
+      {rate_limit_algorithm::leaky_bucket, 1 + 100},    // smooth: one at 0, then one per 100 ms
+      {rate_limit_algorithm::fixed_window, 6 * 20},     // 2 s windows starting at 0, 2, 4, 6, 8, 10
+      {rate_limit_algorithm::sliding_window, 6 * 20},   // each 20 leaves the 2 s window together
+  }));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  limiter l{{.requests_per_second = 10, .burst_size = 20, .algorithm = algorithm}, clk};
+  int granted = 0;
+  for (int ms = 0; ms <= 10'000; ++ms) {
+    granted += drain(l);
+    if (ms < 10'000) clk.advance(1ms);
+  }
+  CHECK(granted == expected);
+  CHECK(l.stats().allowed == static_cast<std::uint64_t>(expected));
+}
+
+TEST_CASE("retry_after is exact: at now + retry_after it succeeds, 1 ns earlier it fails", "[rate_limit]") {
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  const std::uint32_t n = GENERATE(1u, 3u);
+  CAPTURE(to_string(algorithm), n);
+  manual_clock clk;
+  limiter l{{.requests_per_second = 3, .burst_size = 5, .algorithm = algorithm}, clk};
+  drain(l);
+  clk.advance(137ms);  // somewhere inside a refill / window, not on a boundary
+  for (int round = 0; round < 4; ++round) {
+    const auto d = l.try_acquire(n);
+    if (d) continue;  // still permits left at this instant
+    REQUIRE(d.retry_after > duration::zero());
+    clk.advance(d.retry_after - 1ns);
+    const auto early = l.try_acquire(n);
+    CHECK_FALSE(early);
+    CHECK(early.retry_after == 1ns);
+    clk.advance(1ns);
+    CHECK(l.try_acquire(n));
+  }
+}
+
+TEST_CASE("a year of idle refills to exactly the burst, without overflow", "[rate_limit]") {
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  limiter l{{.requests_per_second = 1000, .burst_size = 7, .algorithm = algorithm}, clk};
+  drain(l);
+  clk.advance(std::chrono::hours{24 * 366});
+  const int expected = algorithm == rate_limit_algorithm::leaky_bucket ? 1 : 7;
+  CHECK(l.available() == Approx(7));  // tokens, window permits, or free queue slots
+  CHECK(drain(l) == expected);
+  const auto d = l.try_acquire();
+  CHECK_FALSE(d);
+  CHECK(d.retry_after > duration::zero());
+  CHECK(d.retry_after <= 7ms);
+}
+
+TEST_CASE("a rate that is not a whole number of nanoseconds does not drift", "[rate_limit]") {
+  // 3 req/s: the interval rounds to 333'333'333 ns once; over an hour of
+  // draining every 100 ms the count is the integer quotient, not a float sum.
+  manual_clock clk;
+  token_bucket b{{.requests_per_second = 3, .burst_size = 10}, clk};
+  int granted = 0;
+  for (int s = 0; s < 3600 * 10; ++s) {
+    granted += drain(b);
+    clk.advance(100ms);
+  }
+  granted += drain(b);
+  CHECK(granted == 10 + 3600 * 3);
+}
+
+TEST_CASE("token bucket: burst, then the rate; a waiter reserves and sleeps on the clock", "[rate_limit]") {
+  manual_clock clk;
+  token_bucket b{{.requests_per_second = 10, .burst_size = 3}, clk};
+  CHECK(b.try_acquire(3));
+  auto d = b.try_acquire();
+  CHECK_FALSE(d);
+  CHECK(d.retry_after == 100ms);
+  CHECK_FALSE(b.acquire(1, 99ms));  // refuses at once: 100 ms are needed
+  CHECK(clk.sleepers() == 0);
+
+  std::atomic<bool> got{false};
+  std::jthread waiter{[&] { got = b.acquire(2, 1s).allowed; }};
+  clk.wait_for_sleepers(1);
+  CHECK(clk.next_deadline() == clk.now() + 200ms);
+  // The waiter's permits are booked: nobody else gets them meanwhile.
+  clk.advance(150ms);
+  CHECK_FALSE(b.try_acquire());
+  clk.advance(50ms);
+  waiter.join();
+  CHECK(got);
+  CHECK(b.try_acquire().retry_after == 100ms);
+}
+
+TEST_CASE("a cancelled wait gives its booked permits back", "[rate_limit]") {
+  manual_clock clk;
+  token_bucket b{{.requests_per_second = 10, .burst_size = 1}, clk};
+  CHECK(b.try_acquire());
+  std::stop_source stop;
+  std::atomic<bool> got{true};
+  std::jthread waiter{[&] { got = b.acquire(1, 10s, stop.get_token()).allowed; }};
+  clk.wait_for_sleepers(1);
+  stop.request_stop();
+  waiter.join();
+  CHECK_FALSE(got);
+  CHECK(b.try_acquire().retry_after == 100ms);  // as if the waiter never came
+}
+
+TEST_CASE("leaky bucket: smooth output, at most burst_size queued ahead", "[rate_limit]") {
+  manual_clock clk;
+  leaky_bucket q{{.requests_per_second = 10, .burst_size = 3}, clk};
+  CHECK(q.try_acquire());
+  auto d = q.try_acquire();
+  CHECK_FALSE(d);
+  CHECK(d.retry_after == 100ms);  // no burst: the next permit leaves 100 ms later
+
+  // Two waiters book the next slots (at 100 and 200 ms): with the permit
+  // leaving now, the queue of 3 is full.
+  std::atomic<int> done{0};
+  std::vector<std::jthread> waiters;
+  for (int i = 0; i < 2; ++i) waiters.emplace_back([&] { done += q.acquire(1, 1s).allowed ? 1 : 0; });
+  clk.wait_for_sleepers(2);
+  CHECK_FALSE(q.acquire(1, 1s));  // queue of 3 permit-slots is full (1 leaving + 2 booked)
+  clk.advance(100ms);
+  clk.advance(100ms);
+  for (auto& w : waiters) w.join();
+  CHECK(done == 2);
+  CHECK(q.try_acquire().retry_after == 100ms);
+}
+
+TEST_CASE("fixed window: exactly 2x burst across a boundary, never more", "[rate_limit]") {
+  manual_clock clk;
+  fixed_window w{{.requests_per_second = 10, .burst_size = 20}, clk};  // 2 s windows from now
+  clk.advance(2s - 1ns);
+  CHECK(drain(w) == 20);  // the last nanosecond of window 0
+  const auto d = w.try_acquire();
+  CHECK(d.retry_after == 1ns);
+  clk.advance(1ns);
+  CHECK(drain(w) == 20);  // the first nanosecond of window 1
+  // 40 grants within 1 ns: exactly twice the burst, the documented worst case.
+  clk.advance(2s - 1ns);
+  CHECK_FALSE(w.try_acquire());
+  clk.advance(1ns);
+  CHECK(w.try_acquire());
+}
+
+TEST_CASE("sliding window: no window of its length ever admits more than the limit", "[rate_limit]") {
+  manual_clock clk;
+  constexpr int limit = 8;
+  sliding_window w{{.requests_per_second = 400, .burst_size = limit}, clk};  // 20 ms window
+  std::vector<time_point> grants;
+  std::uint64_t lcg = 12345;
+  for (int i = 0; i < 20'000; ++i) {
+    lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+    const auto n = static_cast<std::uint32_t>(1 + (lcg >> 61));  // 1..8 permits
+    if (w.try_acquire(n))
+      for (std::uint32_t k = 0; k < n; ++k) grants.push_back(clk.now());
+    clk.advance(duration{static_cast<std::int64_t>((lcg >> 33) % 7'000'000)});  // 0..7 ms
+  }
+  REQUIRE(grants.size() > 1000);
+  bool tight = false;
+  for (std::size_t i = 0; i + limit < grants.size(); ++i) {
+    REQUIRE(grants[i + limit] - grants[i] >= 20ms);  // any 20 ms interval holds at most `limit`
+    tight = tight || grants[i + limit] - grants[i] < 20ms + 7ms;
+  }
+  CHECK(tight);  // and the bound is reached: it is a limit, not a throttle
+}
+
+TEST_CASE("invalid configuration is rejected with the field's name", "[rate_limit]") {
+  auto message_of = [](auto&& make) -> std::string {
+    try {
+      make();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  using Catch::Matchers::Contains;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double bad : {0.0, -1.0, nan, inf, -inf, 2e9})
+    CHECK_THAT(message_of([&] { token_bucket{{.requests_per_second = bad}}; }), Contains("requests_per_second"));
+  CHECK_THAT(message_of([] { fixed_window{{.burst_size = 0}}; }), Contains("burst_size"));
+  CHECK_THAT(message_of([] { leaky_bucket{{.burst_size = -3}}; }), Contains("burst_size"));
+  CHECK_THAT(message_of([] { sliding_window{{.burst_size = 1 << 21}}; }), Contains("burst_size"));
+  CHECK_THAT(message_of([] { token_bucket{{.requests_per_second = 1e-12, .burst_size = 10}}; }), Contains("requests_per_second"));
+  manual_clock clk;
+  token_bucket b{{.burst_size = 5}, clk};
+  CHECK_THAT(message_of([&] { b.acquire(6, 1s); }), Contains("burst_size"));
+  CHECK_THAT(message_of([&] { b.try_acquire(6); }), Contains("burst_size"));
+  rate_limiter reg{clk};
+  CHECK_THAT(message_of([&] { reg.configure("llm", {.requests_per_second = nan}); }), Contains("requests_per_second"));
+  CHECK_THAT(message_of([&] { reg.configure("llm", {.max_partitions = 0}); }), Contains("max_partitions"));
+  CHECK_THAT(message_of([&] { rate_limit{b, {.max_wait = -1s}}; }), Contains("max_wait"));
+  CHECK(clk.sleepers() == 0);
+}
+
+TEST_CASE("stress: concurrent grants never exceed the algorithm's bound", "[rate_limit]") {
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  limiter l{{.requests_per_second = 1000, .burst_size = 50, .algorithm = algorithm}, clk};  // window 50 ms
+  constexpr int threads = 2;
+
+  // Phase 1, time frozen: exactly the burst (one for the leaky bucket).
+  std::atomic<int> granted{0};
+  {
+    std::vector<std::jthread> ts;
+    for (int t = 0; t < threads; ++t)
+      ts.emplace_back([&] {
+        for (int i = 0; i < 2000; ++i) granted += l.try_acquire() ? 1 : 0;
+      });
+  }
+  CHECK(granted == (algorithm == rate_limit_algorithm::leaky_bucket ? 1 : 50));
+
+  // Phase 2, time moving 5 ms at a time for 500 ms while threads hammer;
+  // each step waits for some attempts so that threads and time interleave.
+  granted = 0;
+  std::atomic<bool> stop{false};
+  std::atomic<long> attempts{0};
+  {
+    std::vector<std::jthread> ts;
+    for (int t = 0; t < threads; ++t)
+      ts.emplace_back([&, t] {
+        while (!stop) {
+          granted += l.try_acquire(t % 2 + 1) ? t % 2 + 1 : 0;
+          ++attempts;
+        }
+      });
+    for (int step = 0; step < 100; ++step) {
+      const long seen = attempts;
+      while (attempts < seen + 8) std::this_thread::yield();
+      clk.advance(5ms);
+    }
+    stop = true;
+  }
+  int bound = 0;
+  switch (algorithm) {
+    case rate_limit_algorithm::token_bucket: bound = 500; break;      // refill only: the bucket was empty
+    case rate_limit_algorithm::leaky_bucket: bound = 500 + 1; break;  // one per ms, both ends included
+    case rate_limit_algorithm::fixed_window:                          // windows of 50 ms touched in (0, 500] ms
+    case rate_limit_algorithm::sliding_window: bound = 50 * 10; break;
+  }
+  CHECK(granted <= bound);
+  CHECK(l.stats().allowed + l.stats().rejected > 0);
+}
+
+TEST_CASE("registry: configure, check_limit, unknown key, stats and keys", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 2});
+  reg.configure("llm", {.requests_per_second = 5, .burst_size = 1, .algorithm = rate_limit_algorithm::leaky_bucket});
+  CHECK(reg.configured("factor_api"));
+  CHECK_FALSE(reg.configured("erp"));
+  CHECK(reg.keys() == std::vector<std::string>{"factor_api", "llm"});
+
+  reg.check_limit("factor_api");
+  reg.check_limit("factor_api");
+  try {
+    reg.check_limit("factor_api");
+    FAIL("no exception");
+  } catch (const rate_limit_exceeded& e) {
+    CHECK(e.key() == "factor_api");
+    CHECK(e.retry_after() == 100ms);
+    CHECK(e.code() == errc::rate_limited);
+  }
+  CHECK_THROWS_WITH(reg.check_limit("erp"), Catch::Matchers::Contains("'erp'"));
+  CHECK_THROWS_AS(reg.try_acquire("erp"), std::invalid_argument);
+
+  const auto s = reg.stats("factor_api");
+  CHECK(s.allowed == 2);
+  CHECK(s.rejected == 1);
+  CHECK(s.violations == 1);
+  CHECK(s.available == 0.0);
+  CHECK(s.config.burst_size == 2);
+  clk.advance(150ms);
+  CHECK(reg.stats("factor_api").available == Approx(1.5));
+
+  int seen = 0;
+  reg.for_each_stats([&](std::string_view key, const rate_limit_stats& st) {
+    ++seen;
+    if (key == "llm") CHECK(st.config.algorithm == rate_limit_algorithm::leaky_bucket);
+  });
+  CHECK(seen == 2);
+
+  // Many keys: the lock-free table grows and still finds every one.
+  for (int i = 0; i < 300; ++i) reg.configure("key-" + std::to_string(i), {});
+  for (int i = 0; i < 300; ++i) CHECK(reg.configured("key-" + std::to_string(i)));
+  CHECK(reg.configured("llm"));
+}
+
+TEST_CASE("registry: violations count episodes, refusals publish events", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 1, .burst_size = 1});
+  std::vector<rate_limit_violated> seen;
+  std::vector<std::string> tenants;
+  reg.events().subscribe([&](const event& e) {
+    if (auto* v = std::get_if<rate_limit_violated>(&e)) {
+      seen.push_back(*v);
+      tenants.emplace_back(v->tenant);
+    }
+  });
+  CHECK(reg.try_acquire("erp"));
+  CHECK_FALSE(reg.try_acquire("erp"));
+  CHECK_FALSE(reg.try_acquire("erp"));
+  clk.advance(1s);
+  CHECK(reg.try_acquire("erp"));
+  CHECK_FALSE(reg.try_acquire("erp"));
+  CHECK(reg.try_acquire("erp", "acme"));
+  CHECK_FALSE(reg.try_acquire("erp", "acme"));
+  REQUIRE(seen.size() == 4);
+  CHECK(seen[0].key == std::string_view{"erp"});
+  CHECK(seen[0].retry_after == 1s);
+  CHECK(tenants[3] == "acme");
+  CHECK(reg.stats("erp").violations == 3);  // episodes: a refusal after a grant (tenants share the key's counters)
+  CHECK(reg.stats("erp").rejected == 4);
+}
+
+TEST_CASE("registry: one noisy tenant never uses another tenant's budget", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5});
+  int noisy = 0;
+  for (int i = 0; i < 1000; ++i) noisy += reg.try_acquire("factor_api", "noisy").allowed ? 1 : 0;
+  CHECK(noisy == 5);
+  for (int i = 0; i < 5; ++i) reg.check_limit("factor_api", "quiet");
+  CHECK_THROWS_AS(reg.check_limit("factor_api", "quiet"), rate_limit_exceeded);
+  CHECK(reg.try_acquire("factor_api"));  // the key's own limiter is a budget of its own too
+  CHECK(reg.partitions("factor_api") == 2);
+  try {
+    reg.check_limit("factor_api", "noisy");
+  } catch (const rate_limit_exceeded& e) {
+    CHECK(e.tenant() == "noisy");
+    CHECK(e.retry_after() == 100ms);
+  }
+}
+
+TEST_CASE("registry: at most max_partitions tenants, the idle ones evicted first", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("llm", {.requests_per_second = 1, .burst_size = 1, .max_partitions = 3});
+  CHECK(reg.try_acquire("llm", "a"));
+  CHECK(reg.try_acquire("llm", "b"));
+  CHECK(reg.try_acquire("llm", "c"));
+  clk.advance(10ms);
+  CHECK_FALSE(reg.try_acquire("llm", "a"));  // a is the most recently used now; b is the most idle
+  CHECK(reg.try_acquire("llm", "d"));         // evicts b
+  CHECK(reg.partitions("llm") == 3);
+  CHECK_FALSE(reg.try_acquire("llm", "a"));  // a kept its state
+  CHECK_FALSE(reg.try_acquire("llm", "c"));  // c too
+  CHECK(reg.try_acquire("llm", "b"));         // b came back fresh (evicts d, now the most idle)
+  CHECK(reg.partitions("llm") == 3);
+}
+
+TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000});
+  int refused = 0;
+  auto flood = [&](int from, int to) {
+    char id[32];
+    for (int i = from; i < to; ++i) {
+      const int len = std::snprintf(id, sizeof id, "tenant-%d", i);
+      refused += reg.try_acquire("factor_api", std::string_view{id, static_cast<std::size_t>(len)}) ? 0 : 1;
+    }
+  };
+  flood(0, 10'000);
+  const auto blocks_after_warmup = live_blocks.load();
+  flood(10'000, 1'000'000);
+  CHECK(reg.partitions("factor_api") <= 1000);
+  CHECK(reg.partitions("factor_api") >= 900);
+  CHECK(live_blocks.load() - blocks_after_warmup <= 16);  // flat: the same partitions, recycled
+  CHECK(refused == 0);  // every new tenant starts with a full budget
+  CHECK(reg.stats("factor_api").allowed == 1'000'000);
+}
+
+TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("db", {.requests_per_second = 100, .burst_size = 10});
+  std::atomic<bool> stop{false};
+  std::atomic<long> calls{0};
+  {
+    std::vector<std::jthread> users;
+    for (int t = 0; t < 3; ++t)
+      users.emplace_back([&, t] {
+        const std::string tenant = "t" + std::to_string(t);
+        while (!stop) {
+          (void)reg.try_acquire("db");
+          (void)reg.try_acquire("db", tenant);
+          (void)reg.stats("db");
+          ++calls;
+        }
+      });
+    const rate_limit_algorithm algorithms[] = {rate_limit_algorithm::sliding_window, rate_limit_algorithm::fixed_window,
+                                               rate_limit_algorithm::leaky_bucket, rate_limit_algorithm::token_bucket};
+    for (int i = 0; i < 200; ++i) {
+      reg.configure("db", {.requests_per_second = 50.0 + i, .burst_size = 1 + i % 7, .algorithm = algorithms[i % 4],
+                           .max_partitions = static_cast<std::size_t>(1 + i * 10)});
+      clk.advance(1ms);
+    }
+    while (calls < 1000) std::this_thread::yield();
+    stop = true;
+  }
+  const auto s = reg.stats("db");
+  CHECK(s.config.requests_per_second == 249.0);
+  CHECK(s.config.algorithm == rate_limit_algorithm::token_bucket);
+  CHECK(s.allowed + s.rejected == static_cast<std::uint64_t>(calls.load()) * 2);
+}
+
+TEST_CASE("registry: blocking acquire waits on the clock, per key and per tenant", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("report", {.requests_per_second = 2, .burst_size = 1, .algorithm = rate_limit_algorithm::fixed_window});
+  CHECK(reg.acquire("report", 0s));
+  CHECK_FALSE(reg.acquire("report", 499ms));  // next window in 500 ms: refused at once
+  CHECK(reg.acquire("report", "acme", 0s));
+  std::atomic<int> got{0};
+  {
+    std::jthread a{[&] { got += reg.acquire("report", 1s).allowed ? 1 : 0; }};
+    std::jthread b{[&] { got += reg.acquire("report", "acme", 1s).allowed ? 1 : 0; }};
+    clk.wait_for_sleepers(2);
+    clk.advance(500ms);
+  }
+  CHECK(got == 2);
+}
+
+TEST_CASE("rate_limit policy: rejects as a value, with the key and tenant", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  std::string key = "factor_api";
+  reg.configure(key, {.requests_per_second = 10, .burst_size = 1});
+  int calls = 0;
+  resilient fetch{[&](int x) {
+                    ++calls;
+                    return x * 2;
+                  },
+                  rate_limit{reg, key}};
+  fetch.with_clock(clk);
+  key.assign("overwritten, the policy keeps the registry's copy");
+
+  CHECK(fetch(21) == 42);
+  const auto r = fetch.try_call(21);
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::rate_limited);
+  CHECK(r.rejection().retry_after == 100ms);
+  CHECK(r.rejection().source == "factor_api");
+  CHECK(r.retry_after() == 100ms);
+  CHECK_THROWS_AS(fetch(21), rate_limit_exceeded);
+  CHECK(calls == 1);
+
+  const auto t = fetch.try_call_with({.tenant = "acme"}, 1);
+  CHECK(t.has_value());
+  const auto t2 = fetch.try_call_with({.tenant = "acme"}, 1);
+  REQUIRE(t2.has_rejection());
+  CHECK(t2.rejection().tenant == "acme");
+  CHECK(calls == 2);
+
+  CHECK_THROWS_WITH((rate_limit{reg, "unknown"}), Catch::Matchers::Contains("'unknown'"));
+}
+
+TEST_CASE("rate_limit policy: waits up to max_wait, never past the deadline", "[rate_limit]") {
+  manual_clock clk;
+  token_bucket bucket{{.requests_per_second = 10, .burst_size = 1}, clk, "llm"};
+  resilient call{[] { return 7; }, rate_limit{bucket, {.max_wait = 150ms}}};
+  call.with_clock(clk);
+  CHECK(call() == 7);
+  std::atomic<bool> ok{false};
+  {
+    std::jthread waiter{[&] { ok = call.try_call().has_value(); }};
+    clk.wait_for_sleepers(1);
+    clk.advance(100ms);
+  }
+  CHECK(ok);
+  // The deadline (50 ms away) is tighter than max_wait: refused at once.
+  const auto r = call.try_call_with({.deadline = clk.now() + 50ms});
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::rate_limited);
+  CHECK(r.rejection().source == "llm");
+  CHECK(r.rejection().retry_after == 100ms);
+
+  // A stop request during the wait is a cancellation.
+  std::stop_source stop;
+  outcome<int> cancelled{0};
+  {
+    std::jthread waiter{[&] { cancelled = call.try_call_with({.stop = stop.get_token()}); }};
+    clk.wait_for_sleepers(1);
+    stop.request_stop();
+  }
+  REQUIRE(cancelled.has_rejection());
+  CHECK(cancelled.rejection().code == errc::cancelled);
+}
+
+TEST_CASE("coarse_clock reads the steady time line", "[rate_limit]") {
+  const auto c = coarse_clock();
+  const auto a = clock_ref{}.now();
+  const auto b = c.now();
+  CHECK(std::chrono::abs(b - a) < 1s);  // same epoch: differences, not absolute speed
+  token_bucket fast{{.requests_per_second = 1e6, .burst_size = 100}, c};
+  CHECK(fast.try_acquire());
+}
