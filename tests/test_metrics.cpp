@@ -401,3 +401,12 @@ TEST_CASE("a watched bulkhead: in flight, waiting, limit, rejections", "[metrics
   e = parse(m.render());
   CHECK(e.at(R"(greenlang_bulkhead_in_flight_calls{name="database"})") == 1);
 }
+
+TEST_CASE("bad names from a collector are refused, not written", "[metrics]") {
+  metric_snapshot s;
+  CHECK_THROWS_AS(s.add("bad-name", metric_type::gauge, "", {}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(s.add("ok", metric_type::gauge, "", {{"bad:label", "x"}}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(s.add("ok", metric_type::gauge, "", {{"le", "x"}}, 1), std::invalid_argument);
+  s.declare("twice", metric_type::gauge, "");
+  CHECK_THROWS_AS(s.declare("twice", metric_type::counter, ""), std::logic_error);
+}

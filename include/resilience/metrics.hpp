@@ -7,9 +7,10 @@
 //    counted by a listener on global_events() (or on the hubs you name);
 //  - gauges and counters read from the watched objects when /metrics is
 //    scraped (breaker state and call counts, limiter tokens, tiers, health).
-// Nothing is added to a policy's hot path unless you ask for the breaker's
-// call-duration histogram, which costs one clock read and two relaxed atomic
-// increments per call.
+// Watching adds nothing to a policy's hot path, except a breaker's
+// call-duration histogram (on by default; watch(breaker, false) turns it
+// off): the breaker then reads its clock twice per call, and the histogram
+// does two relaxed atomic increments.
 //
 //   resilience::metrics_registry metrics;             // prefix "greenlang"
 //   metrics.watch(erp_breaker);
@@ -110,6 +111,11 @@ inline bool valid_metric_name(std::string_view n) noexcept {
   return std::all_of(n.begin() + 1, n.end(), [&](char c) { return ok(c, false); });
 }
 
+// Label names: [a-zA-Z_][a-zA-Z0-9_]*, and "le" belongs to histograms.
+inline bool valid_label_name(std::string_view n) noexcept {
+  return valid_metric_name(n) && n.find(':') == std::string_view::npos && n != "le";
+}
+
 }  // namespace detail
 
 /// The samples of one scrape, grouped into families. Collectors add to it;
@@ -195,6 +201,8 @@ class metric_snapshot {
     std::string out{"{"};
     bool first = true;
     for (const auto& l : labels) {
+      if (!detail::valid_label_name(l.name))
+        throw std::invalid_argument{"metrics: invalid label name " + std::string{l.name}};
       if (!first) out += ',';
       first = false;
       out += l.name;
