@@ -1,7 +1,14 @@
+#include <resilience/degradation.hpp>
 #include <resilience/events.hpp>
+#include <resilience/fallback.hpp>
+#include <resilience/rate_limit.hpp>
+#include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -184,4 +191,119 @@ TEST_CASE("concurrent publishers and subscribers: every event delivered exactly 
   }
   publishers.clear();
   CHECK(stable.load() == threads * per_thread);
+}
+
+namespace {
+
+// Describes each event in one line, for exact comparisons of scripted scenarios.
+struct describe {
+  std::string operator()(const retry_attempted& e) const {
+    return "retry_attempted " + std::string{e.operation} + " #" + std::to_string(e.attempt) + " wait " +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.delay).count()) + "ms: " + e.failure;
+  }
+  std::string operator()(const retries_exhausted& e) const {
+    return "retries_exhausted " + std::string{e.operation} + " after " + std::to_string(e.attempts) + ": " + e.failure;
+  }
+  std::string operator()(const timeout_occurred& e) const {
+    return "timeout_occurred " + std::string{e.operation} + " " +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.limit).count()) + "ms";
+  }
+  std::string operator()(const fallback_activated& e) const {
+    return "fallback_activated " + std::string{e.operation} + " " + std::string{e.strategy} + ": " + e.reason;
+  }
+  std::string operator()(const rate_limit_violated& e) const {
+    return "rate_limit_violated " + std::string{e.key} + "/" + std::string{e.tenant};
+  }
+  std::string operator()(const tier_changed& e) const {
+    return "tier_changed " + std::string{to_string(e.from)} + "->" + std::string{to_string(e.to)} + " by " + std::string{e.cause};
+  }
+  std::string operator()(const service_health_changed& e) const {
+    return "service_health_changed " + std::string{e.service} + (e.healthy ? " healthy" : " unhealthy");
+  }
+  template <class Other>
+  std::string operator()(const Other& e) const {
+    return std::string{event_name(e)};
+  }
+};
+
+// Everything the process emits during a test, described, in order.
+struct global_log {
+  std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+  global_subscription sub{[l = lines](const event& e) { l->push_back(std::visit(describe{}, e)); }};
+};
+
+}  // namespace
+
+TEST_CASE("scripted: retry, then fallback, each event once and in order", "[events]") {
+  global_log log;
+  manual_clock clk{manual_clock::auto_advance};
+  int calls = 0;
+  auto lookup = resilient{[&]() -> double {
+                            ++calls;
+                            throw std::runtime_error{"HTTP 503"};
+                          },
+                          fallback{default_value{0.0}}, retry{{.max_retries = 2, .base_delay = 1s}}}
+                    .with_clock(clk);
+  CHECK(lookup.try_call_with({.operation = "factor_lookup"}).value() == 0.0);
+  CHECK(calls == 3);
+  CHECK(*log.lines == std::vector<std::string>{
+                          "retry_attempted factor_lookup #1 wait 1000ms: HTTP 503",
+                          "retry_attempted factor_lookup #2 wait 2000ms: HTTP 503",
+                          "retries_exhausted factor_lookup after 3: HTTP 503",
+                          "fallback_activated factor_lookup default: HTTP 503",
+                      });
+}
+
+TEST_CASE("scripted: a timeout per attempt inside a retry", "[events]") {
+  global_log log;
+  manual_clock clk{manual_clock::auto_advance};
+  auto explain = resilient{[&](std::stop_token) {
+                             clk.advance(31s);
+                             return std::string{"because"};
+                           },
+                           retry{{.max_retries = 1, .base_delay = 1s}},
+                           timeout{{.limit = 30s, .mode = timeout_mode::cooperative}}}
+                     .with_clock(clk);
+  CHECK(explain.try_call_with({.operation = "llm_inference"}).has_rejection());
+  REQUIRE(log.lines->size() == 4);
+  CHECK((*log.lines)[0] == "timeout_occurred llm_inference 30000ms");
+  CHECK((*log.lines)[1].rfind("retry_attempted llm_inference #1 wait 1000ms", 0) == 0);
+  CHECK((*log.lines)[2] == "timeout_occurred llm_inference 30000ms");
+  CHECK((*log.lines)[3].rfind("retries_exhausted llm_inference after 2", 0) == 0);
+}
+
+TEST_CASE("scripted: rate limit refusals, one event each", "[events]") {
+  global_log log;
+  manual_clock clk;
+  rate_limiter limits{clk};
+  limits.configure("erp_api", {.requests_per_second = 1, .burst_size = 1});
+  auto pull = resilient{[] { return 1; }, rate_limit{limits, "erp_api"}};
+  CHECK(pull.try_call_with({.tenant = "acme"}).has_value());
+  CHECK(pull.try_call_with({.tenant = "acme"}).has_rejection());
+  CHECK(pull.try_call_with({.tenant = "globex"}).has_value());
+  CHECK(pull.try_call_with({.tenant = "acme"}).has_rejection());
+  CHECK(*log.lines == std::vector<std::string>{"rate_limit_violated erp_api/acme", "rate_limit_violated erp_api/acme"});
+}
+
+TEST_CASE("scripted: health reports move the tier, each change once", "[events]") {
+  global_log log;
+  manual_clock clk;
+  degradation_manager health{{.recover_after_reports = 1, .clock = clk}};
+  health.update_health("llm_api", false, 31s, "inference timed out");
+  health.update_health("llm_api", false, 31s, "inference timed out");  // no change: no event
+  health.update_health("database", false, 0s, "connection refused");
+  health.update_health("llm_api", true);
+  health.update_health("database", true);
+  const auto& l = *log.lines;
+  const auto count = [&](const std::string& s) { return std::count(l.begin(), l.end(), s); };
+  CHECK(l.size() == 7);  // four health changes, three tier changes (llm_api recovering leaves maintenance)
+  CHECK(count("service_health_changed llm_api unhealthy") == 1);
+  CHECK(count("service_health_changed database unhealthy") == 1);
+  CHECK(count("service_health_changed llm_api healthy") == 1);
+  CHECK(count("service_health_changed database healthy") == 1);
+  // The tier changes, in the order they happened.
+  std::vector<std::string> tiers;
+  std::copy_if(l.begin(), l.end(), std::back_inserter(tiers), [](const std::string& s) { return s.rfind("tier_changed", 0) == 0; });
+  CHECK(tiers == std::vector<std::string>{"tier_changed full->core by llm_api", "tier_changed core->maintenance by database",
+                                          "tier_changed maintenance->full by database"});
 }
