@@ -205,6 +205,40 @@ TEST_CASE("count-based window slides over the last N calls", "[circuit_breaker]"
   CHECK(cb.state() == open);
 }
 
+TEST_CASE("count-based window: a success replacing a success keeps the totals", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .window_size = 2,
+                      .minimum_calls = 2,
+                      .failure_rate_threshold = 1.0}};
+  for (int i = 0; i < 5; ++i) (void)cb.try_call(ok);  // S S, then S over S
+  CHECK(cb.stats().window_calls == 2);
+  CHECK(cb.stats().failure_rate == 0.0);
+  fail_n(cb, 1);  // S F
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failure_rate == 0.5);
+  fail_n(cb, 1);  // F F
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("count-based window: a failure replacing a failure is evaluated, not counted twice", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .window_size = 2,
+                      .minimum_calls = 2,
+                      .failure_rate_threshold = 1.0}};
+  fail_n(cb, 1);          // F _
+  (void)cb.try_call(ok);  // F S
+  fail_n(cb, 1);          // F over F: F S
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failure_rate == 0.5);
+  CHECK(cb.stats().window_calls == 2);
+  fail_n(cb, 1);  // F F
+  CHECK(cb.state() == open);
+}
+
 TEST_CASE("rate modes wait for minimum_calls", "[circuit_breaker]") {
   manual_clock clk;
   SECTION("count-based") {
@@ -626,7 +660,7 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
           x ^= x >> 17;
           x ^= x << 5;
           // Bad spells (80 % failures) between healthy ones (5 %).
-          const bool bad_spell = (i / 2000) % 3 == 0;
+          const bool bad_spell = (i / 500) % 3 == 0;
           const bool failing = x % 100 < (bad_spell ? 80u : 5u);
           auto o = cb.try_call([failing] { return failing ? fail() : ok(); });
           if (o.has_value()) ++v;
@@ -648,7 +682,7 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
 
   const auto seen = log.get();
   INFO("transitions " << s.transition_count() << " rejected " << s.rejected << " ok " << s.successful);
-  CHECK(s.transitions[0][1] >= 10);
+  CHECK(s.transitions[0][1] >= 5);
   CHECK(s.transitions[2][0] >= 1);
   CHECK(seen.size() == s.transition_count());
   std::array<std::array<std::uint64_t, 3>, 3> counted{};

@@ -173,6 +173,7 @@ class bulkhead {
   /// bulkhead refused. The bulkhead must outlive its permits.
   class permit {
    public:
+    /// An empty permit.
     permit() noexcept = default;
     permit(permit&& o) noexcept : st_{std::exchange(o.st_, nullptr)} {}
     permit& operator=(permit&& o) noexcept {

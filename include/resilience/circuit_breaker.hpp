@@ -100,10 +100,12 @@ exception_predicate exception_types() {
 /// only to calls returning exactly T.
 class result_predicate {
  public:
+  /// No predicate: no returned value is a failure.
   result_predicate() = default;
   /// Type-erased form; prefer failure_if_result<T>.
   explicit result_predicate(std::function<bool(const std::type_info&, const void*)> fn) : fn_{std::move(fn)} {}
 
+  /// True when a predicate is set.
   explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
   /// True when `value` counts as a failure.
   template <class T>
@@ -647,8 +649,16 @@ class breaker_state {
     slows = s;
   }
 
+  // now / bucket width. The last answer is cached and checked with a
+  // multiplication, so the division runs once per bucket, not once per call.
   std::uint64_t epoch_of(time_point now) const noexcept {
-    return static_cast<std::uint64_t>(now.time_since_epoch().count()) / static_cast<std::uint64_t>(bucket_width_.count());
+    const auto t = static_cast<std::uint64_t>(now.time_since_epoch().count());
+    const auto width = static_cast<std::uint64_t>(bucket_width_.count());
+    const std::uint64_t cached = last_epoch_.load(std::memory_order_relaxed);
+    if (t - cached * width < width) return cached;  // unsigned: also false when t is before the cached bucket
+    const std::uint64_t e = t / width;
+    last_epoch_.store(e, std::memory_order_relaxed);
+    return e;
   }
 
   void record_time_window(bool failure, bool slow, time_point now) noexcept {
@@ -823,6 +833,7 @@ class breaker_state {
   bool filters_ = false;
   duration bucket_width_{1};
   std::size_t ring_mask_ = 0;
+  mutable std::atomic<std::uint64_t> last_epoch_{0};
   std::uint64_t fastmod_m_ = 0;
   std::unique_ptr<std::atomic<std::uint32_t>[]> slots_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
@@ -854,6 +865,7 @@ class circuit_breaker {
   /// success()/failure() said first. The breaker must outlive the scope.
   class scope {
    public:
+    /// The refusal type (named so, as rejection() is the accessor).
     using rejection_type = resilience::rejection;
 
     scope(scope&& o) noexcept

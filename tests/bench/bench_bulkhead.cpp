@@ -5,6 +5,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "alloc_counter.hpp"
@@ -25,6 +26,19 @@ void bare_call(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(bare_call);
+
+// The floor of any shared counter: one relaxed atomic increment after the call.
+std::atomic<long> increments{0};
+void call_and_atomic_increment(benchmark::State& state) {
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(render_report(++i));
+    increments.fetch_add(1, std::memory_order_relaxed);
+  }
+  a.report(state);
+}
+BENCHMARK(call_and_atomic_increment);
 
 void permit_then_call(benchmark::State& state) {
   bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};

@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <atomic>
 #include <mutex>
 #include <stdexcept>
 
@@ -32,6 +33,19 @@ void bare_call(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(bare_call);
+
+// The floor of any shared counter: one relaxed atomic increment after the call.
+std::atomic<long> increments{0};
+void call_and_atomic_increment(benchmark::State& state) {
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(lookup_factor(++i));
+    increments.fetch_add(1, std::memory_order_relaxed);
+  }
+  a.report(state);
+}
+BENCHMARK(call_and_atomic_increment);
 
 void steady_clock_now(benchmark::State& state) {
   bench::alloc_scope a;
