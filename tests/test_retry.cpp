@@ -855,3 +855,41 @@ TEST_CASE("jittered strategies through the policy: bounds of every wait", "[retr
     CHECK(clk.now() - start == total);
   }
 }
+
+TEST_CASE("a result type without assignment is retried too", "[retry]") {
+  struct frozen {
+    const int value;
+  };
+  STATIC_REQUIRE_FALSE(std::is_move_assignable_v<outcome<frozen>>);
+  manual_clock clk{manual_clock::auto_advance};
+  int calls = 0;
+  auto make = resilient{[&] {
+                          if (++calls < 3) throw service_error{calls};
+                          return frozen{calls};
+                        },
+                        retry{}}
+                  .with_clock(clk);
+  CHECK(make().value == 3);
+}
+
+namespace {
+// Breaks the policy contract (outcomes, not exceptions) on its second call.
+struct throws_on_second {
+  std::shared_ptr<int> calls = std::make_shared<int>(0);
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    if (++*calls == 2) throw std::logic_error{"broken policy"};
+    return next(ctx);
+  }
+};
+}  // namespace
+
+TEST_CASE("an inner policy that throws ends the retrying with its exception as the outcome", "[retry]") {
+  manual_clock clk{manual_clock::auto_advance};
+  throws_on_second inner;
+  auto fetch = resilient{flaky{100}, retry{}, inner}.with_clock(clk);
+  auto out = fetch.try_call();
+  REQUIRE(out.has_exception());
+  CHECK(out.what() == "broken policy");
+  CHECK(*inner.calls == 2);
+}

@@ -373,19 +373,21 @@ class retry {
 
   /// Runs next(ctx) until it succeeds, a failure is not retryable, attempts
   /// run out, the deadline is too near, or ctx.stop is requested; returns the
-  /// last outcome unchanged. Sets ctx.attempt before each try.
+  /// last outcome unchanged. Sets ctx.attempt before each try. Never
+  /// throws: what on_retry, a predicate or the clock throws becomes the
+  /// call's outcome.
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using result_t = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
     if (options_.retry_on_result) [[unlikely]]
       return execute_checking_results<result_t>(ctx, next);
-    // The happy path stays this small so that it inlines; everything a
-    // failure needs lives out of line in keep_trying.
+    // The happy path stays this small (one outcome, returned in place) so
+    // that compilers inline it; everything a failure needs is out of line.
     ctx.attempt = 1;
-    result_t first = next(ctx);
-    if (first.has_value()) [[likely]]
-      return first;
-    return keep_trying(ctx, next, std::move(first));
+    result_t result = next(ctx);
+    if (!result.has_value()) [[unlikely]]
+      keep_trying(ctx, next, result);
+    return result;
   }
 
   /// This policy's event hub (retry_attempted, retries_exhausted); copies share it.
@@ -401,37 +403,53 @@ class retry {
     return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random}, "retry"};
   }
 
+  // Both out-of-line paths are noexcept, catching into the outcome what a
+  // predicate, on_retry, the clock or a misbehaving inner policy throws: a
+  // call that cannot throw costs its inlined caller no unwinding code, which
+  // keeps the happy path small enough for clang to inline.
   template <class Result, class Next>
-  [[gnu::noinline]] Result execute_checking_results(call_context& ctx, Next& next) const {
+  [[gnu::noinline]] Result execute_checking_results(call_context& ctx, Next& next) const noexcept {
     try {
       check_result_type<typename Result::value_type>();
+      ctx.attempt = 1;
+      Result result = next(ctx);
+      keep_trying(ctx, next, result);
+      return result;
     } catch (...) {
       return Result{std::current_exception()};
     }
-    ctx.attempt = 1;
-    return keep_trying(ctx, next, next(ctx));
   }
 
-  // The retry loop after a first attempt that did not simply succeed.
+  // The retry loop after a first attempt that did not simply succeed:
+  // replaces `result` with each new attempt's outcome until one is final.
   template <class Next, class Result>
-  [[gnu::noinline]] Result keep_trying(call_context& ctx, Next& next, Result first) const {
-    state s;
-    std::optional<Result> last{std::move(first)};
-    for (;;) {
-      std::optional<duration> delay;
-      try {
-        delay = next_delay(ctx, *last, s);
-      } catch (...) {
-        return Result{std::current_exception()};
+  [[gnu::noinline]] void keep_trying(call_context& ctx, Next& next, Result& result) const noexcept {
+    try {
+      state s;
+      for (;;) {
+        const std::optional<duration> delay = next_delay(ctx, result, s);
+        if (!delay) return;
+        // Clamped: the clock moved on since next_delay measured the time left.
+        if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
+          give_up(ctx, retry_failure{result}, s.attempt - 1);
+          return;
+        }
+        ctx.attempt = s.attempt;
+        replace(result, next(ctx));
       }
-      if (!delay) return std::move(*last);
-      // Clamped: the clock moved on since next_delay measured the time left.
-      if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
-        give_up(ctx, retry_failure{*last}, s.attempt - 1);
-        return std::move(*last);
-      }
-      ctx.attempt = s.attempt;
-      last.emplace(next(ctx));
+    } catch (...) {
+      replace(result, Result{std::current_exception()});
+    }
+  }
+
+  template <class Result>
+  static void replace(Result& slot, Result&& fresh) {
+    if constexpr (std::is_move_assignable_v<Result>) {
+      slot = std::move(fresh);
+    } else {  // a value type without assignment (const members): rebuild in place
+      static_assert(std::is_nothrow_move_constructible_v<Result>, "retry: the result type must be move-assignable or nothrow-movable");
+      std::destroy_at(&slot);
+      std::construct_at(&slot, std::move(fresh));
     }
   }
 
