@@ -18,6 +18,7 @@
 #include "fallback.hpp"
 #include "metrics.hpp"
 #include "outcome.hpp"
+#include "presets.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
