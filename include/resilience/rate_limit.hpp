@@ -25,7 +25,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cmath>
 #include <ctime>
+#include <limits>
 #include <functional>
 #include <list>
 #include <memory>
@@ -60,7 +62,7 @@ struct rate_limit_decision {
 /// A snapshot of one limiter's (or one registry key's) counters.
 struct rate_limit_stats {
   double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
-  std::uint64_t allowed = 0;   ///< requests granted, tenants included
+  std::uint64_t allowed = 0;   ///< requests granted, tenants included (0 with count_grants = false)
   std::uint64_t rejected = 0;  ///< requests refused, tenants included
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
   std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
@@ -95,9 +97,10 @@ struct rate_counters {
   std::atomic<std::uint64_t> rejected{0};
   std::atomic<std::uint64_t> violations{0};
   std::atomic<bool> limiting{false};
+  std::atomic<bool> count_grants{true};
 
   void on_allowed() noexcept {
-    allowed.fetch_add(1, std::memory_order_relaxed);
+    if (count_grants.load(std::memory_order_relaxed)) allowed.fetch_add(1, std::memory_order_relaxed);
     if (limiting.load(std::memory_order_relaxed)) limiting.store(false, std::memory_order_relaxed);
   }
   void on_rejected() noexcept {
@@ -219,7 +222,9 @@ class limiter {
 
  private:
   struct shared {
-    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {}
+    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {
+      counters.count_grants.store(c.count_grants, std::memory_order_relaxed);
+    }
     clock_ref clock;
     std::string name;
     mutable event_hub hub;
@@ -276,8 +281,10 @@ class rate_limiter {
   ~rate_limiter() = default;
 
   /// Sets (or replaces) the limit of `key`. Safe while other threads use the
-  /// key: they finish on the old limiter, the next call sees the new one with
-  /// a fresh budget; tenant limiters restart from the new config. Throws
+  /// key: they finish on the old limiter, the next call sees the new one. A
+  /// bucket that stays a bucket of the same kind keeps its fill level (the
+  /// tokens in hand, converted to the new rate), for the key and each tenant;
+  /// windows, or a change of algorithm, start afresh. Throws
   /// std::invalid_argument naming the bad field.
   void configure(std::string_view key, const rate_limit_config& config) {
     detail::validate(config, "rate_limiter: key '" + std::string{key} + "'");
@@ -286,6 +293,7 @@ class rate_limiter {
     auto state = std::make_unique<detail::limiter_state>(config, clock_.now());
     if (!e) {
       auto entry = std::make_unique<key_entry>(key, config.max_partitions);
+      entry->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
       entry->current.store(state.get(), std::memory_order_release);
       entry->states.push_back(std::move(state));
       e = entry.get();
@@ -294,11 +302,28 @@ class rate_limiter {
       return;
     }
     std::lock_guard entry_lock{e->mutex};
+    e->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
+    const auto now = detail::ns(clock_.now());
+    state->carry_from(*e->current.load(std::memory_order_acquire), now);
     // The old state stays allocated until the registry dies: a thread may be
     // using it right now, and a reconfiguration is rare.
     e->current.store(state.get(), std::memory_order_release);
     e->states.push_back(std::move(state));
-    e->reset_tenants(config.max_partitions);
+    e->reset_tenants(config, now, clock_.now());
+  }
+
+  /// Holds back every permit of `key` (and of its tenants) for `wait`, as an
+  /// upstream's Retry-After asks. Buckets only: returns false (and does
+  /// nothing) for a window algorithm.
+  bool hold(std::string_view key, duration wait) const {
+    auto& e = entry(key);
+    const auto until = detail::ns(clock_.now() + std::max(wait, duration::zero()));
+    if (!e.current.load(std::memory_order_acquire)->hold_until(until)) return false;
+    for (auto& shard : e.shards) {
+      std::lock_guard lock{shard.mutex};
+      for (auto& node : shard.lru) node.state.hold_until(until);
+    }
+    return true;
   }
 
   /// True when `key` has been configured.
@@ -378,19 +403,35 @@ class rate_limiter {
   struct key_entry {
     static constexpr std::size_t max_shards = 16;
 
-    key_entry(std::string_view k, std::size_t max_partitions) : name{k}, hash{detail::sv_hash{}(k)} { reset_tenants(max_partitions); }
+    key_entry(std::string_view k, std::size_t max_partitions) : name{k}, hash{detail::sv_hash{}(k)} {
+      const std::size_t count = shards_for(max_partitions);
+      shard_count.store(count, std::memory_order_relaxed);
+      for (std::size_t i = 0; i < count; ++i) shards[i].capacity = max_partitions / count;
+    }
 
-    // Drops every tenant limiter and sizes the shards so that together they
-    // hold at most max_partitions: one shard (an exact LRU) for small limits,
-    // up to 16 locks for large ones.
-    void reset_tenants(std::size_t max_partitions) {
-      const std::size_t count = std::clamp<std::size_t>(max_partitions / 64, 1, max_shards);
+    // One shard (an exact LRU) for small limits, up to 16 locks for large ones.
+    static std::size_t shards_for(std::size_t max_partitions) { return std::clamp<std::size_t>(max_partitions / 64, 1, max_shards); }
+
+    // Rebuilds every tenant limiter from a new config, carrying each
+    // bucket's fill level; when the shard layout changes they start afresh.
+    void reset_tenants(const rate_limit_config& config, std::int64_t now_ns, time_point now) {
+      const std::size_t count = shards_for(config.max_partitions);
+      const bool same_layout = count == shard_count.load(std::memory_order_relaxed);
       shard_count.store(count, std::memory_order_release);
       for (std::size_t i = 0; i < max_shards; ++i) {
-        std::lock_guard shard_lock{shards[i].mutex};
-        shards[i].index.clear();
-        shards[i].lru.clear();
-        shards[i].capacity = i < count ? max_partitions / count : 0;
+        auto& shard = shards[i];
+        std::lock_guard shard_lock{shard.mutex};
+        shard.capacity = i < count ? config.max_partitions / count : 0;
+        std::list<tenant_node> fresh;
+        if (same_layout) {
+          for (auto it = shard.lru.begin(); it != shard.lru.end() && fresh.size() < shard.capacity; ++it) {
+            fresh.emplace_back(it->tenant, config, now);
+            fresh.back().state.carry_from(it->state, now_ns);
+          }
+        }
+        shard.index.clear();
+        shard.lru.swap(fresh);
+        for (auto it = shard.lru.begin(); it != shard.lru.end(); ++it) shard.index.emplace(it->tenant, it);
       }
     }
 
@@ -609,6 +650,90 @@ class rate_limit {
   rate_limiter::key_entry* entry_ = nullptr;
   std::optional<limiter> single_;
   rate_limit_options options_;
+};
+
+/// Options of adaptive_rate.
+struct adaptive_rate_options {
+  double decrease_factor = 0.5;   ///< the rate is multiplied by this on each upstream 429; in (0, 1)
+  double min_fraction = 0.05;     ///< the rate never drops below this fraction of the configured one; in (0, 1]
+  double recovery_step = 0.1;     ///< fraction of the configured rate given back per quiet interval; > 0
+  duration recovery_interval = std::chrono::seconds{5};  ///< a 429-free stretch that earns one step back; > 0
+};
+
+/// Lowers a registry key's rate when the upstream answers 429 (multiplicative
+/// decrease, and a hold for its Retry-After) and gives it back step by step
+/// while the upstream stays quiet (additive increase), never above the rate
+/// the key had when the helper was made. Copies share the state; thread-safe.
+///
+///   resilience::adaptive_rate adapt{limits, "factor_api"};
+///   if (response.status == 429) adapt.on_throttled(resilience::parse_retry_after(header, system_now));
+///   else adapt.on_success();
+class adaptive_rate {
+ public:
+  /// Adapts `key` of `registry` (both must outlive the helper). Throws
+  /// std::invalid_argument for an unknown key or a bad option.
+  adaptive_rate(rate_limiter& registry, std::string_view key, adaptive_rate_options options = {})
+      : s_{std::make_shared<shared>(registry, key, validated(options))} {}
+
+  /// The upstream said 429: lower the rate now, and hold every permit for
+  /// `retry_after` when the upstream gave one (buckets only).
+  void on_throttled(std::optional<duration> retry_after = std::nullopt) const {
+    std::lock_guard lock{s_->mutex};
+    const auto now = s_->registry->clock().now();
+    set_rate(std::max(s_->target.requests_per_second * s_->options.min_fraction, s_->rate * s_->options.decrease_factor));
+    if (retry_after) s_->registry->hold(s_->key, *retry_after);
+    s_->next_step_at.store(detail::ns(now + retry_after.value_or(duration::zero()) + s_->options.recovery_interval),
+                           std::memory_order_release);
+  }
+
+  /// The upstream answered normally: after each quiet recovery_interval,
+  /// give back one step of the rate. Costs one atomic load between steps.
+  void on_success() const {
+    const auto now = detail::ns(s_->registry->clock().now());
+    if (now < s_->next_step_at.load(std::memory_order_acquire)) return;
+    std::lock_guard lock{s_->mutex};
+    if (now < s_->next_step_at.load(std::memory_order_relaxed) || s_->rate >= s_->target.requests_per_second) return;
+    set_rate(std::min(s_->target.requests_per_second, s_->rate + s_->target.requests_per_second * s_->options.recovery_step));
+    s_->next_step_at.store(now + s_->options.recovery_interval.count(), std::memory_order_release);
+  }
+
+  /// The rate in force now.
+  double rate() const {
+    std::lock_guard lock{s_->mutex};
+    return s_->rate;
+  }
+
+ private:
+  struct shared {
+    shared(rate_limiter& r, std::string_view k, const adaptive_rate_options& o)
+        : registry{&r}, key{k}, options{o}, target{r.stats(k).config}, rate{target.requests_per_second} {}
+    rate_limiter* registry;
+    std::string key;
+    adaptive_rate_options options;
+    rate_limit_config target;
+    std::mutex mutex;
+    double rate;
+    std::atomic<std::int64_t> next_step_at{std::numeric_limits<std::int64_t>::max()};
+  };
+
+  static adaptive_rate_options validated(const adaptive_rate_options& o) {
+    if (!(o.decrease_factor > 0.0 && o.decrease_factor < 1.0)) throw std::invalid_argument{"adaptive_rate: decrease_factor must be in (0, 1)"};
+    if (!(o.min_fraction > 0.0 && o.min_fraction <= 1.0)) throw std::invalid_argument{"adaptive_rate: min_fraction must be in (0, 1]"};
+    if (!(o.recovery_step > 0.0) || !std::isfinite(o.recovery_step)) throw std::invalid_argument{"adaptive_rate: recovery_step must be a finite number > 0"};
+    if (o.recovery_interval <= duration::zero()) throw std::invalid_argument{"adaptive_rate: recovery_interval must be > 0"};
+    return o;
+  }
+
+  // Under the mutex.
+  void set_rate(double rate) const {
+    if (rate == s_->rate) return;
+    s_->rate = rate;
+    auto config = s_->target;
+    config.requests_per_second = rate;
+    s_->registry->configure(s_->key, config);
+  }
+
+  std::shared_ptr<shared> s_;
 };
 
 }  // namespace v1

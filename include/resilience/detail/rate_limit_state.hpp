@@ -51,6 +51,7 @@ struct rate_limit_config {
   std::int64_t burst_size = 20;       ///< bucket capacity / queue depth / permits per window; >= 1
   rate_limit_algorithm algorithm = rate_limit_algorithm::token_bucket;  ///< default: token bucket
   std::size_t max_partitions = 10'000;  ///< registry only: tenant limiters kept per key (idle ones evicted first); >= 1
+  bool count_grants = true;  ///< keep the `allowed` total: one atomic add per grant (~10 ns); false for the leanest hot path
 };
 
 namespace detail {
@@ -128,7 +129,9 @@ class limiter_state {
 
   // Grants n permits at a time no later than `deadline` (both in ns), or
   // says how long until a try_acquire(n) at `now` would succeed. n <= limit().
-  reservation reserve(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  // Inlined into every caller (the switch folds into one CAS); only the
+  // sliding log, which locks, stays out of line.
+  [[gnu::always_inline]] reservation reserve(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     if (n == 0) return {true, now, 0};
     switch (algorithm_) {
       case rate_limit_algorithm::token_bucket: return reserve_token(now, n, deadline);
@@ -144,6 +147,41 @@ class limiter_state {
   void refund(std::uint32_t n) noexcept {
     if (algorithm_ != rate_limit_algorithm::token_bucket && algorithm_ != rate_limit_algorithm::leaky_bucket) return;
     word_.fetch_sub(static_cast<std::int64_t>(n) * interval_, std::memory_order_acq_rel);
+  }
+
+  // Starts this (new, unpublished) state where `old` left off when both are
+  // the same kind of bucket: tokens in hand carry over (converted to the new
+  // rate, capped at the new burst); time already promised (permits booked
+  // ahead, a hold) stays promised until the same instant. Windows restart.
+  void carry_from(const limiter_state& old, std::int64_t now) noexcept {
+    if (old.algorithm_ != algorithm_) return;
+    const auto old_word = old.word_.load(std::memory_order_acquire);
+    if (algorithm_ == rate_limit_algorithm::token_bucket) {
+      if (old_word >= now) {
+        word_.store(old_word, std::memory_order_relaxed);
+      } else {
+        const double tokens = std::min(static_cast<double>(limit_), old.available(now));
+        word_.store(now - std::llround(tokens * static_cast<double>(interval_)), std::memory_order_relaxed);
+      }
+    } else if (algorithm_ == rate_limit_algorithm::leaky_bucket) {
+      word_.store(std::max(old_word, now), std::memory_order_relaxed);
+    }
+  }
+
+  // No permit before `until` (ns), e.g. because the upstream said so.
+  // Buckets only; returns false for windows, which cannot express it.
+  bool hold_until(std::int64_t until) noexcept {
+    std::int64_t target;
+    if (algorithm_ == rate_limit_algorithm::token_bucket)
+      target = until - interval_;  // the first token appears one interval after "empty"
+    else if (algorithm_ == rate_limit_algorithm::leaky_bucket)
+      target = until;
+    else
+      return false;
+    auto cur = word_.load(std::memory_order_acquire);
+    while (cur < target && !word_.compare_exchange_weak(cur, target, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    }
+    return true;
   }
 
   // Permits a try_acquire could take right now: tokens in the bucket, free
@@ -176,7 +214,7 @@ class limiter_state {
   // empty; the bucket holds (now - word_) / interval tokens, at most burst.
   // Taking n tokens moves that time n intervals later. A time after now is
   // debt taken by waiters who reserved future tokens.
-  reservation reserve_token(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  [[gnu::always_inline]] reservation reserve_token(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
       const auto next = std::max(cur, now - tau_) + static_cast<std::int64_t>(n) * interval_;
@@ -189,7 +227,7 @@ class limiter_state {
   // Leaky bucket as a queue (GCRA's virtual scheduling with the theoretical
   // arrival time in word_): permits leave one interval apart, so output is
   // smooth; a waiter may book a slot at most burst_size permits ahead.
-  reservation reserve_leaky(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  [[gnu::always_inline]] reservation reserve_leaky(std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
     const auto cost = static_cast<std::int64_t>(n) * interval_;
     auto cur = word_.load(std::memory_order_acquire);
     for (;;) {
@@ -224,7 +262,7 @@ class limiter_state {
   // Fixed window: the index has 64 - bit_width(burst) bits and a window is
   // at least burst nanoseconds long, so the index wraps after >= 2^63 ns
   // (292 years): a year of idle cannot alias an old window.
-  reservation reserve_fixed(std::int64_t now, std::uint32_t n) noexcept {
+  [[gnu::always_inline]] reservation reserve_fixed(std::int64_t now, std::uint32_t n) noexcept {
     auto cur = static_cast<std::uint64_t>(word_.load(std::memory_order_acquire));
     for (;;) {
       const auto w = window_of(now, cur);
@@ -240,7 +278,7 @@ class limiter_state {
   // Sliding window, exact: a ring of the last burst_size grant times, oldest
   // at head_. n permits fit when the n-th oldest grant has left the window
   // (t + window <= now).
-  reservation reserve_sliding(std::int64_t now, std::uint32_t n) noexcept {
+  [[gnu::noinline]] reservation reserve_sliding(std::int64_t now, std::uint32_t n) noexcept {
     std::lock_guard lock{log_mutex_};
     now = std::max(now, last_);  // a caller that read the clock late still keeps the ring sorted
     const auto size = log_.size();

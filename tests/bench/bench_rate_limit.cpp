@@ -1,0 +1,174 @@
+// Rate limiter costs against their baselines, measured in the same run:
+// steady_clock::now(), one uncontended compare-and-swap, both together, and a
+// std::mutex token bucket.
+#include <resilience/rate_limit.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "alloc_counter.hpp"
+
+using namespace resilience;
+
+namespace {
+
+// The textbook token bucket behind a mutex, floating-point tokens.
+class mutex_token_bucket {
+ public:
+  mutex_token_bucket(double rate, double burst) : rate_{rate}, burst_{burst}, tokens_{burst}, last_{std::chrono::steady_clock::now()} {}
+  bool try_acquire() {
+    std::lock_guard lock{m_};
+    const auto now = std::chrono::steady_clock::now();
+    tokens_ = std::min(burst_, tokens_ + std::chrono::duration<double>(now - last_).count() * rate_);
+    last_ = now;
+    if (tokens_ < 1.0) return false;
+    tokens_ -= 1.0;
+    return true;
+  }
+
+ private:
+  std::mutex m_;
+  double rate_, burst_, tokens_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// Always admits: the benchmarks time the grant path (a refusal does no CAS).
+constexpr rate_limit_config fast(rate_limit_algorithm a) {
+  return {.requests_per_second = 1e9, .burst_size = a == rate_limit_algorithm::sliding_window ? (1 << 20) : 1'000'000'000, .algorithm = a};
+}
+
+void BM_baseline_steady_now(benchmark::State& state) {
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
+  a.report(state);
+}
+BENCHMARK(BM_baseline_steady_now);
+
+void BM_baseline_cas(benchmark::State& state) {
+  std::atomic<std::int64_t> word{0};
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto cur = word.load(std::memory_order_acquire);
+    benchmark::DoNotOptimize(word.compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel));
+  }
+  a.report(state);
+}
+BENCHMARK(BM_baseline_cas);
+
+// The token bucket's target is at most 1.3x this one.
+void BM_baseline_now_plus_cas(benchmark::State& state) {
+  std::atomic<std::int64_t> word{0};
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    auto cur = word.load(std::memory_order_acquire);
+    benchmark::DoNotOptimize(word.compare_exchange_strong(cur, std::max<std::int64_t>(cur, now - 1000) + 1, std::memory_order_acq_rel));
+  }
+  a.report(state);
+}
+BENCHMARK(BM_baseline_now_plus_cas);
+
+void BM_baseline_mutex_bucket(benchmark::State& state) {
+  static mutex_token_bucket bucket{1e9, 1e9};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.try_acquire());
+  a.report(state);
+}
+BENCHMARK(BM_baseline_mutex_bucket);
+BENCHMARK(BM_baseline_mutex_bucket)->Threads(2)->UseRealTime();
+
+template <rate_limit_algorithm A>
+void BM_try_acquire(benchmark::State& state) {
+  static limiter l{fast(A)};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(l.try_acquire());
+  a.report(state);
+}
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::token_bucket>);
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::leaky_bucket>);
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::fixed_window>);
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::sliding_window>);
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::token_bucket>)->Threads(2)->UseRealTime();
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::leaky_bucket>)->Threads(2)->UseRealTime();
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::fixed_window>)->Threads(2)->UseRealTime();
+BENCHMARK(BM_try_acquire<rate_limit_algorithm::sliding_window>)->Threads(2)->UseRealTime();
+
+void BM_try_acquire_coarse_clock(benchmark::State& state) {
+  static limiter l{fast(rate_limit_algorithm::token_bucket), coarse_clock()};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(l.try_acquire());
+  a.report(state);
+}
+BENCHMARK(BM_try_acquire_coarse_clock);
+
+// Without the `allowed` total: the leanest path.
+void BM_try_acquire_token_bucket_uncounted(benchmark::State& state) {
+  auto config = fast(rate_limit_algorithm::token_bucket);
+  config.count_grants = false;
+  static limiter l{config};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(l.try_acquire());
+  a.report(state);
+}
+BENCHMARK(BM_try_acquire_token_bucket_uncounted);
+
+void BM_try_acquire_token_bucket_uncounted_coarse_clock(benchmark::State& state) {
+  auto config = fast(rate_limit_algorithm::token_bucket);
+  config.count_grants = false;
+  static limiter l{config, coarse_clock()};
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(l.try_acquire());
+  a.report(state);
+}
+BENCHMARK(BM_try_acquire_token_bucket_uncounted_coarse_clock);
+
+rate_limiter& big_registry() {
+  static rate_limiter* reg = [] {
+    auto* r = new rate_limiter{};
+    for (int i = 0; i < 100; ++i) r->configure("service-" + std::to_string(i), fast(rate_limit_algorithm::token_bucket));
+    r->configure("factor_api", fast(rate_limit_algorithm::token_bucket));
+    return r;
+  }();
+  return *reg;
+}
+
+void BM_registry_lookup(benchmark::State& state) {
+  auto& reg = big_registry();
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(reg.configured("factor_api"));
+  a.report(state);
+}
+BENCHMARK(BM_registry_lookup);
+
+void BM_registry_try_acquire(benchmark::State& state) {
+  auto& reg = big_registry();
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(reg.try_acquire("factor_api"));
+  a.report(state);
+}
+BENCHMARK(BM_registry_try_acquire);
+BENCHMARK(BM_registry_try_acquire)->Threads(2)->UseRealTime();
+
+void BM_registry_tenant_try_acquire(benchmark::State& state) {
+  auto& reg = big_registry();
+  std::vector<std::string> tenants;
+  for (int i = 0; i < 1000; ++i) tenants.push_back("tenant-" + std::to_string(i));
+  for (const auto& t : tenants) (void)reg.try_acquire("factor_api", t);  // created before measuring
+  std::size_t i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(reg.try_acquire("factor_api", tenants[i]));
+    i = (i + 1) % tenants.size();
+  }
+  a.report(state);
+}
+BENCHMARK(BM_registry_tenant_try_acquire);
+BENCHMARK(BM_registry_tenant_try_acquire)->Threads(2)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
