@@ -12,6 +12,8 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 using namespace resilience;
@@ -275,4 +277,23 @@ TEST_CASE("a hand-made pipeline without a call description times out cooperative
   };
   auto result = p.run(ctx, inner);
   CHECK(result.has_rejection());
+}
+
+TEST_CASE("cooperative on the real clock: the timer fires, also after a longer timer was cancelled", "[timeout]") {
+  // Blocks until the timeout asks it to stop: no sleep, the wait ends only by the timer.
+  auto wait_for_stop = [](std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock{m};
+    cv.wait(lock, st, [] { return false; });
+    return 1;
+  };
+  resilient quick{[](std::stop_token) { return 0; }, timeout{1h}};
+  resilient hangs{wait_for_stop, timeout{1ms}};
+  for (int i = 0; i < 3; ++i) {
+    CHECK(quick() == 0);  // arms and cancels a 1 h timer, likely at the address the next one reuses
+    auto result = hangs.try_call();
+    REQUIRE(result.has_rejection());
+    CHECK(result.rejection().code == errc::timeout);
+  }
 }

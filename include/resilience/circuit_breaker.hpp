@@ -42,6 +42,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "predicates.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -72,61 +73,6 @@ constexpr std::string_view to_string(call_status s) noexcept {
   return "unknown";
 }
 
-/// Classifies a user exception (true = it matches).
-using exception_predicate = std::function<bool(const std::exception_ptr&)>;
-
-/// A predicate matching exceptions of any of the types E... (or derived from them).
-///
-///   .ignore_exceptions = resilience::exception_types<std::invalid_argument, not_found>()
-template <class... E>
-exception_predicate exception_types() {
-  static_assert(sizeof...(E) > 0, "exception_types needs at least one type");
-  return [](const std::exception_ptr& e) {
-    const auto is = []<class X>(const std::exception_ptr& p) {
-      try {
-        std::rethrow_exception(p);
-      } catch (const X&) {
-        return true;
-      } catch (...) {
-        return false;
-      }
-    };
-    return e && (is.template operator()<E>(e) || ...);
-  };
-}
-
-/// Says whether a returned value is a failure (an HTTP 503 returned rather
-/// than thrown, say). Build one with failure_if_result<T>(pred); it applies
-/// only to calls returning exactly T.
-class result_predicate {
- public:
-  /// No predicate: no returned value is a failure.
-  result_predicate() = default;
-  /// Type-erased form; prefer failure_if_result<T>.
-  explicit result_predicate(std::function<bool(const std::type_info&, const void*)> fn) : fn_{std::move(fn)} {}
-
-  /// True when a predicate is set.
-  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
-  /// True when `value` counts as a failure.
-  template <class T>
-  bool operator()(const T& value) const {
-    return fn_ && fn_(typeid(T), static_cast<const void*>(std::addressof(value)));
-  }
-
- private:
-  std::function<bool(const std::type_info&, const void*)> fn_;
-};
-
-/// A result_predicate calling pred(const T&) on results of type T.
-///
-///   .record_result = resilience::failure_if_result<http_response>([](const http_response& r) { return r.status >= 500; })
-template <class T, class Pred>
-result_predicate failure_if_result(Pred pred) {
-  return result_predicate{[pred = std::move(pred)](const std::type_info& type, const void* value) {
-    return type == typeid(T) && static_cast<bool>(pred(*static_cast<const T*>(value)));
-  }};
-}
-
 /// Configuration of a circuit_breaker. Checked when the breaker is built.
 struct circuit_breaker_options {
   std::string name{};  ///< names the breaker in rejections, events, stats and the registry
@@ -151,9 +97,9 @@ struct circuit_breaker_options {
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
   duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1)
 
-  exception_predicate record_exceptions{};  ///< exceptions that count as failures (empty: all); others count as successes
-  exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (empty: none); checked first
-  result_predicate record_result{};         ///< returned values that count as failures (empty: none)
+  exception_predicate record_exceptions{};  ///< exceptions that count as failures (unset: all); others count as successes
+  exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (unset: none); checked first
+  result_predicate record_result{};         ///< returned values that count as failures (unset: none; applies to calls returning its argument type)
 };
 
 /// A snapshot of a breaker's state and counters. Call counts only grow
@@ -497,7 +443,7 @@ class breaker_state {
 
   template <class T>
   call_status classify_value(const T& v) const noexcept {
-    if (!opts_.record_result) return call_status::success;
+    if (!opts_.record_result.template accepts<T>()) return call_status::success;  // a predicate on another type
     try {
       return opts_.record_result(v) ? call_status::failure : call_status::success;
     } catch (...) {

@@ -283,10 +283,7 @@ static_assert(executor<manual_executor>);
 /// The process-wide pool used when a call names no executor: created on first
 /// use with max(2, hardware_concurrency()) threads; at exit it finishes its
 /// queue and joins (so abandoned work must end eventually).
-inline thread_pool& default_thread_pool() {
-  static thread_pool pool;
-  return pool;
-}
+inline thread_pool& default_thread_pool();
 
 /// A handle to default_thread_pool().
 inline executor_ref default_executor() { return default_thread_pool().ref(); }
@@ -399,11 +396,14 @@ class steady_timer_queue {
         cv_.wait(lock, st, [&] { return earliest() != nullptr; });
         continue;
       }
-      if (time_point{std::chrono::steady_clock::now()} < n->deadline) {
-        wake_at_ = n->deadline;
-        cv_.wait_until(lock, st, n->deadline, [&] {
+      // A copy: n may be cancelled and its frame reused while we wait unlocked.
+      const time_point deadline = n->deadline;
+      if (time_point{std::chrono::steady_clock::now()} < deadline) {
+        wake_at_ = deadline;
+        cv_.wait_until(lock, st, deadline, [&] {
+          // Compare deadlines too: a new timer may sit at a cancelled one's address.
           node* e = earliest();
-          return e != n || time_point{std::chrono::steady_clock::now()} >= n->deadline;
+          return e != n || e->deadline != deadline || time_point{std::chrono::steady_clock::now()} >= deadline;
         });
         continue;
       }
@@ -426,6 +426,15 @@ class steady_timer_queue {
 };
 
 }  // namespace detail
+
+inline thread_pool& default_thread_pool() {
+  // The timer singletons are built first so that they are destroyed after
+  // the pool: work the pool finishes at exit may still arm timers.
+  (void)detail::steady_timer_thread::instance();
+  (void)detail::steady_timer_queue::instance();
+  static thread_pool pool;
+  return pool;
+}
 
 }  // namespace v1
 }  // namespace resilience

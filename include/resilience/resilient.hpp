@@ -97,13 +97,20 @@ outcome<call_result_t<F, Args...>> invoke_to_outcome(F& f, const call_context& c
   }
 }
 
+// The failure path of value_of, kept out of line so that the happy path of
+// operator() stays small enough for every compiler to inline.
+template <class O>
+[[noreturn, gnu::noinline, gnu::cold]] void rethrow_failure(const O& o) {
+  o.throw_if_failed();
+  std::terminate();  // unreachable: only called with a failed outcome
+}
+
 // Unwraps an outcome at the API edge: the value, or the failure thrown.
 template <class O>
 auto value_of(O&& o) -> typename std::remove_cvref_t<O>::value_type {
-  if constexpr (std::is_void_v<typename std::remove_cvref_t<O>::value_type>)
-    std::move(o).value();
-  else
-    return std::move(o).value();
+  if (!o.has_value()) [[unlikely]]
+    rethrow_failure(o);
+  if constexpr (!std::is_void_v<typename std::remove_cvref_t<O>::value_type>) return std::move(*o);
 }
 
 /// The outcome type an inner pipeline step returns.
@@ -299,10 +306,13 @@ class pipeline {
       auto next = [this, &inner, &call](call_context& c) { return step<I + 1>(c, inner, call); };
       const auto& p = std::get<I>(policies_);
       const call_view<I, Call> view{call};
-      if constexpr (requires { p.execute(ctx, next, view); })
+      if constexpr (requires { p.execute(ctx, next, view); }) {
         return p.execute(ctx, next, view);
-      else
+      } else {
+        static_assert(detail::is_outcome<std::remove_cvref_t<decltype(p.execute(ctx, next))>>::value,
+                      "a policy's execute(ctx, next) must return resilience::outcome<T>");
         return p.execute(ctx, next);
+      }
     }
   }
 
@@ -425,7 +435,9 @@ struct owned_call {
         return;
       }
       last.emplace(std::move(o));
-      post_at(ctx->clock(), ctx->now() + *delay, self->exec, [me = this->shared_from_this()] { me->attempt(); });
+      const time_point now = ctx->now();
+      const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
+      post_at(ctx->clock(), when, self->exec, [me = this->shared_from_this()] { me->attempt(); });
     }
 
     std::shared_ptr<owned_call> self;

@@ -16,21 +16,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
-
-#if __has_include(<cxxabi.h>)
-#include <cxxabi.h>
-
-#include <cstdlib>
-#endif
 
 #include "backoff.hpp"
 #include "clock.hpp"
@@ -38,80 +30,12 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "predicates.hpp"
 
 namespace resilience {
 inline namespace v1 {
 
 namespace detail {
-
-// A readable name of T for error messages ("http_response", not "13http_response").
-template <class T>
-std::string type_name() {
-  const char* raw = typeid(T).name();
-#if __has_include(<cxxabi.h>)
-  int status = 0;
-  char* demangled = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
-  if (status == 0 && demangled != nullptr) {
-    std::string name{demangled};
-    std::free(demangled);
-    return name;
-  }
-#endif
-  return raw;
-}
-
-// The one parameter type of a non-generic callable (lambda, function object
-// or function pointer); no `type` member for generic lambdas.
-template <class M>
-struct member_call_arg {};
-template <class C, class R, class A>
-struct member_call_arg<R (C::*)(A)> {
-  using type = A;
-};
-template <class C, class R, class A>
-struct member_call_arg<R (C::*)(A) const> {
-  using type = A;
-};
-template <class C, class R, class A>
-struct member_call_arg<R (C::*)(A) noexcept> {
-  using type = A;
-};
-template <class C, class R, class A>
-struct member_call_arg<R (C::*)(A) const noexcept> {
-  using type = A;
-};
-template <class F, class = void>
-struct callable_arg {};
-template <class F>
-struct callable_arg<F, std::void_t<decltype(&F::operator())>> : member_call_arg<decltype(&F::operator())> {};
-template <class R, class A>
-struct callable_arg<R (*)(A), void> {
-  using type = A;
-};
-template <class R, class A>
-struct callable_arg<R (*)(A) noexcept, void> {
-  using type = A;
-};
-template <class F, class = void>
-inline constexpr bool has_callable_arg = false;
-template <class F>
-inline constexpr bool has_callable_arg<F, std::void_t<typename callable_arg<F>::type>> = true;
-
-template <class E>
-bool exception_is(const std::exception_ptr& e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
-template <class... E>
-bool exception_is_any(const std::exception_ptr& e) noexcept {
-  return (exception_is<E>(e) || ...);
-}
 
 // now + d without passing no_deadline.
 inline time_point saturating_add(time_point now, duration d) noexcept {
@@ -119,150 +43,6 @@ inline time_point saturating_add(time_point now, duration d) noexcept {
 }
 
 }  // namespace detail
-
-/// A list of exception types, for retry_options::retry_on and never_retry:
-/// `.never_retry = resilience::exceptions<invalid_factor_error>{}`.
-template <class... E>
-struct exceptions {};
-
-/// A set of exception types, matched by catch rules (a derived exception
-/// matches its base). Default-constructed: unset.
-class exception_filter {
- public:
-  /// Unset: the field does not take part in the decision.
-  constexpr exception_filter() noexcept = default;
-  /// Matches an exception of any of the types E (exceptions<> matches none).
-  template <class... E>
-  constexpr exception_filter(exceptions<E...>) noexcept : match_{&detail::exception_is_any<E...>} {}
-
-  /// True when a list was given.
-  explicit operator bool() const noexcept { return match_ != nullptr; }
-  /// True when e is one of the listed types (false when unset).
-  bool matches(const std::exception_ptr& e) const noexcept { return match_ != nullptr && e && match_(e); }
-
- private:
-  bool (*match_)(const std::exception_ptr&) noexcept = nullptr;
-};
-
-/// Decides from the exception itself whether to retry. Built from a callable
-/// taking one exception type: `[](const http_error& e) { return e.status >= 500; }`
-/// (an exception of another type is then not retried by it), or taking the
-/// `const std::exception_ptr&`.
-class exception_predicate {
- public:
-  /// Unset.
-  exception_predicate() = default;
-
-  template <class F>
-    requires(!std::is_same_v<std::decay_t<F>, exception_predicate>)
-  exception_predicate(F f) {  // NOLINT: implicit, so a lambda reads well in designated initializers
-    using Fn = std::decay_t<F>;
-    if constexpr (std::is_invocable_r_v<bool, Fn&, const std::exception_ptr&>) {
-      fn_ = std::move(f);
-    } else {
-      static_assert(detail::has_callable_arg<Fn>,
-                    "retry_if: pass a callable taking one exception type, e.g. [](const http_error& e) { ... } "
-                    "(a generic lambda cannot say which exceptions it handles)");
-      using E = std::remove_cvref_t<typename detail::callable_arg<Fn>::type>;
-      fn_ = [f = std::move(f)](const std::exception_ptr& e) mutable -> bool {
-        try {
-          std::rethrow_exception(e);
-        } catch (const E& ex) {
-          return static_cast<bool>(f(ex));
-        } catch (...) {
-          return false;
-        }
-      };
-    }
-  }
-
-  /// True when a predicate was given.
-  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
-  /// Asks the predicate (precondition: set).
-  bool operator()(const std::exception_ptr& e) const { return fn_(e); }
-
- private:
-  std::function<bool(const std::exception_ptr&)> fn_;
-};
-
-/// Decides from a successful result whether to retry anyway ("the body says
-/// 503"). Built from a callable taking the call's result type:
-/// `[](const http_response& r) { return r.status == 503; }`. Type-erased so
-/// retry_options stays one plain struct; a call whose result type differs
-/// fails with std::invalid_argument naming both types, without being run.
-class result_predicate {
- public:
-  /// Unset.
-  result_predicate() = default;
-
-  template <class F>
-    requires(!std::is_same_v<std::decay_t<F>, result_predicate>)
-  result_predicate(F f)  // NOLINT: implicit, so a lambda reads well in designated initializers
-      : type_{&typeid(arg_t<std::decay_t<F>>)}, type_name_{&detail::type_name<arg_t<std::decay_t<F>>>} {
-    using A = arg_t<std::decay_t<F>>;
-    fn_ = [f = std::move(f)](const void* value) mutable -> bool { return static_cast<bool>(f(*static_cast<const A*>(value))); };
-  }
-
-  /// True when a predicate was given.
-  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
-  /// True when the predicate takes a T.
-  template <class T>
-  bool accepts() const noexcept {
-    if constexpr (std::is_void_v<T>)
-      return false;
-    else
-      return type_ != nullptr && *type_ == typeid(T);
-  }
-  /// Asks the predicate (precondition: accepts<T>()).
-  template <class T>
-  bool operator()(const T& value) const {
-    return fn_(static_cast<const void*>(std::addressof(value)));
-  }
-  /// The type the predicate takes, readable.
-  std::string type_name() const { return type_name_ ? type_name_() : std::string{"nothing"}; }
-
- private:
-  template <class Fn>
-  static auto arg_type() {
-    static_assert(detail::has_callable_arg<Fn>,
-                  "retry_on_result: pass a callable taking the call's result type, e.g. [](const http_response& r) { ... } "
-                  "(a generic lambda cannot be type-erased)");
-    if constexpr (detail::has_callable_arg<Fn>)
-      return std::type_identity<std::remove_cvref_t<typename detail::callable_arg<Fn>::type>>{};
-    else
-      return std::type_identity<int>{};
-  }
-  template <class Fn>
-  using arg_t = typename decltype(arg_type<Fn>())::type;
-
-  const std::type_info* type_ = nullptr;
-  std::string (*type_name_)() = nullptr;
-  std::function<bool(const void*)> fn_;
-};
-
-/// A set of rejection codes (errc), for retry_options::retry_rejections.
-/// `{}` is the empty set; errc_set::all() every code.
-class errc_set {
- public:
-  /// The empty set.
-  constexpr errc_set() noexcept = default;
-  /// The listed codes.
-  constexpr errc_set(std::initializer_list<errc> codes) noexcept {
-    for (errc c : codes) bits_ |= bit(c);
-  }
-  /// Every code.
-  static constexpr errc_set all() noexcept {
-    errc_set s;
-    s.bits_ = ~std::uint32_t{0};
-    return s;
-  }
-  /// True when c is in the set.
-  constexpr bool contains(errc c) const noexcept { return (bits_ & bit(c)) != 0; }
-
- private:
-  static constexpr std::uint32_t bit(errc c) noexcept { return std::uint32_t{1} << static_cast<unsigned>(c); }
-  std::uint32_t bits_ = 0;
-};
 
 /// The failed attempt as on_retry sees it: an exception, a rejection, or a
 /// result that retry_on_result asked to retry. Views into the attempt's

@@ -1,0 +1,130 @@
+// What observability costs on the hot path: a closed circuit breaker's call
+// bare, with a metrics registry watching it (scrape-time reads only), and
+// with the call-duration histogram (the breaker times each call); the event
+// path with and without listeners; and a scrape.
+#include <resilience/circuit_breaker.hpp>
+#include <resilience/metrics.hpp>
+#include <resilience/rate_limit.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <string>
+
+#include "alloc_counter.hpp"
+
+using namespace resilience;
+
+namespace {
+
+int work(int x) noexcept { return x + 1; }
+
+void bare_call(benchmark::State& state) {
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(x = work(x));
+  }
+  a.report(state);
+}
+BENCHMARK(bare_call);
+
+void steady_clock_now(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
+}
+BENCHMARK(steady_clock_now);
+
+void breaker_call(benchmark::State& state, bool watched, bool durations) {
+  circuit_breaker cb{{.name = "factor_api"}};
+  metrics_registry m{{.count_global_events = false}};
+  if (watched) m.watch(cb, durations);
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto r = cb.try_call(work, x);
+    benchmark::DoNotOptimize(x = r.value());
+  }
+  a.report(state);
+}
+void breaker_no_metrics(benchmark::State& s) { breaker_call(s, false, false); }
+void breaker_with_metrics(benchmark::State& s) { breaker_call(s, true, false); }
+void breaker_with_metrics_and_durations(benchmark::State& s) { breaker_call(s, true, true); }
+BENCHMARK(breaker_no_metrics);
+BENCHMARK(breaker_with_metrics);
+BENCHMARK(breaker_with_metrics_and_durations);
+
+// The same histogram on a coarse clock (CLOCK_MONOTONIC_COARSE, kernel-tick
+// resolution): cheaper timing for services whose calls take milliseconds.
+void breaker_with_durations_coarse_clock(benchmark::State& state) {
+  circuit_breaker cb{{.name = "factor_api", .clock = coarse_clock()}};
+  metrics_registry m{{.count_global_events = false}};
+  m.watch(cb);
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto r = cb.try_call(work, x);
+    benchmark::DoNotOptimize(x = r.value());
+  }
+  a.report(state);
+}
+BENCHMARK(breaker_with_durations_coarse_clock);
+
+void histogram_observe(benchmark::State& state) {
+  duration_histogram h;
+  std::int64_t ns = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    h.observe(duration{ns});
+    ns = (ns + 7'919'000) % 70'000'000'000;
+  }
+  a.report(state);
+}
+BENCHMARK(histogram_observe);
+
+// An event nobody listens to: the cost every policy pays when observability is off.
+void emit_unobserved(benchmark::State& state) {
+  event_hub hub;
+  bench::alloc_scope a;
+  for (auto _ : state) detail::emit(&hub, [] { return timeout_occurred{"database", std::chrono::seconds{10}}; });
+  a.report(state);
+}
+BENCHMARK(emit_unobserved);
+
+// An event counted by a registry (a rejection under overload, say).
+void emit_counted(benchmark::State& state) {
+  struct owner {
+    std::shared_ptr<event_hub> hub = std::make_shared<event_hub>();
+    event_hub& events() const noexcept { return *hub; }
+  } policy;
+  metrics_registry m{{.count_global_events = false}};
+  m.count_events_of(policy);
+  bench::alloc_scope a;
+  for (auto _ : state)
+    detail::emit(&policy.events(), [] { return bulkhead_rejected{"database", 10}; });
+  a.report(state);
+}
+BENCHMARK(emit_counted);
+
+// A full scrape: 10 breakers with histograms, 10 limiter keys, every family.
+void render_scrape(benchmark::State& state) {
+  rate_limiter limits;  // outlives the registry watching it
+  metrics_registry m{{.count_global_events = false}};
+  std::vector<circuit_breaker> breakers;
+  for (int i = 0; i < 10; ++i) {
+    breakers.emplace_back(circuit_breaker_options{.name = "service_" + std::to_string(i)});
+    m.watch(breakers.back());
+    limits.configure("key_" + std::to_string(i), {.requests_per_second = 10, .burst_size = 20});
+  }
+  m.watch(limits);
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    m.render(out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["bytes"] = static_cast<double>(out.size());
+}
+BENCHMARK(render_scrape);
+
+}  // namespace
+BENCHMARK_MAIN();

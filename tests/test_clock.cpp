@@ -1,0 +1,177 @@
+#include <resilience/clock.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+TEST_CASE("manual_clock moves only when told, forward only", "[clock]") {
+  manual_clock clk;
+  const auto t0 = clk.now();
+  CHECK(clk.now() == t0);
+  clk.advance(5s);
+  CHECK(clk.now() - t0 == 5s);
+  clk.set(t0 + 7s);
+  CHECK(clk.now() - t0 == 7s);
+  CHECK_THROWS_AS(clk.set(t0), std::invalid_argument);
+  CHECK_THROWS_AS(clk.advance(-1ns), std::invalid_argument);
+  CHECK(clk.now() - t0 == 7s);
+}
+
+TEST_CASE("copies of a manual_clock and clock_refs to it share one time line", "[clock]") {
+  manual_clock clk;
+  manual_clock copy = clk;
+  clock_ref ref = copy;
+  const auto t0 = ref.now();
+  clk.advance(3s);
+  CHECK(copy.now() - t0 == 3s);
+  CHECK(ref.now() - t0 == 3s);
+  CHECK_FALSE(ref.is_steady());
+  CHECK(clock_ref{}.is_steady());
+  CHECK(ref == clock_ref{clk});
+}
+
+TEST_CASE("timers fire in deadline order, first in first out on ties, with now() at each deadline", "[clock]") {
+  manual_clock clk;
+  const auto t0 = clk.now();
+  std::vector<std::pair<int, duration>> fired;
+  auto record = [&](int id) { return [&, id] { fired.emplace_back(id, clk.now() - t0); }; };
+  clk.call_at(t0 + 3s, record(1));
+  clk.call_at(t0 + 1s, record(2));
+  clk.call_at(t0 + 3s, record(3));
+  clk.call_at(t0 + 2s, record(4));
+  const auto cancelled = clk.call_at(t0 + 2s, record(5));
+  CHECK(clk.pending_timers() == 5);
+  CHECK(clk.cancel(cancelled));
+  CHECK_FALSE(clk.cancel(cancelled));
+
+  clk.advance(2500ms);
+  REQUIRE(fired.size() == 2);
+  CHECK(fired[0] == std::pair{2, duration{1s}});
+  CHECK(fired[1] == std::pair{4, duration{2s}});
+  CHECK(clk.now() - t0 == 2500ms);
+
+  clk.advance(10s);
+  REQUIRE(fired.size() == 4);
+  CHECK(fired[2] == std::pair{1, duration{3s}});
+  CHECK(fired[3] == std::pair{3, duration{3s}});
+  CHECK(clk.pending_timers() == 0);
+}
+
+TEST_CASE("a timer may schedule another timer inside the same advance", "[clock]") {
+  manual_clock clk;
+  const auto t0 = clk.now();
+  std::vector<duration> at;
+  clk.call_at(t0 + 1s, [&] {
+    at.push_back(clk.now() - t0);
+    clk.call_at(clk.now() + 1s, [&] { at.push_back(clk.now() - t0); });
+  });
+  clk.advance(5s);
+  CHECK(at == std::vector<duration>{1s, 2s});
+}
+
+TEST_CASE("a due timer runs at once", "[clock]") {
+  manual_clock clk;
+  bool ran = false;
+  clk.call_at(clk.now(), [&] { ran = true; });
+  CHECK(ran);
+}
+
+TEST_CASE("sleepers wake in deadline order when time passes their deadline", "[clock]") {
+  manual_clock clk;
+  const auto t0 = clk.now();
+  std::atomic<int> woken{0};
+  std::vector<std::jthread> threads;
+  std::atomic<bool> early_saw_deadline{false};
+  threads.emplace_back([&] {
+    CHECK(clk.sleep_until(t0 + 1s));
+    early_saw_deadline = clk.now() >= t0 + 1s;
+    ++woken;
+  });
+  threads.emplace_back([&] {
+    CHECK(clk.sleep_until(t0 + 10s));
+    ++woken;
+  });
+  clk.wait_for_sleepers(2);
+  CHECK(clk.sleepers() == 2);
+  CHECK(woken == 0);
+
+  clk.advance(1s);
+  threads[0].join();
+  CHECK(woken == 1);
+  CHECK(early_saw_deadline);
+  CHECK(clk.sleepers() == 1);
+
+  clk.advance(9s);
+  threads[1].join();
+  CHECK(woken == 2);
+  CHECK(clk.sleepers() == 0);
+}
+
+TEST_CASE("a stop request ends a sleep early with false", "[clock]") {
+  manual_clock clk;
+  std::stop_source stop;
+  bool result = true;
+  std::jthread t{[&] { result = clk.sleep_until(clk.now() + 1h, stop.get_token()); }};
+  clk.wait_for_sleepers(1);
+  stop.request_stop();
+  t.join();
+  CHECK_FALSE(result);
+  CHECK(clk.sleepers() == 0);
+  CHECK_FALSE(clk.next_deadline().has_value());  // the abandoned sleep left no entry behind
+  CHECK_FALSE(clk.sleep_until(clk.now() + 1s, stop.get_token()));
+}
+
+TEST_CASE("sleeping until a time already reached returns at once", "[clock]") {
+  manual_clock clk;
+  CHECK(clk.sleep_until(clk.now()));
+  CHECK(clk.sleep_until(clk.now() - 1s));
+}
+
+TEST_CASE("auto-advance: a sleep jumps time to its deadline, firing earlier timers first", "[clock]") {
+  manual_clock clk{manual_clock::auto_advance};
+  const auto t0 = clk.now();
+  duration timer_saw{};
+  clk.call_at(t0 + 2s, [&] { timer_saw = clk.now() - t0; });
+  CHECK(clk.sleep_until(t0 + 5s));
+  CHECK(timer_saw == 2s);
+  CHECK(clk.now() - t0 == 5s);
+}
+
+TEST_CASE("advance_to_next steps through deadlines", "[clock]") {
+  manual_clock clk;
+  const auto t0 = clk.now();
+  int fired = 0;
+  clk.call_at(t0 + 4s, [&] { ++fired; });
+  clk.call_at(t0 + 9s, [&] { ++fired; });
+  CHECK(clk.advance_to_next());
+  CHECK(clk.now() - t0 == 4s);
+  CHECK(fired == 1);
+  CHECK(clk.advance_to_next());
+  CHECK(clk.now() - t0 == 9s);
+  CHECK_FALSE(clk.advance_to_next());
+}
+
+TEST_CASE("steady_clock models the clock concepts and its timers fire", "[clock]") {
+  STATIC_REQUIRE(timer_clock<steady_clock>);
+  STATIC_REQUIRE(timer_clock<manual_clock>);
+  STATIC_REQUIRE(timer_clock<clock_ref>);
+  STATIC_REQUIRE_FALSE(resilience::clock<int>);  // qualified: ::clock() from <ctime> is visible too
+
+  clock_ref real;
+  std::stop_source stop;
+  // A stop request that is already made returns at once, without waiting.
+  stop.request_stop();
+  CHECK_FALSE(real.sleep_until(real.now() + 1h, stop.get_token()));
+
+  // A due timer runs on the timer thread; the sleep is ended by the timer, not by time.
+  std::stop_source done;
+  real.call_at(real.now(), [&] { done.request_stop(); });
+  CHECK_FALSE(real.sleep_until(real.now() + 1h, done.get_token()));
+  const auto id = real.call_at(real.now() + 1h, [] {});
+  CHECK(real.cancel(id));
+}

@@ -1,0 +1,223 @@
+#include <resilience/resilient.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace resilience;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs the rest of the pipeline `times` times and returns the last outcome,
+// the way a retry does.
+struct repeat {
+  int times;
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    auto o = next(ctx);
+    for (int i = 1; i < times; ++i) {
+      ++ctx.attempt;
+      o = next(ctx);
+    }
+    return o;
+  }
+};
+
+// Records what the context says.
+struct spy {
+  std::shared_ptr<std::vector<std::string>> seen = std::make_shared<std::vector<std::string>>();
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    seen->push_back(std::string{ctx.operation} + "/" + std::string{ctx.tenant} + "/" + std::to_string(ctx.attempt));
+    return next(ctx);
+  }
+};
+
+// Rejects every call without running it.
+struct always_reject {
+  std::string name = "gate";
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const -> std::invoke_result_t<Next&, call_context&> {
+    (void)ctx;
+    (void)next;
+    return rejection{.code = errc::bulkhead_full, .source = name};
+  }
+};
+
+struct tag {
+  int id;
+  std::shared_ptr<std::vector<int>> order;
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    order->push_back(id);
+    auto o = next(ctx);
+    order->push_back(-id);
+    return o;
+  }
+};
+
+struct read_clock {
+  std::shared_ptr<time_point> at = std::make_shared<time_point>();
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    *at = ctx.now();
+    return next(ctx);
+  }
+};
+
+struct user_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace
+
+TEST_CASE("a wrapper with no policies is the plain call", "[resilient]") {
+  resilient twice{[](int x) { return 2 * x; }};
+  CHECK(twice(21) == 42);
+  CHECK(twice.try_call(4).value() == 8);
+  // The user's exception passes straight through operator().
+  resilient thrower{[](int) -> int { throw user_error{"bad factor"}; }};
+  CHECK_THROWS_AS(thrower(1), user_error);
+  CHECK(thrower.try_call(1).has_exception());
+}
+
+TEST_CASE("try_call never throws: user exceptions and rejections become outcomes", "[resilient]") {
+  resilient failing{[]() -> double { throw user_error{"503"}; }, spy{}};
+  auto o = failing.try_call();
+  REQUIRE(o.has_exception());
+  CHECK(o.what() == "503");
+  STATIC_REQUIRE(noexcept(failing.try_call()));
+
+  resilient gated{[] { return 1.0; }, always_reject{}};
+  auto r = gated.try_call();
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::bulkhead_full);
+  CHECK(r.rejection().source == "gate");
+  CHECK_THROWS_AS(gated(), bulkhead_full_error);
+}
+
+TEST_CASE("operator() rethrows the user's exception object itself", "[resilient]") {
+  const void* thrown = nullptr;
+  resilient f{[&]() -> int {
+                try {
+                  throw user_error{"factor API down"};
+                } catch (const user_error& e) {
+                  thrown = &e;  // the object in flight; `throw;` sends this very object on
+                  throw;
+                }
+              },
+              spy{}};
+  try {
+    f();
+    FAIL("expected an exception");
+  } catch (const user_error& caught) {
+    CHECK(&caught == thrown);
+  }
+
+  resilient g{[]() -> int { throw user_error{"x"}; }, spy{}};
+  auto o = g.try_call();
+  const std::exception_ptr first = o.exception();
+  try {
+    std::move(o).value();
+    FAIL("expected an exception");
+  } catch (...) {
+    CHECK(std::current_exception() == first);
+  }
+}
+
+TEST_CASE("arguments are bound once and survive every attempt", "[resilient]") {
+  std::vector<std::string> received;
+  resilient f{[&](std::string s) {
+                received.push_back(s);
+                return s.size();
+              },
+              repeat{3}};
+  CHECK(f(std::string{"electricity"}) == 11);
+  CHECK(received == std::vector<std::string>{"electricity", "electricity", "electricity"});
+
+  // A move-only argument is passed by reference to the callable on each attempt.
+  int calls = 0;
+  resilient g{[&](const std::unique_ptr<int>& p) {
+                ++calls;
+                return *p;
+              },
+              repeat{2}};
+  CHECK(g(std::make_unique<int>(7)) == 7);
+  CHECK(calls == 2);
+}
+
+TEST_CASE("void and move-only results", "[resilient]") {
+  int n = 0;
+  resilient v{[&] { ++n; }, repeat{2}};
+  v();
+  CHECK(n == 2);
+  auto ov = v.try_call();
+  CHECK(ov.has_value());
+
+  resilient m{[] { return std::make_unique<int>(5); }, repeat{2}};
+  std::unique_ptr<int> p = m();
+  CHECK(*p == 5);
+  auto om = m.try_call();
+  REQUIRE(om);
+  CHECK(**om == 5);
+}
+
+TEST_CASE("a callable may take the call's stop_token first", "[resilient]") {
+  std::stop_source source;
+  resilient f{[](std::stop_token st, int x) { return st.stop_requested() ? -x : x; }, spy{}};
+  CHECK(f(3) == 3);
+  source.request_stop();
+  CHECK(f.call_with({.stop = source.get_token()}, 3) == -3);
+  resilient bare{[](std::stop_token st) { return st.stop_possible(); }};
+  CHECK_FALSE(bare());
+}
+
+TEST_CASE("call options reach the policies through the context", "[resilient]") {
+  spy s;
+  resilient f{[](int x) { return x; }, s, repeat{2}, s};
+  CHECK(f.call_with({.operation = "factor_lookup", .tenant = "acme"}, 1) == 1);
+  CHECK(*s.seen == std::vector<std::string>{"factor_lookup/acme/1", "factor_lookup/acme/1", "factor_lookup/acme/2"});
+}
+
+TEST_CASE("policies run outermost first", "[resilient]") {
+  auto order = std::make_shared<std::vector<int>>();
+  resilient f{[&] { order->push_back(0); }, tag{1, order}, tag{2, order}};
+  f();
+  CHECK(*order == std::vector<int>{1, 2, 0, -2, -1});
+}
+
+TEST_CASE("the wrapper's clock is the context's clock", "[resilient]") {
+  manual_clock clk;
+  read_clock probe;
+  auto f = resilient{[] { return 1; }, probe}.with_clock(clk);
+  clk.advance(90s);
+  f();
+  CHECK(*probe.at == clk.now());
+}
+
+TEST_CASE("a pipeline runs any callable, or wraps one", "[resilient]") {
+  spy s;
+  pipeline p{s, repeat{2}};
+  CHECK(p.execute([](int a, int b) { return a + b; }, 2, 3) == 5);
+  auto o = p.try_execute([]() -> int { throw user_error{"no"}; });
+  CHECK(o.has_exception());
+  auto wrapped = p.wrap([](int x) { return x * 10; });
+  CHECK(wrapped(4) == 40);
+  CHECK(s.seen->size() == 3);
+}
+
+TEST_CASE("deadline helpers on the context", "[resilient][context]") {
+  manual_clock clk;
+  clock_ref ref = clk;
+  call_context ctx{ref};
+  CHECK(ctx.remaining() == duration::max());
+  ctx.narrow_deadline(clk.now() + 10s);
+  ctx.narrow_deadline(clk.now() + 20s);  // never loosens
+  CHECK(ctx.remaining() == 10s);
+  clk.advance(4s);
+  CHECK(ctx.remaining() == 6s);
+}
