@@ -150,6 +150,18 @@ TEST_CASE("triggers: exception type lists", "[fallback]") {
   CHECK_THROWS_AS(r("a"), std::logic_error);
 }
 
+TEST_CASE("triggers: the type lists and code sets retry uses work here too", "[fallback]") {
+  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.when = exceptions<factor_api_error>{}}}};
+  CHECK(r("a") == 0.0);
+  CHECK_THROWS_AS(r("a"), std::logic_error);
+  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = errc_set{errc::circuit_open}}},
+                      always_reject{errc::circuit_open}};
+  CHECK(only_open(0) == -1);
+  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = errc_set{errc::circuit_open}}},
+                    always_reject{errc::rate_limited}};
+  CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
+}
+
 TEST_CASE("triggers: rejection kinds, and exception types that match rejections", "[fallback]") {
   resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({errc::circuit_open})}},
                       always_reject{errc::circuit_open}};

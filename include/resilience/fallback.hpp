@@ -31,6 +31,7 @@
 #include "context.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "predicates.hpp"
 #include "resilient.hpp"
 
 namespace resilience {
@@ -94,11 +95,15 @@ class trigger {
     return when([](const failure& f) { return (f.is<Es>() || ...); });
   }
   /// Rejections with one of these codes (e.g. only errc::circuit_open).
-  static trigger rejections(std::initializer_list<errc> codes) {
-    std::uint32_t mask = 0;
-    for (errc c : codes) mask |= 1u << static_cast<unsigned>(c);
-    return when([mask](const failure& f) { return f.has_rejection() && (mask & (1u << static_cast<unsigned>(f.rejection().code))) != 0; });
+  static trigger rejections(errc_set codes) {
+    return when([codes](const failure& f) { return f.has_rejection() && codes.contains(f.rejection().code); });
   }
+  /// The same as on<Es...>(), spelled as retry_options spells type lists:
+  /// `.when = resilience::exceptions<factor_api_error>{}`.
+  template <class... Es>
+  trigger(resilience::exceptions<Es...>) : trigger{on<Es...>()} {}  // NOLINT: implicit, reads well in designated initializers
+  /// The same as rejections(codes): `.when = errc_set{errc::circuit_open}`.
+  trigger(errc_set codes) : trigger{rejections(codes)} {}  // NOLINT: implicit, as above
   /// Every user exception, no rejection.
   static trigger exceptions() {
     return when([](const failure& f) { return f.has_exception(); });
