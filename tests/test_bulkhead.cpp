@@ -16,13 +16,7 @@
 using namespace resilience;
 using namespace std::chrono_literals;
 
-#if defined(__SANITIZE_THREAD__)
-#define RESILIENCE_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RESILIENCE_TEST_TSAN 1
-#endif
-#endif
+#include "sanitizers.hpp"
 #ifdef RESILIENCE_TEST_TSAN
 constexpr int stress_calls = 5'000;
 #else

@@ -21,19 +21,13 @@ using namespace std::chrono_literals;
 // Live heap blocks of the whole test program, to show memory stays flat.
 // Sanitizer runtimes own operator new themselves: there, only the partition
 // count is checked.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RL_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RL_SANITIZED 1
-#endif
-#endif
+#include "sanitizers.hpp"
 
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
 }  // namespace
 
-#ifndef RL_SANITIZED
+#ifndef RESILIENCE_TEST_SANITIZED
 
 void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) {
