@@ -306,7 +306,7 @@ TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, d
   manual_clock clk;
   circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .timeout_duration = 10s}};
   metrics_registry m{local_only()};
-  m.watch(erp);
+  m.watch(erp, call_durations::always);
   m.watch(erp);  // again: nothing changes
   CHECK_THROWS_AS(m.watch(circuit_breaker{{.name = "erp_api"}}), std::logic_error);
 
@@ -343,21 +343,39 @@ TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, d
   CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="erp_api",from="half_open",to="closed"})") == 1);
 }
 
-TEST_CASE("a breaker watched without durations is not timed", "[metrics]") {
+TEST_CASE("call durations are kept by default only for a breaker that times its calls anyway", "[metrics]") {
   manual_clock clk;
-  circuit_breaker db{{.name = "database", .clock = clk}};
+  circuit_breaker db{{.name = "database", .clock = clk}};  // consecutive mode: never reads its clock
+  circuit_breaker llm{{.name = "llm_api",
+                       .clock = clk,
+                       .window = breaker_window::count_based,
+                       .slow_call_duration = 20s}};  // times every call for slow-call tracking
+  circuit_breaker erp{{.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .slow_call_duration = 5s}};
   metrics_registry m{local_only()};
-  m.watch(db, /*call_durations=*/false);
-  CHECK(db.try_call([] { return 1; }).has_value());
+  m.watch(db);
+  m.watch(llm);
+  m.watch(erp, call_durations::never);
+  const auto answer = [&] {
+    clk.advance(3s);
+    return 1;
+  };
+  for (auto* cb : {&db, &llm, &erp}) CHECK(cb->try_call(answer).has_value());
+
   const auto e = parse(m.render());
   CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="database",status="success"})") == 1);
   CHECK_FALSE(e.has(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="database"})"));
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="llm_api"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="llm_api",le="2.5"})") == 0);
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="llm_api",le="5"})") == 1);
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_sum{name="llm_api"})") == Approx(3.0));
+  CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="success"})") == 1);
+  CHECK_FALSE(e.has(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="erp_api"})"));
 }
 
 TEST_CASE("a watched breaker registry includes breakers created later", "[metrics]") {
   circuit_breaker_registry breakers;
   metrics_registry m{local_only()};
-  m.watch(breakers);
+  m.watch(breakers, call_durations::always);
   auto llm = breakers.get_or_create("llm_api", {.fail_max = 1});
   (void)llm.try_call([]() -> int { throw std::runtime_error{"HTTP 500"}; });
   auto e = parse(m.render());

@@ -7,10 +7,11 @@
 //    counted by a listener on global_events() (or on the hubs you name);
 //  - gauges and counters read from the watched objects when /metrics is
 //    scraped (breaker state and call counts, limiter tokens, tiers, health).
-// Watching adds nothing to a policy's hot path, except a breaker's
-// call-duration histogram (on by default; watch(breaker, false) turns it
-// off): the breaker then reads its clock twice per call, and the histogram
-// does two relaxed atomic increments.
+// Watching adds nothing to a policy's hot path. The call-duration histogram
+// of a breaker costs one histogram update per call; by default it is kept
+// only for breakers that time their calls anyway (slow-call tracking), since
+// timing a breaker that would not read its clock costs two clock reads per
+// call: ask for it with watch(breaker, call_durations::always).
 //
 //   resilience::metrics_registry metrics;             // prefix "greenlang"
 //   metrics.watch(erp_breaker);
@@ -276,6 +277,19 @@ class duration_histogram {
   std::atomic<std::uint64_t> sum_ns_{0};
 };
 
+/// Whether a watched breaker feeds circuit_breaker_call_duration_seconds.
+enum class call_durations : std::uint8_t {
+  /// Only a breaker that times its calls anyway (a rate window with
+  /// slow_call_duration set): it costs one histogram update per call and no
+  /// extra clock read. The default.
+  when_timed,
+  /// Every watched breaker. One that did not time its calls now reads its
+  /// clock twice per call (about 55 ns with the steady clock here, see the README).
+  always,
+  /// No histogram.
+  never,
+};
+
 namespace detail {
 
 // A counter family with labels. The first increment of a label set takes an
@@ -481,14 +495,13 @@ class metrics_registry {
   }
 
   /// Reads a circuit breaker at each scrape: state, calls by status,
-  /// transitions, failure rate. With call_durations (the default) it also
-  /// feeds circuit_breaker_call_duration_seconds through on_call_recorded,
-  /// which makes the breaker time each call on its clock (two clock reads
-  /// per call; see the README's figures). Watching the same breaker again
-  /// does nothing; another breaker with the same name throws std::logic_error.
-  void watch(const circuit_breaker& breaker, bool call_durations = true) {
+  /// transitions, failure rate, and (see call_durations) feeds
+  /// circuit_breaker_call_duration_seconds through on_call_recorded.
+  /// Watching the same breaker again does nothing; another breaker with the
+  /// same name throws std::logic_error.
+  void watch(const circuit_breaker& breaker, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
-    adopt_breaker(breaker, call_durations);
+    adopt_breaker(breaker, durations);
     if (!options_.count_global_events) subscribe_locked(breaker.events());
   }
 
@@ -496,9 +509,9 @@ class metrics_registry {
   /// including breakers created after this call (their durations are
   /// recorded from the first scrape that sees them). The registry must
   /// outlive this one (circuit_breakers() does).
-  void watch(const circuit_breaker_registry& breakers, bool call_durations = true) {
+  void watch(const circuit_breaker_registry& breakers, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
-    breaker_registries_.push_back({&breakers, call_durations});
+    breaker_registries_.push_back({&breakers, durations});
   }
 
   /// Reads a bulkhead at each scrape: calls in flight, callers waiting, the
@@ -618,7 +631,7 @@ class metrics_registry {
 
   // Requires mutex_. Breakers named by a registry may be seen again at every
   // scrape; those are matched by identity and never throw.
-  void adopt_breaker(const circuit_breaker& b, bool call_durations, bool from_registry = false) const {
+  void adopt_breaker(const circuit_breaker& b, call_durations durations, bool from_registry = false) const {
     for (const auto& w : breakers_) {
       if (w.breaker == b) return;
       if (w.breaker.name() == b.name()) {
@@ -626,8 +639,10 @@ class metrics_registry {
         throw std::logic_error{"metrics_registry: already watching another circuit breaker named '" + b.name() + "'"};
       }
     }
+    const auto& o = b.options();
+    const bool timed_anyway = o.window != breaker_window::consecutive && o.slow_call_duration > duration::zero();
     std::shared_ptr<duration_histogram> h;
-    if (call_durations) {
+    if (durations == call_durations::always || (durations == call_durations::when_timed && timed_anyway)) {
       h = std::make_shared<duration_histogram>(options_.duration_buckets);
       // The observer keeps the histogram alive: observers stay as long as the breaker.
       b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
@@ -761,7 +776,7 @@ class metrics_registry {
   std::vector<std::pair<event_hub*, event_hub::subscription>> subscriptions_;
   bool watching_degradation_ = false;
   mutable std::vector<watched_breaker> breakers_;  // grows during render when a watched registry gains breakers
-  std::vector<std::pair<const circuit_breaker_registry*, bool>> breaker_registries_;
+  std::vector<std::pair<const circuit_breaker_registry*, call_durations>> breaker_registries_;
 };
 
 }  // namespace v1
