@@ -163,6 +163,24 @@ TEST_CASE("the callback sink gets one line per event, filtered by level", "[logg
   CHECK(json::parse(lines[1])["timestamp"] == "2026-11-28T21:05:39.123456Z");
 }
 
+TEST_CASE("a leveled sink gets each line with its event's level", "[logging]") {
+  std::vector<std::pair<log_level, std::string>> got;
+  json_logger log{[&](log_level level, std::string_view l) { got.emplace_back(level, l); }, fixed_clock()};
+  event_hub hub;
+  hub.subscribe(log);
+
+  hub.publish(circuit_state_changed{"db", circuit_state::open, circuit_state::half_open});
+  hub.publish(circuit_state_changed{"db", circuit_state::closed, circuit_state::open});
+  hub.publish(retry_attempted{"db", 1, 1s, "deadlock"});
+
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].first == log_level::info);
+  CHECK(got[1].first == log_level::error);
+  CHECK(got[2].first == log_level::warning);
+  for (const auto& [level, line] : got) CHECK(json::parse(line)["level"] == std::string{to_string(level)});
+  CHECK_THROWS_AS(json_logger{json_logger::leveled_sink{}}, std::invalid_argument);
+}
+
 TEST_CASE("the FILE* sink writes newline-terminated lines", "[logging]") {
   std::FILE* f = std::tmpfile();
   REQUIRE(f != nullptr);

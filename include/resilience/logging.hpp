@@ -279,13 +279,17 @@ struct json_logger_options {
 
 /// An event listener that writes each event as one JSON line to a sink: a
 /// FILE* (one fwrite per line, so lines from several threads never
-/// interleave) or a callback that receives the line without its newline
-/// (and must be thread-safe if events come from several threads).
-/// Subscribe it to a policy's events() or to global_events().
+/// interleave) or a callback that receives the line without its newline,
+/// with or without its level (a callback must be thread-safe if events come
+/// from several threads). Subscribe it to a policy's events() or to
+/// global_events().
 class json_logger {
  public:
   /// Receives one formatted line, without the trailing newline.
   using line_sink = std::function<void(std::string_view line)>;
+  /// Receives the event's level (level_of) and its line: the hook for a
+  /// logging library with levels of its own (spdlog, glog, syslog).
+  using leveled_sink = std::function<void(log_level level, std::string_view line)>;
 
   /// Writes to out (stderr, stdout, a log file the caller keeps open and closes after the logger is gone).
   explicit json_logger(std::FILE* out, json_logger_options options = {}) : file_{out}, options_{std::move(options)} {
@@ -293,14 +297,21 @@ class json_logger {
   }
 
   /// Hands each line to sink.
-  explicit json_logger(line_sink sink, json_logger_options options = {})
-      : sink_{std::make_shared<line_sink>(std::move(sink))}, options_{std::move(options)} {
+  explicit json_logger(line_sink sink, json_logger_options options = {}) : options_{std::move(options)} {
+    if (!sink) throw std::invalid_argument{"json_logger: sink must not be empty"};
+    sink_ = std::make_shared<leveled_sink>([s = std::move(sink)](log_level, std::string_view line) { s(line); });
+  }
+
+  /// Hands each line and its level to sink.
+  explicit json_logger(leveled_sink sink, json_logger_options options = {})
+      : sink_{std::make_shared<leveled_sink>(std::move(sink))}, options_{std::move(options)} {
     if (!*sink_) throw std::invalid_argument{"json_logger: sink must not be empty"};
   }
 
   /// Formats and writes e (the event_hub listener signature).
   void operator()(const event& e) const {
-    if (level_of(e) < options_.min_level) return;
+    const log_level level = level_of(e);
+    if (level < options_.min_level) return;
     fmt::memory_buffer line;
     format_json(line, e, options_.now ? options_.now() : std::chrono::system_clock::now());
     if (file_ != nullptr) {
@@ -309,13 +320,13 @@ class json_logger {
       std::fwrite(line.data(), 1, line.size(), file_);
       if (options_.flush) std::fflush(file_);
     } else {
-      (*sink_)(std::string_view{line.data(), line.size()});
+      (*sink_)(level, std::string_view{line.data(), line.size()});
     }
   }
 
  private:
   std::FILE* file_ = nullptr;
-  std::shared_ptr<line_sink> sink_;  // shared: event_hub and users copy listeners
+  std::shared_ptr<leveled_sink> sink_;  // shared: event_hub and users copy listeners
   json_logger_options options_;
 };
 
