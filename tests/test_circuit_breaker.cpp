@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -296,6 +297,91 @@ TEST_CASE("time-based window forgets a burst that is older than the window", "[c
   CHECK(cb.stats().window_calls == 2);
   fail_n(cb, 1);
   CHECK(cb.state() == open);
+}
+
+TEST_CASE("count-based window: a full window of successes, then failures, then a new closed period", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .timeout_duration = 1s,
+                      .window_size = 4,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 0.5}};
+  for (int i = 0; i < 8; ++i) (void)cb.try_call(ok);  // S S S S, twice over: the window is all successes
+  CHECK(cb.stats().window_calls == 4);
+  CHECK(cb.stats().failure_rate == 0.0);
+  fail_n(cb, 1);  // F S S S
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failure_rate == 0.25);
+  (void)cb.try_call(ok);  // F S S S: a success still replaces its slot when the window holds a failure
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);  // S S S S: the failure slid out
+  CHECK(cb.stats().failure_rate == 0.0);
+  fail_n(cb, 2);  // F F S S
+  CHECK(cb.state() == open);
+
+  clk.advance(1s);
+  CHECK(cb.call(ok) == 42);  // the trial closes it: a new period, an empty window
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().window_calls == 0);
+  for (int i = 0; i < 4; ++i) (void)cb.try_call(ok);  // full of this period's successes
+  CHECK(cb.stats().window_calls == 4);
+  fail_n(cb, 1);  // F S S S
+  CHECK(cb.state() == closed);
+  fail_n(cb, 1);  // F F S S
+  CHECK(cb.state() == open);
+  const auto s = cb.stats();
+  CHECK(s.successful == 8 + 4 + 1 + 4);
+  CHECK(s.failed == 1 + 2 + 2);
+}
+
+TEST_CASE("time-based window: calls that leave the window stay in the call counters", "[circuit_breaker]") {
+  manual_clock clk;  // starts at 1 h: a bucket boundary
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::time_based,
+                      .window_duration = 4s,
+                      .window_buckets = 4,
+                      .minimum_calls = 100,  // never opens: this test is about counting
+                      .slow_call_duration = 1s}};
+  auto slow = [&] {
+    clk.advance(2s);
+    return 1;
+  };
+  std::uint64_t last_successful = 0;
+  auto check_counts = [&](std::uint64_t successful, std::uint64_t failed, std::uint64_t slow_calls) {
+    const auto s = cb.stats();
+    CHECK(s.successful == successful);
+    CHECK(s.failed == failed);
+    CHECK(s.slow == slow_calls);
+    CHECK(s.successful >= last_successful);
+    last_successful = s.successful;
+  };
+  (void)cb.try_call(ok);
+  fail_n(cb, 1);
+  check_counts(1, 1, 0);
+  CHECK(cb.call(slow) == 1);  // ends 2 s later, in the third bucket
+  check_counts(2, 1, 1);
+  for (int lap = 0; lap < 3; ++lap) {  // each bucket of the ring reused three times over
+    for (int b = 0; b < 4; ++b) {
+      clk.advance(1s);
+      (void)cb.try_call(ok);
+      (void)cb.try_call(ok);
+      fail_n(cb, 1);
+    }
+  }
+  check_counts(2 + 24, 1 + 12, 1);
+  CHECK(cb.stats().window_calls == 4 * 3);
+  clk.advance(1h);  // the whole window is stale, and nothing reused it
+  CHECK(cb.stats().window_calls == 0);
+  check_counts(26, 13, 1);
+  (void)cb.try_call(ok);
+  check_counts(27, 13, 1);
+  cb.reset();  // clears the window
+  CHECK(cb.stats().window_calls == 0);
+  check_counts(27, 13, 1);
+  fail_n(cb, 1);
+  check_counts(27, 14, 1);
 }
 
 TEST_CASE("slow calls open a breaker that sees no failure", "[circuit_breaker]") {
