@@ -1,5 +1,6 @@
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -484,6 +485,70 @@ TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_
   CHECK(cb.state() == closed);
   CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{
                          {closed, open}, {open, half_open}, {half_open, open}, {open, half_open}, {half_open, closed}});
+}
+
+TEST_CASE("half_open with every trial slot taken: retry_after is when a trial will pass at the latest", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  std::optional<circuit_breaker::scope> lost{cb.enter()};  // the only trial slot; it never answers
+  clk.advance(5s);
+  const auto refused = cb.try_call(ok);
+  REQUIRE(refused.has_rejection());
+  // 25 s until the half-open period gives up on the trial, then a 10 s break.
+  CHECK(refused.rejection().retry_after == 35s);
+  clk.advance(35s - 1ns);
+  CHECK(cb.try_call(ok).rejection().retry_after == 1ns);  // reopened when the period ran out, not when noticed
+  clk.advance(1ns);
+  auto next = cb.try_enter();
+  CHECK(next.is_trial());
+}
+
+TEST_CASE("half_open retry_after counts the grown break, and a late trial failure keeps it", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .fail_max = 1,
+                      .timeout_duration = 10s,
+                      .max_wait_in_half_open = 30s,
+                      .break_duration_multiplier = 2.0,
+                      .max_break_duration = 1h}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  auto trial = cb.enter();
+  CHECK(cb.try_call(ok).rejection().retry_after == 30s + 20s);  // the next break is twice the first
+  clk.advance(35s);  // past the half-open deadline, and nobody looked
+  trial.failure();   // the late trial's failure reopens it as of the deadline
+  CHECK(cb.state() == open);
+  CHECK(cb.try_call(ok).rejection().retry_after == 15s);  // 30 s + 20 s - 35 s
+}
+
+TEST_CASE("a retry waits out a half-open breaker's retry_after, and then its trial passes", "[circuit_breaker]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  std::optional<circuit_breaker::scope> lost{cb.enter()};
+  auto fetch = resilient{ok, retry{{.max_retries = 1, .base_delay = 1s}}, cb}.with_clock(clk);
+  const auto start = clk.now();
+  CHECK(fetch() == 42);
+  CHECK(clk.now() - start == 40s);
+  CHECK(cb.state() == closed);
+}
+
+TEST_CASE("an isolated breaker gives no retry_after, so a retry keeps its own backoff", "[circuit_breaker]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker cb{{.clock = clk}};
+  cb.isolate();
+  const auto refused = cb.try_call(ok);
+  REQUIRE(refused.has_rejection());
+  CHECK(refused.rejection().retry_after == 0s);
+  auto fetch = resilient{ok, retry{{.max_retries = 2, .base_delay = 1s}}, cb}.with_clock(clk);
+  const auto start = clk.now();
+  const auto r = fetch.try_call();
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::circuit_open);
+  CHECK(clk.now() - start == 3s);  // 1 s + 2 s: it neither waits forever nor hammers the breaker
 }
 
 TEST_CASE("isolate forces it open until reset; reset clears the counts", "[circuit_breaker]") {

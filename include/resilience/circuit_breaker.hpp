@@ -14,6 +14,12 @@
 // trial calls pass; a failed trial reopens, success_threshold successful
 // trials close). Copies of a circuit_breaker share one state; the
 // process-wide registry circuit_breakers() shares breakers by name.
+//
+// A refusal carries retry_after: open, the exact time until a trial may
+// pass; half_open with every trial slot taken, the latest that can be (if no
+// trial answers, the period ends max_wait_in_half_open after it began and a
+// trial passes one break later); isolated, zero, for "unknown": it stays
+// open until reset(), and a retry falls back on its own backoff.
 #pragma once
 
 #include <array>
@@ -328,7 +334,7 @@ class breaker_state {
           continue;
         }
         if (p == cb_phase::half_open && trials_exhausted(cb_word::gen(w)) && stuck_in_half_open(now)) {
-          transition(w, cb_phase::open, now);
+          transition(w, cb_phase::open, reopen_time(now));
           continue;
         }
       }
@@ -455,7 +461,7 @@ class breaker_state {
           continue;
         }
         case cb_phase::isolated:
-          return reject(circuit_state::open, duration::zero());
+          return reject(circuit_state::open, duration::zero());  // no estimate: it stays open until reset()
         case cb_phase::half_open: {
           // Trials are taken even while the transition that opened them is
           // still being announced: no caller is refused while a slot is free.
@@ -465,13 +471,19 @@ class breaker_state {
             if (timed_.load(std::memory_order_relaxed)) start_timing(t);
             return t;
           }
-          if (!cb_word::ready(w)) return reject(circuit_state::half_open, duration::zero());
+          // Every trial slot is taken. A slot frees when a trial answers,
+          // which nobody can foresee; but if none answers, the period ends
+          // max_wait_in_half_open after it began and a trial passes one break
+          // later. A period still being announced began just now.
+          const std::uint32_t opens = opens_in_a_row_.load(std::memory_order_relaxed);
+          const duration at_latest = opts_.max_wait_in_half_open + break_duration(opens + 1);
+          if (!cb_word::ready(w)) return reject(circuit_state::half_open, at_latest);
           const time_point now = opts_.clock.now();
           if (stuck_in_half_open(now)) {
-            transition(w, cb_phase::open, now);
+            transition(w, cb_phase::open, reopen_time(now));
             continue;
           }
-          return reject(circuit_state::half_open, duration::zero());
+          return reject(circuit_state::half_open, half_open_since() + at_latest - now);
         }
       }
     }
@@ -827,8 +839,15 @@ class breaker_state {
     return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(opts_.half_open_max_calls);
   }
 
-  bool stuck_in_half_open(time_point now) const noexcept {
-    return now - time_point{duration{half_open_since_.load(std::memory_order_relaxed)}} >= opts_.max_wait_in_half_open;
+  time_point half_open_since() const noexcept { return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}}; }
+
+  bool stuck_in_half_open(time_point now) const noexcept { return now - half_open_since() >= opts_.max_wait_in_half_open; }
+
+  // When a half-open period that ends in a reopening ended: now, or the
+  // moment it got stuck if nobody looked since. The break starts there, so
+  // a refused caller's retry_after holds however late the breaker notices.
+  time_point reopen_time(time_point now) const noexcept {
+    return std::min(now, half_open_since() + opts_.max_wait_in_half_open);
   }
 
   void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
@@ -844,7 +863,7 @@ class breaker_state {
       while (state_.load(std::memory_order_acquire) == pending) std::this_thread::yield();
     }
     if (status == call_status::failure || (slow && status == call_status::success)) {
-      transition(expected, cb_phase::open, opts_.clock.now());
+      transition(expected, cb_phase::open, reopen_time(opts_.clock.now()));
       return;
     }
     std::uint64_t h = trials_.load(std::memory_order_relaxed), next;
