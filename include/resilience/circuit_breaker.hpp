@@ -22,6 +22,7 @@
 // open until reset(), and a retry falls back on its own backoff.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
