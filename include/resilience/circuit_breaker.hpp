@@ -521,8 +521,12 @@ class breaker_state {
     }
   }
 
+  // The current bucket is most likely the one of the cached epoch: it is
+  // read before the clock, so that its value is at hand when the
+  // compare-and-swap needs it rather than loaded just ahead of it.
   [[gnu::noinline]] void record_time_success(std::uint32_t gen) noexcept {
-    record_time(gen, call_status::success, false, opts_.clock.now());
+    const bucket_hint hint{last_epoch_.load(std::memory_order_relaxed), ring_mask_, buckets_.get()};
+    record_time(gen, call_status::success, false, opts_.clock.now(), hint);
   }
 
   // record() for a timed call, a failure, an ignored call, a trial or a
@@ -756,14 +760,24 @@ class breaker_state {
   // Time window: a closed-state call goes into the current bucket, which
   // also counts it for stats(), or into the stripes when the bucket cannot
   // take it. A failure or a slow call re-evaluates the rates.
-  [[gnu::always_inline]] void record_time(std::uint32_t gen, call_status status, bool slow, time_point now) noexcept {
+  // A bucket read ahead of time: its epoch and what it held.
+  struct bucket_hint {
+    bucket_hint() noexcept : epoch{~std::uint64_t{0}}, word{0} {}
+    bucket_hint(std::uint64_t e, std::size_t mask, const std::atomic<std::uint64_t>* buckets) noexcept
+        : epoch{e}, word{buckets[e & mask].load(std::memory_order_relaxed)} {}
+    std::uint64_t epoch;
+    std::uint64_t word;
+  };
+
+  [[gnu::always_inline]] void record_time(std::uint32_t gen, call_status status, bool slow, time_point now,
+                                          bucket_hint hint = {}) noexcept {
     const bool failure = status == call_status::failure;
     // A call that began in a closed period that is over must not land in the next one's window.
     if (state_.load(std::memory_order_relaxed) != cb_word::pack(gen, cb_phase::closed, true)) [[unlikely]] {
       count(status, slow);
       return;
     }
-    if (!add_to_bucket(failure, slow, now)) [[unlikely]]
+    if (!add_to_bucket(failure, slow, now, hint)) [[unlikely]]
       count(status, slow);
     if (failure || slow) [[unlikely]]
       evaluate_time_window(gen, now);
@@ -776,13 +790,14 @@ class breaker_state {
   // Adds one call to the current bucket; false when it is full (16383
   // calls): the window drops the sample, which keeps its rates. A bucket
   // still holding an older epoch starts afresh, its calls folded away.
-  [[gnu::always_inline]] bool add_to_bucket(bool failure, bool slow, time_point now) noexcept {
+  [[gnu::always_inline]] bool add_to_bucket(bool failure, bool slow, time_point now, bucket_hint hint) noexcept {
     const std::uint64_t e = epoch_of(now);
     auto& b = buckets_[e & ring_mask_];
     const std::uint64_t fresh = bucket_word::pack(e, 0, 0, 0);
     // Added as one number: failures and slow calls never exceed calls, so no field overflows into the next.
     const std::uint64_t one = bucket_word::pack(0, 1, failure ? 1 : 0, slow ? 1 : 0);
-    std::uint64_t w = b.load(std::memory_order_relaxed), base;
+    // A stale hint only makes the first compare-and-swap fail.
+    std::uint64_t w = e == hint.epoch ? hint.word : b.load(std::memory_order_relaxed), base;
     do {
       base = bucket_word::stamp(w) == bucket_word::stamp(fresh) ? w : fresh;
       if (bucket_word::calls(base) == bucket_word::mask14) return false;
