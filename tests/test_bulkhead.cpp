@@ -149,6 +149,36 @@ TEST_CASE("waiting stops at the call's deadline and on its stop_token", "[bulkhe
 TEST_CASE("bad options throw invalid_argument naming the field", "[bulkhead]") {
   CHECK_THROWS_WITH(bulkhead({.max_concurrent_calls = 0}), Catch::Matchers::Contains("max_concurrent_calls"));
   CHECK_THROWS_WITH(bulkhead({.max_wait = -1s}), Catch::Matchers::Contains("max_wait"));
+  if constexpr (sizeof(std::size_t) > 4) {  // the count of calls in flight is 32 bits wide
+    CHECK_NOTHROW(bulkhead({.max_concurrent_calls = 0xffffffffu}));
+    CHECK_THROWS_WITH(bulkhead({.max_concurrent_calls = std::size_t{0xffffffffu} + 1}), Catch::Matchers::Contains("max_concurrent_calls"));
+  }
+}
+
+TEST_CASE("calls in flight and callers waiting are counted apart, in one word", "[bulkhead]") {
+  manual_clock clk;
+  bulkhead b{{.clock = clk, .max_concurrent_calls = 2, .max_wait = 1h}};
+  auto a = b.try_acquire();
+  auto c = b.try_acquire();
+  auto first = std::async(std::launch::async, [&] { return b.acquire(); });
+  auto second = std::async(std::launch::async, [&] { return b.acquire(); });
+  clk.wait_for_sleepers(2);
+  CHECK(b.stats().in_flight == 2);
+  CHECK(b.stats().waiting == 2);
+  CHECK_FALSE(b.try_acquire());  // waiters do not count as slots taken, nor free ones
+  a.release();
+  c.release();
+  auto p = first.get();
+  auto q = second.get();
+  CHECK(p);
+  CHECK(q);
+  CHECK(b.stats().in_flight == 2);
+  CHECK(b.stats().waiting == 0);
+  p.release();
+  q.release();
+  CHECK(b.stats().in_flight == 0);
+  CHECK(b.stats().rejected == 1);
+  CHECK(clk.now() - time_point{1h} == 0s);
 }
 
 TEST_CASE("stress: 8 threads never run more than the limit at once", "[bulkhead]") {

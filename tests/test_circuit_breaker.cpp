@@ -1,5 +1,6 @@
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -298,6 +300,91 @@ TEST_CASE("time-based window forgets a burst that is older than the window", "[c
   CHECK(cb.state() == open);
 }
 
+TEST_CASE("count-based window: a full window of successes, then failures, then a new closed period", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::count_based,
+                      .timeout_duration = 1s,
+                      .window_size = 4,
+                      .minimum_calls = 4,
+                      .failure_rate_threshold = 0.5}};
+  for (int i = 0; i < 8; ++i) (void)cb.try_call(ok);  // S S S S, twice over: the window is all successes
+  CHECK(cb.stats().window_calls == 4);
+  CHECK(cb.stats().failure_rate == 0.0);
+  fail_n(cb, 1);  // F S S S
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().failure_rate == 0.25);
+  (void)cb.try_call(ok);  // F S S S: a success still replaces its slot when the window holds a failure
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);
+  (void)cb.try_call(ok);  // S S S S: the failure slid out
+  CHECK(cb.stats().failure_rate == 0.0);
+  fail_n(cb, 2);  // F F S S
+  CHECK(cb.state() == open);
+
+  clk.advance(1s);
+  CHECK(cb.call(ok) == 42);  // the trial closes it: a new period, an empty window
+  CHECK(cb.state() == closed);
+  CHECK(cb.stats().window_calls == 0);
+  for (int i = 0; i < 4; ++i) (void)cb.try_call(ok);  // full of this period's successes
+  CHECK(cb.stats().window_calls == 4);
+  fail_n(cb, 1);  // F S S S
+  CHECK(cb.state() == closed);
+  fail_n(cb, 1);  // F F S S
+  CHECK(cb.state() == open);
+  const auto s = cb.stats();
+  CHECK(s.successful == 8 + 4 + 1 + 4);
+  CHECK(s.failed == 1 + 2 + 2);
+}
+
+TEST_CASE("time-based window: calls that leave the window stay in the call counters", "[circuit_breaker]") {
+  manual_clock clk;  // starts at 1 h: a bucket boundary
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::time_based,
+                      .window_duration = 4s,
+                      .window_buckets = 4,
+                      .minimum_calls = 100,  // never opens: this test is about counting
+                      .slow_call_duration = 1s}};
+  auto slow = [&] {
+    clk.advance(2s);
+    return 1;
+  };
+  std::uint64_t last_successful = 0;
+  auto check_counts = [&](std::uint64_t successful, std::uint64_t failed, std::uint64_t slow_calls) {
+    const auto s = cb.stats();
+    CHECK(s.successful == successful);
+    CHECK(s.failed == failed);
+    CHECK(s.slow == slow_calls);
+    CHECK(s.successful >= last_successful);
+    last_successful = s.successful;
+  };
+  (void)cb.try_call(ok);
+  fail_n(cb, 1);
+  check_counts(1, 1, 0);
+  CHECK(cb.call(slow) == 1);  // ends 2 s later, in the third bucket
+  check_counts(2, 1, 1);
+  for (int lap = 0; lap < 3; ++lap) {  // each bucket of the ring reused three times over
+    for (int b = 0; b < 4; ++b) {
+      clk.advance(1s);
+      (void)cb.try_call(ok);
+      (void)cb.try_call(ok);
+      fail_n(cb, 1);
+    }
+  }
+  check_counts(2 + 24, 1 + 12, 1);
+  CHECK(cb.stats().window_calls == 4 * 3);
+  clk.advance(1h);  // the whole window is stale, and nothing reused it
+  CHECK(cb.stats().window_calls == 0);
+  check_counts(26, 13, 1);
+  (void)cb.try_call(ok);
+  check_counts(27, 13, 1);
+  cb.reset();  // clears the window
+  CHECK(cb.stats().window_calls == 0);
+  check_counts(27, 13, 1);
+  fail_n(cb, 1);
+  check_counts(27, 14, 1);
+}
+
 TEST_CASE("slow calls open a breaker that sees no failure", "[circuit_breaker]") {
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
@@ -398,6 +485,70 @@ TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_
   CHECK(cb.state() == closed);
   CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{
                          {closed, open}, {open, half_open}, {half_open, open}, {open, half_open}, {half_open, closed}});
+}
+
+TEST_CASE("half_open with every trial slot taken: retry_after is when a trial will pass at the latest", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  std::optional<circuit_breaker::scope> lost{cb.enter()};  // the only trial slot; it never answers
+  clk.advance(5s);
+  const auto refused = cb.try_call(ok);
+  REQUIRE(refused.has_rejection());
+  // 25 s until the half-open period gives up on the trial, then a 10 s break.
+  CHECK(refused.rejection().retry_after == 35s);
+  clk.advance(35s - 1ns);
+  CHECK(cb.try_call(ok).rejection().retry_after == 1ns);  // reopened when the period ran out, not when noticed
+  clk.advance(1ns);
+  auto next = cb.try_enter();
+  CHECK(next.is_trial());
+}
+
+TEST_CASE("half_open retry_after counts the grown break, and a late trial failure keeps it", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk,
+                      .fail_max = 1,
+                      .timeout_duration = 10s,
+                      .max_wait_in_half_open = 30s,
+                      .break_duration_multiplier = 2.0,
+                      .max_break_duration = 1h}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  auto trial = cb.enter();
+  CHECK(cb.try_call(ok).rejection().retry_after == 30s + 20s);  // the next break is twice the first
+  clk.advance(35s);  // past the half-open deadline, and nobody looked
+  trial.failure();   // the late trial's failure reopens it as of the deadline
+  CHECK(cb.state() == open);
+  CHECK(cb.try_call(ok).rejection().retry_after == 15s);  // 30 s + 20 s - 35 s
+}
+
+TEST_CASE("a retry waits out a half-open breaker's retry_after, and then its trial passes", "[circuit_breaker]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  fail_n(cb, 1);
+  clk.advance(10s);
+  std::optional<circuit_breaker::scope> lost{cb.enter()};
+  auto fetch = resilient{ok, retry{{.max_retries = 1, .base_delay = 1s}}, cb}.with_clock(clk);
+  const auto start = clk.now();
+  CHECK(fetch() == 42);
+  CHECK(clk.now() - start == 40s);
+  CHECK(cb.state() == closed);
+}
+
+TEST_CASE("an isolated breaker gives no retry_after, so a retry keeps its own backoff", "[circuit_breaker]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker cb{{.clock = clk}};
+  cb.isolate();
+  const auto refused = cb.try_call(ok);
+  REQUIRE(refused.has_rejection());
+  CHECK(refused.rejection().retry_after == 0s);
+  auto fetch = resilient{ok, retry{{.max_retries = 2, .base_delay = 1s}}, cb}.with_clock(clk);
+  const auto start = clk.now();
+  const auto r = fetch.try_call();
+  REQUIRE(r.has_rejection());
+  CHECK(r.rejection().code == errc::circuit_open);
+  CHECK(clk.now() - start == 3s);  // 1 s + 2 s: it neither waits forever nor hammers the breaker
 }
 
 TEST_CASE("isolate forces it open until reset; reset clears the counts", "[circuit_breaker]") {

@@ -51,14 +51,18 @@ struct bulkhead_stats {
 
 namespace detail {
 
-// The slots shared by every copy of one bulkhead. Taking and releasing a
-// slot is one CAS and one fetch_sub; only waiters take the mutex.
+// The slots shared by every copy of one bulkhead: one word, [waiting:32 |
+// in_flight:32]. Taking a slot is one compare-and-swap and giving it back one
+// fetch_sub, which also tells whether anyone waits: a permit costs those two
+// read-modify-writes and nothing else. Only waiters take the mutex.
 class bulkhead_state {
  public:
   enum class wait_result : std::uint8_t { admitted, full, cancelled };
 
   explicit bulkhead_state(bulkhead_options o) : opts_{std::move(o)} {
     if (opts_.max_concurrent_calls == 0) throw std::invalid_argument{"bulkhead: max_concurrent_calls must be >= 1"};
+    if (opts_.max_concurrent_calls > 0xffffffffu)
+      throw std::invalid_argument{"bulkhead: max_concurrent_calls must be <= 4294967295"};
     if (opts_.max_wait < duration::zero()) throw std::invalid_argument{"bulkhead: max_wait must be >= 0"};
   }
 
@@ -66,23 +70,49 @@ class bulkhead_state {
   event_hub& hub() noexcept { return hub_; }
 
   bool try_take() noexcept {
-    std::size_t n = in_flight_.load(std::memory_order_relaxed);
+    std::uint64_t w = slots_.load(std::memory_order_relaxed);
     do {
-      if (n >= opts_.max_concurrent_calls) return false;
-    } while (!in_flight_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+      if (in_flight(w) >= opts_.max_concurrent_calls) return false;
+    } while (!slots_.compare_exchange_weak(w, w + 1, std::memory_order_acquire, std::memory_order_relaxed));
     return true;
   }
 
   void release() noexcept {
-    in_flight_.fetch_sub(1, std::memory_order_seq_cst);
-    // Pairs with a waiter's registration then retry: either it sees the free
-    // slot or we see it waiting.
-    if (waiting_.load(std::memory_order_seq_cst) != 0) wake_one();
+    // One modification order holds both counts: either a waiter registered
+    // before this release, and the release sees it and wakes one, or after,
+    // and the waiter's own retry sees the free slot.
+    if (waiting(slots_.fetch_sub(1, std::memory_order_release)) != 0) [[unlikely]]
+      wake_one();
   }
 
   // Takes a slot, waiting up to max_wait (and never past `deadline`) for one.
   wait_result take(const std::stop_token& stop, time_point deadline) noexcept {
-    if (try_take()) return wait_result::admitted;
+    if (try_take()) [[likely]]
+      return wait_result::admitted;
+    return take_waiting(stop, deadline);
+  }
+
+  // Counts and reports a refusal.
+  [[gnu::noinline]] void refuse() noexcept {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    detail::emit(&hub_, [&] { return bulkhead_rejected{opts_.name, opts_.max_concurrent_calls}; });
+  }
+
+  rejection make_rejection(wait_result r) const noexcept {
+    return rejection{.code = r == wait_result::cancelled ? errc::cancelled : errc::bulkhead_full, .source = opts_.name};
+  }
+
+  bulkhead_stats stats() const noexcept {
+    const std::uint64_t w = slots_.load(std::memory_order_relaxed);
+    return {opts_.max_concurrent_calls, in_flight(w), waiting(w), rejected_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  static constexpr std::uint64_t one_waiter = std::uint64_t{1} << 32;
+  static constexpr std::size_t in_flight(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w); }
+  static constexpr std::size_t waiting(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> 32); }
+
+  [[gnu::noinline]] wait_result take_waiting(const std::stop_token& stop, time_point deadline) noexcept {
     if (opts_.max_wait > duration::zero() && !stop.stop_requested()) {
       const time_point now = opts_.clock.now();
       const time_point until = opts_.max_wait >= deadline - now ? deadline : now + opts_.max_wait;
@@ -101,29 +131,13 @@ class bulkhead_state {
     return wait_result::full;
   }
 
-  // Counts and reports a refusal.
-  void refuse() noexcept {
-    rejected_.fetch_add(1, std::memory_order_relaxed);
-    detail::emit(&hub_, [&] { return bulkhead_rejected{opts_.name, opts_.max_concurrent_calls}; });
-  }
-
-  rejection make_rejection(wait_result r) const noexcept {
-    return rejection{.code = r == wait_result::cancelled ? errc::cancelled : errc::bulkhead_full, .source = opts_.name};
-  }
-
-  bulkhead_stats stats() const noexcept {
-    return {opts_.max_concurrent_calls, in_flight_.load(std::memory_order_relaxed), waiting_.load(std::memory_order_relaxed),
-            rejected_.load(std::memory_order_relaxed)};
-  }
-
- private:
   wait_result wait(const std::stop_token& stop, time_point until) {
     for (;;) {
       std::stop_source wake;
       {
         std::lock_guard lock{mutex_};
         queue_.push_back(&wake);
-        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        slots_.fetch_add(one_waiter, std::memory_order_relaxed);
         if (try_take()) {
           forget(wake);
           return wait_result::admitted;
@@ -153,10 +167,10 @@ class bulkhead_state {
   // Under mutex_: drops `wake` from the queue if a releaser did not pop it.
   void forget(std::stop_source& wake) noexcept {
     if (auto it = std::find(queue_.begin(), queue_.end(), &wake); it != queue_.end()) queue_.erase(it);
-    waiting_.fetch_sub(1, std::memory_order_seq_cst);
+    slots_.fetch_sub(one_waiter, std::memory_order_relaxed);
   }
 
-  void wake_one() noexcept {
+  [[gnu::noinline]] void wake_one() noexcept {
     std::lock_guard lock{mutex_};
     if (queue_.empty()) return;
     queue_.front()->request_stop();
@@ -164,8 +178,7 @@ class bulkhead_state {
   }
 
   const bulkhead_options opts_;
-  alignas(64) std::atomic<std::size_t> in_flight_{0};
-  std::atomic<std::size_t> waiting_{0};
+  alignas(64) std::atomic<std::uint64_t> slots_{0};
   alignas(64) std::atomic<std::uint64_t> rejected_{0};
   std::mutex mutex_;
   std::deque<std::stop_source*> queue_;  // waiters, first come first woken

@@ -14,8 +14,15 @@
 // trial calls pass; a failed trial reopens, success_threshold successful
 // trials close). Copies of a circuit_breaker share one state; the
 // process-wide registry circuit_breakers() shares breakers by name.
+//
+// A refusal carries retry_after: open, the exact time until a trial may
+// pass; half_open with every trial slot taken, the latest that can be (if no
+// trial answers, the period ends max_wait_in_half_open after it began and a
+// trial passes one break later); isolated, zero, for "unknown": it stays
+// open until reset(), and a retry falls back on its own backoff.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -147,6 +154,8 @@ struct cb_word {
   static constexpr std::uint32_t gen(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
   static constexpr cb_phase phase(std::uint64_t w) noexcept { return static_cast<cb_phase>(w & 0xff); }
   static constexpr bool ready(std::uint64_t w) noexcept { return (w & 0x100u) != 0; }
+  // Closed and ready, in one comparison: the test every admitted call makes.
+  static constexpr bool closed_ready(std::uint64_t w) noexcept { return (w & 0x1ffu) == 0x100u; }
 };
 
 constexpr circuit_state public_state(cb_phase p) noexcept {
@@ -257,7 +266,10 @@ class breaker_state {
     rate_mode_ = opts_.window != breaker_window::consecutive;
     slow_enabled_ = rate_mode_ && opts_.slow_call_duration > duration::zero();
     filters_ = static_cast<bool>(opts_.record_exceptions) || static_cast<bool>(opts_.ignore_exceptions);
+    timed_.store(slow_enabled_, std::memory_order_relaxed);
     if (opts_.window == breaker_window::count_based) {
+      window_size_ = opts_.window_size;
+      window_size_16_ = static_cast<std::uint16_t>(opts_.window_size);
       fastmod_m_ = ~std::uint64_t{0} / opts_.window_size + 1;
       slots_ = std::make_unique<std::atomic<std::uint32_t>[]>(opts_.window_size);
       for (std::size_t i = 0; i < opts_.window_size; ++i) slots_[i].store(0, std::memory_order_relaxed);
@@ -286,79 +298,25 @@ class breaker_state {
   event_hub& hub() noexcept { return hub_; }
   bool has_exception_filters() const noexcept { return filters_; }
 
-  // Admits or refuses one call. Refusals are counted and reported here.
-  cb_ticket acquire() noexcept {
-    for (;;) {
-      const std::uint64_t w = state_.load(std::memory_order_acquire);
-      const std::uint32_t gen = cb_word::gen(w);
-      switch (cb_word::phase(w)) {
-        case cb_phase::closed: {
-          cb_ticket t{cb_word::ready(w) ? cb_ticket::closed : cb_ticket::closed_untracked};
-          t.gen = gen;
-          start_timing(t);
-          return t;
-        }
-        case cb_phase::open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
-          const time_point now = opts_.clock.now();
-          const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
-          if (now < until) return reject(circuit_state::open, until - now);
-          transition(w, cb_phase::half_open, now);
-          continue;
-        }
-        case cb_phase::isolated:
-          return reject(circuit_state::open, duration::zero());
-        case cb_phase::half_open: {
-          // Trials are taken even while the transition that opened them is
-          // still being announced: no caller is refused while a slot is free.
-          if (take_trial(gen)) {
-            cb_ticket t{cb_ticket::trial};
-            t.gen = gen;
-            start_timing(t);
-            return t;
-          }
-          if (!cb_word::ready(w)) return reject(circuit_state::half_open, duration::zero());
-          const time_point now = opts_.clock.now();
-          if (stuck_in_half_open(now)) {
-            transition(w, cb_phase::open, now);
-            continue;
-          }
-          return reject(circuit_state::half_open, duration::zero());
-        }
-      }
-    }
+  // Admits or refuses one call. The closed state is decided here, inline;
+  // every other state goes out of line. Refusals are counted and reported.
+  [[gnu::always_inline]] cb_ticket acquire() noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);
+    if (!cb_word::closed_ready(w)) [[unlikely]]
+      return acquire_other(w);
+    cb_ticket t{cb_ticket::closed};
+    t.gen = cb_word::gen(w);
+    if (timed_.load(std::memory_order_relaxed)) start_timing(t);
+    return t;
   }
 
-  // Records how an admitted call ended.
-  void record(const cb_ticket& t, call_status status) noexcept {
-    bool slow = false;
-    time_point end{};
-    if (t.timed) {
-      end = opts_.clock.now();
-      const duration took = end - t.start;
-      slow = slow_enabled_ && took > opts_.slow_call_duration;
-      notify_observers(took, status);
-    }
-    // A success the count window records is counted by the window's
-    // position instead (see successes_in_window): one atomic less per call.
-    if (t.kind == cb_ticket::closed && status == call_status::success && opts_.window == breaker_window::count_based)
-      count_slow_only(slow);
+  // Records how an admitted call ended. A closed-state success, nearly
+  // every call, is recorded inline with at most one atomic read-modify-write.
+  [[gnu::always_inline]] void record(const cb_ticket& t, call_status status) noexcept {
+    if (t.kind == cb_ticket::closed && status == call_status::success && !t.timed) [[likely]]
+      record_closed_success(t.gen);
     else
-      count(status, slow);
-    switch (t.kind) {
-      case cb_ticket::closed:
-        if (status == call_status::ignored) return;
-        if (!rate_mode_) {
-          record_consecutive(t.gen, status == call_status::failure);
-        } else {
-          if (!t.timed && opts_.window == breaker_window::time_based) end = opts_.clock.now();
-          record_window(t.gen, status == call_status::failure, slow, end);
-        }
-        return;
-      case cb_ticket::trial: record_trial(t.gen, status, slow); return;
-      case cb_ticket::closed_untracked:
-      case cb_ticket::rejected: return;
-    }
+      record_other(t, status);
   }
 
   rejection make_rejection(const cb_ticket& t) const noexcept {
@@ -377,7 +335,7 @@ class breaker_state {
           continue;
         }
         if (p == cb_phase::half_open && trials_exhausted(cb_word::gen(w)) && stuck_in_half_open(now)) {
-          transition(w, cb_phase::open, now);
+          transition(w, cb_phase::open, reopen_time(now));
           continue;
         }
       }
@@ -390,7 +348,6 @@ class breaker_state {
     s.state = state();
     const std::uint64_t w = state_.load(std::memory_order_acquire);
     s.isolated = cb_word::phase(w) == cb_phase::isolated;
-    s.successful = successes_in_window();
     for (const auto& c : counts_) {
       s.successful += c.n[static_cast<std::size_t>(call_status::success)].load(std::memory_order_relaxed);
       s.failed += c.n[static_cast<std::size_t>(call_status::failure)].load(std::memory_order_relaxed);
@@ -398,6 +355,7 @@ class breaker_state {
       s.rejected += c.n[static_cast<std::size_t>(call_status::rejected)].load(std::memory_order_relaxed);
       s.slow += c.n[call_counts::slow].load(std::memory_order_relaxed);
     }
+    add_window_counts(s);
     for (std::size_t f = 0; f < 3; ++f)
       for (std::size_t t = 0; t < 3; ++t) s.transitions[f][t] = transitions_[f][t].load(std::memory_order_relaxed);
     const auto opens = opens_in_a_row_.load(std::memory_order_relaxed);
@@ -426,6 +384,7 @@ class breaker_state {
     auto* node = new observer_node{std::move(fn), observers_.load(std::memory_order_relaxed)};
     while (!observers_.compare_exchange_weak(node->next, node, std::memory_order_release, std::memory_order_relaxed)) {
     }
+    timed_.store(true, std::memory_order_relaxed);
   }
 
   template <class T>
@@ -469,19 +428,147 @@ class breaker_state {
   };
 
   void start_timing(cb_ticket& t) const noexcept {
-    if (slow_enabled_ || observers_.load(std::memory_order_relaxed) != nullptr) {
-      t.timed = true;
-      t.start = opts_.clock.now();
-    }
+    t.timed = true;
+    t.start = opts_.clock.now();
   }
 
-  void notify_observers(duration took, call_status s) const noexcept {
+  [[gnu::noinline]] void notify_observers(duration took, call_status s) const noexcept {
     for (auto* n = observers_.load(std::memory_order_acquire); n != nullptr; n = n->next) {
       try {
         n->fn(took, s);
       } catch (...) {
         // An observer's failure must not break the call it observes.
       }
+    }
+  }
+
+  // acquire() in every state but closed-and-ready.
+  [[gnu::noinline]] cb_ticket acquire_other(std::uint64_t w) noexcept {
+    for (;; w = state_.load(std::memory_order_acquire)) {
+      const std::uint32_t gen = cb_word::gen(w);
+      switch (cb_word::phase(w)) {
+        case cb_phase::closed: {
+          cb_ticket t{cb_word::ready(w) ? cb_ticket::closed : cb_ticket::closed_untracked};
+          t.gen = gen;
+          if (timed_.load(std::memory_order_relaxed)) start_timing(t);
+          return t;
+        }
+        case cb_phase::open: {
+          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
+          const time_point now = opts_.clock.now();
+          const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
+          if (now < until) return reject(circuit_state::open, until - now);
+          transition(w, cb_phase::half_open, now);
+          continue;
+        }
+        case cb_phase::isolated:
+          return reject(circuit_state::open, duration::zero());  // no estimate: it stays open until reset()
+        case cb_phase::half_open: {
+          // Trials are taken even while the transition that opened them is
+          // still being announced: no caller is refused while a slot is free.
+          if (take_trial(gen)) {
+            cb_ticket t{cb_ticket::trial};
+            t.gen = gen;
+            if (timed_.load(std::memory_order_relaxed)) start_timing(t);
+            return t;
+          }
+          // Every trial slot is taken. A slot frees when a trial answers,
+          // which nobody can foresee; but if none answers, the period ends
+          // max_wait_in_half_open after it began and a trial passes one break
+          // later. A period still being announced began just now.
+          const std::uint32_t opens = opens_in_a_row_.load(std::memory_order_relaxed);
+          const duration at_latest = opts_.max_wait_in_half_open + break_duration(opens + 1);
+          if (!cb_word::ready(w)) return reject(circuit_state::half_open, at_latest);
+          const time_point now = opts_.clock.now();
+          if (stuck_in_half_open(now)) {
+            transition(w, cb_phase::open, reopen_time(now));
+            continue;
+          }
+          return reject(circuit_state::half_open, half_open_since() + at_latest - now);
+        }
+      }
+    }
+  }
+
+  // The inline part of record(): a success in the closed state, untimed.
+  [[gnu::always_inline]] void record_closed_success(std::uint32_t gen) noexcept {
+    switch (opts_.window) {
+      case breaker_window::consecutive: {
+        count(call_status::success, false);
+        // Reads one shared word and writes nothing, unless failures were counted.
+        const std::uint64_t c = consecutive_.load(std::memory_order_relaxed);
+        if (cb_word::gen(c) == gen && static_cast<std::uint32_t>(c) != 0) [[unlikely]]
+          record_consecutive(gen, false);
+        return;
+      }
+      case breaker_window::count_based: {
+        // Counted by its window position (see add_window_counts), so the
+        // position is its only read-modify-write; and a success replacing a
+        // success of this period changes no total, so it writes nothing else.
+        const std::uint64_t pos = head_.fetch_add(1, std::memory_order_acq_rel);
+        // A window full of this period's successes: the slot holds one too,
+        // and one load of the totals (on the line just written) tells so.
+        if (totals_.load(std::memory_order_relaxed) == totals_word::pack(static_cast<std::uint16_t>(gen), window_size_16_, 0, 0))
+          return;
+        const window_slot s = slot_at(pos);
+        const std::uint32_t mine = slot_code(gen, false, false);
+        if (s.seen != mine) (void)fill_slot(gen, mine, s);
+        return;
+      }
+      case breaker_window::time_based:
+        record_time_success(gen);
+        return;
+    }
+  }
+
+  // The current bucket is most likely the one of the cached epoch: it is
+  // read before the clock, so that its value is at hand when the
+  // compare-and-swap needs it rather than loaded just ahead of it.
+  [[gnu::noinline]] void record_time_success(std::uint32_t gen) noexcept {
+    const bucket_hint hint{last_epoch_.load(std::memory_order_relaxed), ring_mask_, buckets_.get()};
+    record_time(gen, call_status::success, false, opts_.clock.now(), hint);
+  }
+
+  // record() for a timed call, a failure, an ignored call, a trial or a
+  // call admitted while a transition was being announced.
+  [[gnu::noinline]] void record_other(const cb_ticket& t, call_status status) noexcept {
+    time_point end{};
+    bool slow = false;
+    if (t.timed) {
+      end = opts_.clock.now();
+      const duration took = end - t.start;
+      slow = slow_enabled_ && took > opts_.slow_call_duration;
+      if (observers_.load(std::memory_order_acquire) != nullptr) notify_observers(took, status);
+    }
+    if (t.kind != cb_ticket::closed || status == call_status::ignored) {
+      count(status, slow);
+      if (t.kind == cb_ticket::trial) record_trial(t.gen, status, slow);
+      return;
+    }
+    const bool failure = status == call_status::failure;
+    switch (opts_.window) {
+      case breaker_window::consecutive:
+        if (failure) {
+          count(status, slow);
+          record_consecutive(t.gen, true);
+        } else {
+          record_closed_success(t.gen);
+        }
+        return;
+      case breaker_window::count_based:
+        if (!failure && !slow) {
+          record_closed_success(t.gen);
+          return;
+        }
+        if (failure)
+          count(status, slow);
+        else  // a slow success: the success itself is counted by its position
+          counts_[stripe()].n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
+        record_count(t.gen, failure, slow);
+        return;
+      case breaker_window::time_based:
+        record_time(t.gen, status, slow, t.timed ? end : opts_.clock.now());
+        return;
     }
   }
 
@@ -494,23 +581,40 @@ class breaker_state {
     return t;
   }
 
-  void count_slow_only(bool slow) noexcept {
-    if (slow) counts_[stripe()].n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
-  }
-
-  // Successes recorded by the count window: positions taken minus failures
-  // among them. A failure is counted before it takes its position, so this
-  // never reads high; the running maximum keeps it from ever going down
-  // (it is a Prometheus counter) while a failure sits between its two steps.
-  std::uint64_t successes_in_window() noexcept {
-    if (opts_.window != breaker_window::count_based) return 0;
-    const std::uint64_t positions = head_.load(std::memory_order_acquire);
-    const std::uint64_t failures = window_failures_.load(std::memory_order_acquire);
-    const std::uint64_t now = positions >= failures ? positions - failures : 0;
-    std::uint64_t best = window_successes_seen_.load(std::memory_order_relaxed);
-    while (now > best && !window_successes_seen_.compare_exchange_weak(best, now, std::memory_order_relaxed)) {
+  // A counter read that can come out low for a moment, while calls move
+  // between the places it adds up, is held at the highest value reported
+  // before: it is a Prometheus counter and never goes down.
+  static std::uint64_t monotonic(std::atomic<std::uint64_t>& seen, std::uint64_t now) noexcept {
+    std::uint64_t best = seen.load(std::memory_order_relaxed);
+    while (now > best && !seen.compare_exchange_weak(best, now, std::memory_order_relaxed)) {
     }
     return std::max(now, best);
+  }
+
+  // Adds to `s` the calls the window counted instead of the stripes.
+  // A count window's successes are its positions minus its failures; a
+  // failure is counted before it takes its position, so this never reads
+  // high. A time window's calls are in its buckets or, once a bucket was
+  // reused or cleared, in folded_; folded_ is read first, and a bucket is
+  // emptied before its calls are folded, so no call is read twice.
+  void add_window_counts(circuit_breaker_stats& s) noexcept {
+    if (opts_.window == breaker_window::count_based) {
+      const std::uint64_t positions = head_.load(std::memory_order_acquire);
+      const std::uint64_t failures = window_failures_.load(std::memory_order_acquire);
+      s.successful += monotonic(seen_[0], positions >= failures ? positions - failures : 0);
+    } else if (opts_.window == breaker_window::time_based) {
+      std::array<std::uint64_t, 3> n{};
+      for (std::size_t k = 0; k < 3; ++k) n[k] = folded_[k].load(std::memory_order_acquire);
+      for (std::size_t i = 0; i <= ring_mask_; ++i) {
+        const auto w = buckets_[i].load(std::memory_order_relaxed);
+        n[0] += bucket_word::calls(w) - bucket_word::failures(w);
+        n[1] += bucket_word::failures(w);
+        n[2] += bucket_word::slow(w);
+      }
+      s.successful += monotonic(seen_[0], n[0]);
+      s.failed += monotonic(seen_[1], n[1]);
+      s.slow += monotonic(seen_[2], n[2]);
+    }
   }
 
   void count(call_status s, bool slow) noexcept {
@@ -520,10 +624,9 @@ class breaker_state {
   }
 
   // Consecutive mode: [gen:32 | failures:32]; a word of an older generation reads as zero.
-  void record_consecutive(std::uint32_t gen, bool failure) noexcept {
+  [[gnu::noinline]] void record_consecutive(std::uint32_t gen, bool failure) noexcept {
     std::uint64_t c = consecutive_.load(std::memory_order_relaxed);
     if (!failure) {
-      // The common case reads one shared word and writes nothing.
       while (cb_word::gen(c) == gen && static_cast<std::uint32_t>(c) != 0) {
         if (consecutive_.compare_exchange_weak(c, std::uint64_t{gen} << 32, std::memory_order_relaxed)) return;
       }
@@ -539,86 +642,107 @@ class breaker_state {
       transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
   }
 
-  void record_window(std::uint32_t gen, bool failure, bool slow, time_point now) noexcept {
-    std::uint64_t calls = 0, failures = 0, slows = 0;
-    if (opts_.window == breaker_window::count_based) {
-      if (!record_count_window(gen, failure, slow, calls, failures, slows)) return;
-    } else {
-      if (state_.load(std::memory_order_relaxed) != cb_word::pack(gen, cb_phase::closed, true)) return;
-      record_time_window(failure, slow, now);
-      if (!failure && !slow) return;
-      const auto c = window_counts(gen, now);
-      calls = c.calls;
-      failures = c.failures;
-      slows = c.slow;
-    }
-    if (!failure && !slow) return;
-    if (rate_exceeded(calls, failures, slows))
-      transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
+  struct window_totals {
+    std::uint64_t calls = 0, failures = 0, slow = 0;
+  };
+
+  bool rate_exceeded(const window_totals& w) const noexcept {
+    if (w.calls < opts_.minimum_calls) return false;
+    const double n = static_cast<double>(w.calls);
+    if (static_cast<double>(w.failures) >= opts_.failure_rate_threshold * n) return true;
+    return slow_enabled_ && static_cast<double>(w.slow) >= opts_.slow_call_rate_threshold * n;
   }
 
-  bool rate_exceeded(std::uint64_t calls, std::uint64_t failures, std::uint64_t slows) const noexcept {
-    if (calls < opts_.minimum_calls) return false;
-    const double n = static_cast<double>(calls);
-    if (static_cast<double>(failures) >= opts_.failure_rate_threshold * n) return true;
-    return slow_enabled_ && static_cast<double>(slows) >= opts_.slow_call_rate_threshold * n;
+  void open_if_rate_exceeded(std::uint32_t gen, const window_totals& w) noexcept {
+    if (rate_exceeded(w)) transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
   }
 
-  bool record_count_window(std::uint32_t gen, bool failure, bool slow, std::uint64_t& calls, std::uint64_t& failures,
-                           std::uint64_t& slows) noexcept {
+  // A count-window slot: [gen:16 | code:8].
+  static constexpr std::uint32_t slot_code(std::uint32_t gen, bool failure, bool slow) noexcept {
     const auto g = static_cast<std::uint16_t>(gen);
-    const std::uint8_t code = static_cast<std::uint8_t>(slot_recorded | (failure ? slot_failure : 0) | (slow ? slot_slow : 0));
-    if (failure) window_failures_.fetch_add(1, std::memory_order_release);  // before the position: see successes_in_window
-    // Lemire's fastmod on the low 32 bits of the position: exact, and much
-    // cheaper than a 64-bit division. At the 2^32 wrap one slot is reused
-    // out of turn, which a window of recent calls does not notice.
-    const auto pos = static_cast<std::uint32_t>(head_.fetch_add(1, std::memory_order_acq_rel));
-    const std::uint64_t low = fastmod_m_ * pos, n = opts_.window_size;  // the high half of low * n is pos % n
-    const auto i = static_cast<std::size_t>(((low >> 32) * n + (((low & 0xffffffffu) * n) >> 32)) >> 32);
-    const std::uint32_t mine = (std::uint32_t{g} << 8) | code;
-    // Replacing an equal record of this period changes no total: the common
-    // case of a healthy service costs a load instead of two writes.
-    if (slots_[i].load(std::memory_order_relaxed) == mine) {
-      if (!failure && !slow) return true;
+    return (std::uint32_t{g} << 8) | slot_recorded | (failure ? slot_failure : 0u) | (slow ? slot_slow : 0u);
+  }
+
+  // position % window_size, by Lemire's fastmod on the low 32 bits of the
+  // position (the high half of low * n): exact, and much cheaper than a
+  // division. At the 2^32 wrap one slot is reused out of turn, which a
+  // window of recent calls does not notice.
+  std::size_t slot_index(std::uint64_t position) const noexcept {
+    const std::uint64_t low = fastmod_m_ * static_cast<std::uint32_t>(position), n = window_size_;
+    return static_cast<std::size_t>(((low >> 32) * n + (((low & 0xffffffffu) * n) >> 32)) >> 32);
+  }
+
+  struct window_slot {
+    std::size_t index;
+    std::uint32_t seen;  // what the slot held when its position was taken
+  };
+
+  // Takes the next position of the count window. The read-modify-write
+  // comes first: a locked instruction waits for every load before it, so a
+  // slot lookup placed ahead of it would delay it, while after it the lookup
+  // overlaps with whatever the thread does next.
+  window_slot take_position() noexcept { return slot_at(head_.fetch_add(1, std::memory_order_acq_rel)); }
+
+  window_slot slot_at(std::uint64_t position) const noexcept {
+    const std::size_t i = slot_index(position);
+    return {i, slots_[i].load(std::memory_order_relaxed)};
+  }
+
+  [[gnu::noinline]] void record_count(std::uint32_t gen, bool failure, bool slow) noexcept {
+    if (failure) window_failures_.fetch_add(1, std::memory_order_release);  // before the position: see add_window_counts
+    const std::uint32_t mine = slot_code(gen, failure, slow);
+    const window_slot s = take_position();
+    window_totals w;
+    if (s.seen == mine) {
+      // Replacing an equal record of this period changes no total.
+      if (!failure && !slow) return;
       const auto t = totals_.load(std::memory_order_relaxed);
-      if (totals_word::gen(t) != g) return false;
-      sanitize(totals_word::field(t, 1), totals_word::field(t, 2), totals_word::field(t, 3), calls, failures, slows);
-      return true;
+      if (totals_word::gen(t) != static_cast<std::uint16_t>(gen)) return;
+      w = sanitize(t);
+    } else if (const auto filled = fill_slot(gen, mine, s)) {
+      w = *filled;
+    } else {
+      return;
     }
-    const std::uint32_t old = slots_[i].exchange(mine, std::memory_order_acq_rel);
+    if (failure || slow) open_if_rate_exceeded(gen, w);
+  }
+
+  // Writes `mine` into the slot and moves the totals from what it held to
+  // what it holds; nothing when a newer closed period owns the window.
+  [[gnu::noinline]] std::optional<window_totals> fill_slot(std::uint32_t gen, std::uint32_t mine, window_slot s) noexcept {
+    const auto g = static_cast<std::uint16_t>(gen);
+    const std::uint32_t old = slots_[s.index].exchange(mine, std::memory_order_acq_rel);
     const bool old_counts = static_cast<std::uint16_t>(old >> 8) == g && (old & slot_recorded) != 0;
+    const bool failure = (mine & slot_failure) != 0, slow = (mine & slot_slow) != 0;
     std::uint64_t t = totals_.load(std::memory_order_relaxed), next;
     do {
       const std::uint16_t tg = totals_word::gen(t);
-      if (gen16_newer(tg, g)) return false;  // a newer closed period owns the window now
-      std::uint16_t c = 0, f = 0, s = 0;
+      if (gen16_newer(tg, g)) return std::nullopt;  // a newer closed period owns the window now
+      std::uint16_t c = 0, f = 0, sl = 0;
       if (tg == g) {
         c = totals_word::field(t, 1);
         f = totals_word::field(t, 2);
-        s = totals_word::field(t, 3);
+        sl = totals_word::field(t, 3);
       }
       if (old_counts) {
         c = static_cast<std::uint16_t>(c - 1);
         f = static_cast<std::uint16_t>(f - ((old & slot_failure) ? 1 : 0));
-        s = static_cast<std::uint16_t>(s - ((old & slot_slow) ? 1 : 0));
+        sl = static_cast<std::uint16_t>(sl - ((old & slot_slow) ? 1 : 0));
       }
       c = static_cast<std::uint16_t>(c + 1);
       f = static_cast<std::uint16_t>(f + (failure ? 1 : 0));
-      s = static_cast<std::uint16_t>(s + (slow ? 1 : 0));
-      next = totals_word::pack(g, c, f, s);
+      sl = static_cast<std::uint16_t>(sl + (slow ? 1 : 0));
+      next = totals_word::pack(g, c, f, sl);
     } while (!totals_.compare_exchange_weak(t, next, std::memory_order_relaxed));
-    sanitize(totals_word::field(next, 1), totals_word::field(next, 2), totals_word::field(next, 3), calls, failures, slows);
-    return true;
+    return sanitize(next);
   }
 
   // A count caught between another thread's subtraction and its own addition
   // can read too high for a moment; such a reading is treated as empty.
-  void sanitize(std::uint64_t c, std::uint64_t f, std::uint64_t s, std::uint64_t& calls, std::uint64_t& failures,
-                std::uint64_t& slows) const noexcept {
-    if (c > opts_.window_size || f > c || s > c) c = f = s = 0;
-    calls = c;
-    failures = f;
-    slows = s;
+  window_totals sanitize(std::uint64_t totals) const noexcept {
+    const std::uint64_t c = totals_word::field(totals, 1), f = totals_word::field(totals, 2), s = totals_word::field(totals, 3);
+    if (c > window_size_ || f > c || s > c) return {};
+    return {c, f, s};
   }
 
   // now / bucket width. The last answer is cached and checked with a
@@ -633,33 +757,72 @@ class breaker_state {
     return e;
   }
 
-  void record_time_window(bool failure, bool slow, time_point now) noexcept {
-    const std::uint64_t e = epoch_of(now);
-    auto& b = buckets_[e & ring_mask_];
-    const std::uint64_t stamp = e & bucket_word::mask22;
-    std::uint64_t w = b.load(std::memory_order_relaxed), next;
-    do {
-      const bool current = bucket_word::stamp(w) == stamp;
-      const std::uint64_t c = current ? bucket_word::calls(w) : 0;
-      if (c == bucket_word::mask14) return;  // full: drop the sample, keep the rates
-      const std::uint64_t f = current ? bucket_word::failures(w) : 0;
-      const std::uint64_t s = current ? bucket_word::slow(w) : 0;
-      next = bucket_word::pack(stamp, c + 1, f + (failure ? 1 : 0), s + (slow ? 1 : 0));
-    } while (!b.compare_exchange_weak(w, next, std::memory_order_relaxed));
-  }
-
-  struct window_totals {
-    std::uint64_t calls = 0, failures = 0, slow = 0;
+  // Time window: a closed-state call goes into the current bucket, which
+  // also counts it for stats(), or into the stripes when the bucket cannot
+  // take it. A failure or a slow call re-evaluates the rates.
+  // A bucket read ahead of time: its epoch and what it held.
+  struct bucket_hint {
+    bucket_hint() noexcept : epoch{~std::uint64_t{0}}, word{0} {}
+    bucket_hint(std::uint64_t e, std::size_t mask, const std::atomic<std::uint64_t>* buckets) noexcept
+        : epoch{e}, word{buckets[e & mask].load(std::memory_order_relaxed)} {}
+    std::uint64_t epoch;
+    std::uint64_t word;
   };
 
+  [[gnu::always_inline]] void record_time(std::uint32_t gen, call_status status, bool slow, time_point now,
+                                          bucket_hint hint = {}) noexcept {
+    const bool failure = status == call_status::failure;
+    // A call that began in a closed period that is over must not land in the next one's window.
+    if (state_.load(std::memory_order_relaxed) != cb_word::pack(gen, cb_phase::closed, true)) [[unlikely]] {
+      count(status, slow);
+      return;
+    }
+    if (!add_to_bucket(failure, slow, now, hint)) [[unlikely]]
+      count(status, slow);
+    if (failure || slow) [[unlikely]]
+      evaluate_time_window(gen, now);
+  }
+
+  [[gnu::noinline]] void evaluate_time_window(std::uint32_t gen, time_point now) noexcept {
+    open_if_rate_exceeded(gen, window_counts(gen, now));
+  }
+
+  // Adds one call to the current bucket; false when it is full (16383
+  // calls): the window drops the sample, which keeps its rates. A bucket
+  // still holding an older epoch starts afresh, its calls folded away.
+  [[gnu::always_inline]] bool add_to_bucket(bool failure, bool slow, time_point now, bucket_hint hint) noexcept {
+    const std::uint64_t e = epoch_of(now);
+    auto& b = buckets_[e & ring_mask_];
+    const std::uint64_t fresh = bucket_word::pack(e, 0, 0, 0);
+    // Added as one number: failures and slow calls never exceed calls, so no field overflows into the next.
+    const std::uint64_t one = bucket_word::pack(0, 1, failure ? 1 : 0, slow ? 1 : 0);
+    // A stale hint only makes the first compare-and-swap fail.
+    std::uint64_t w = e == hint.epoch ? hint.word : b.load(std::memory_order_relaxed), base;
+    do {
+      base = bucket_word::stamp(w) == bucket_word::stamp(fresh) ? w : fresh;
+      if (bucket_word::calls(base) == bucket_word::mask14) return false;
+    } while (!b.compare_exchange_weak(w, base + one, std::memory_order_relaxed));
+    if (base != w && bucket_word::calls(w) != 0) [[unlikely]]
+      fold(w);
+    return true;
+  }
+
+  // Moves the calls of a bucket that was just reused or cleared to folded_,
+  // where stats() still finds them (after the bucket changed: the release
+  // pairs with add_window_counts' acquire).
+  [[gnu::noinline]] void fold(std::uint64_t w) noexcept {
+    folded_[0].fetch_add(bucket_word::calls(w) - bucket_word::failures(w), std::memory_order_release);
+    folded_[1].fetch_add(bucket_word::failures(w), std::memory_order_release);
+    folded_[2].fetch_add(bucket_word::slow(w), std::memory_order_release);
+  }
+
   window_totals window_counts(std::uint32_t gen, time_point now) const noexcept {
-    window_totals r;
     if (opts_.window == breaker_window::count_based) {
       const auto t = totals_.load(std::memory_order_relaxed);
-      if (totals_word::gen(t) != static_cast<std::uint16_t>(gen)) return r;
-      sanitize(totals_word::field(t, 1), totals_word::field(t, 2), totals_word::field(t, 3), r.calls, r.failures, r.slow);
-      return r;
+      if (totals_word::gen(t) != static_cast<std::uint16_t>(gen)) return {};
+      return sanitize(t);
     }
+    window_totals r;
     if (opts_.window != breaker_window::time_based) return r;
     const std::uint64_t e = epoch_of(now);
     for (std::uint64_t k = 0; k < opts_.window_buckets && k <= e; ++k) {
@@ -692,8 +855,15 @@ class breaker_state {
     return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(opts_.half_open_max_calls);
   }
 
-  bool stuck_in_half_open(time_point now) const noexcept {
-    return now - time_point{duration{half_open_since_.load(std::memory_order_relaxed)}} >= opts_.max_wait_in_half_open;
+  time_point half_open_since() const noexcept { return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}}; }
+
+  bool stuck_in_half_open(time_point now) const noexcept { return now - half_open_since() >= opts_.max_wait_in_half_open; }
+
+  // When a half-open period that ends in a reopening ended: now, or the
+  // moment it got stuck if nobody looked since. The break starts there, so
+  // a refused caller's retry_after holds however late the breaker notices.
+  time_point reopen_time(time_point now) const noexcept {
+    return std::min(now, half_open_since() + opts_.max_wait_in_half_open);
   }
 
   void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
@@ -709,7 +879,7 @@ class breaker_state {
       while (state_.load(std::memory_order_acquire) == pending) std::this_thread::yield();
     }
     if (status == call_status::failure || (slow && status == call_status::success)) {
-      transition(expected, cb_phase::open, opts_.clock.now());
+      transition(expected, cb_phase::open, reopen_time(opts_.clock.now()));
       return;
     }
     std::uint64_t h = trials_.load(std::memory_order_relaxed), next;
@@ -757,7 +927,8 @@ class breaker_state {
       case cb_phase::closed:
         opens_in_a_row_.store(0, std::memory_order_relaxed);
         if (opts_.window == breaker_window::time_based)
-          for (std::size_t i = 0; i <= ring_mask_; ++i) buckets_[i].store(0, std::memory_order_relaxed);
+          for (std::size_t i = 0; i <= ring_mask_; ++i)
+            if (const auto w = buckets_[i].exchange(0, std::memory_order_relaxed); bucket_word::calls(w) != 0) fold(w);
         break;
       case cb_phase::isolated: break;
     }
@@ -807,6 +978,8 @@ class breaker_state {
   std::size_t ring_mask_ = 0;
   mutable std::atomic<std::uint64_t> last_epoch_{0};
   std::uint64_t fastmod_m_ = 0;
+  std::uint64_t window_size_ = 0;
+  std::uint16_t window_size_16_ = 0;
   std::unique_ptr<std::atomic<std::uint32_t>[]> slots_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
 
@@ -816,13 +989,15 @@ class breaker_state {
   std::atomic<duration::rep> half_open_since_{0};
   std::atomic<std::uint32_t> opens_in_a_row_{0};
   std::atomic<observer_node*> observers_{nullptr};
+  std::atomic<bool> timed_{false};  // calls are timed: slow calls are tracked or an observer is attached
   // Read on every success; written on failures.
   alignas(64) std::atomic<std::uint64_t> consecutive_{0};
   std::atomic<std::uint64_t> trials_{0};
   alignas(64) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> totals_{0};
   std::atomic<std::uint64_t> window_failures_{0};
-  std::atomic<std::uint64_t> window_successes_seen_{0};
+  std::array<std::atomic<std::uint64_t>, 3> seen_{};    // the highest window-derived counts stats() reported
+  std::array<std::atomic<std::uint64_t>, 3> folded_{};  // time window: successes, failures, slow calls of buckets reused or cleared
   std::array<call_counts, stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
   event_hub hub_;

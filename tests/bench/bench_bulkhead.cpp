@@ -1,5 +1,5 @@
-// Bulkhead overhead against a bare call and a std::mutex-guarded counter,
-// measured in the same run.
+// Bulkhead overhead against a bare call, the two atomics any shared-counter
+// bulkhead needs, and a std::mutex-guarded counter, measured in the same run.
 #include <resilience/bulkhead.hpp>
 #include <resilience/resilient.hpp>
 
@@ -39,6 +39,21 @@ void call_and_atomic_increment(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(call_and_atomic_increment);
+
+// The floor of any bulkhead that counts calls in flight in one shared word:
+// one fetch_add before the call and one fetch_sub after it.
+std::atomic<long> in_flight{0};
+void call_between_fetch_add_and_fetch_sub(benchmark::State& state) {
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    in_flight.fetch_add(1, std::memory_order_acquire);
+    benchmark::DoNotOptimize(render_report(++i));
+    in_flight.fetch_sub(1, std::memory_order_release);
+  }
+  a.report(state);
+}
+BENCHMARK(call_between_fetch_add_and_fetch_sub);
 
 void permit_then_call(benchmark::State& state) {
   bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};

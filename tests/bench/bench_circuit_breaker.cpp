@@ -85,6 +85,36 @@ void closed_count_window_call(benchmark::State& state) {
 }
 BENCHMARK(closed_count_window_call);
 
+// The same window, holding a failure most of the time (one call in 64
+// fails), so that a success also looks up the slot it replaces. Through a
+// scope, since a failure through call() would cost an exception; the cost
+// includes 1/64 of a failure's.
+void closed_count_window_with_failures(benchmark::State& state) {
+  circuit_breaker cb{{.name = "factor_api", .window = breaker_window::count_based}};
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto scope = cb.enter();
+    benchmark::DoNotOptimize(lookup_factor(++i));
+    if ((i & 63) == 0) scope.failure();
+  }
+  if (cb.state() != circuit_state::closed) state.SkipWithError("breaker opened");
+  a.report(state);
+}
+BENCHMARK(closed_count_window_with_failures);
+
+void closed_count_window_scope(benchmark::State& state) {
+  circuit_breaker cb{{.name = "factor_api", .window = breaker_window::count_based}};
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto scope = cb.enter();
+    benchmark::DoNotOptimize(lookup_factor(++i));
+  }
+  a.report(state);
+}
+BENCHMARK(closed_count_window_scope);
+
 void closed_time_window_call(benchmark::State& state) {
   circuit_breaker cb{{.name = "factor_api", .window = breaker_window::time_based}};
   int i = 0;
