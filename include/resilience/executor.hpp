@@ -16,9 +16,13 @@
 #include <concepts>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -32,6 +36,9 @@ inline namespace v1 {
 namespace detail {
 
 // A move-only std::function: tasks own promises and other move-only state.
+// Callables of up to six pointers that move without throwing live inside
+// it (a posted task, a continuation holding a promise), so most tasks cost
+// no allocation.
 template <class Sig>
 class unique_function;
 
@@ -41,24 +48,73 @@ class unique_function<R(A...)> {
   unique_function() noexcept = default;
   template <class F>
     requires(!std::is_same_v<std::decay_t<F>, unique_function> && std::is_invocable_r_v<R, std::decay_t<F>&, A...>)
-  unique_function(F&& f) : p_{std::make_unique<impl<std::decay_t<F>>>(std::forward<F>(f))} {}
+  unique_function(F&& f) {
+    using D = std::decay_t<F>;
+    if constexpr (stored_inline<D>) {
+      ::new (static_cast<void*>(storage_)) D(std::forward<F>(f));
+    } else {
+      ::new (static_cast<void*>(storage_)) D*(new D(std::forward<F>(f)));
+    }
+    ops_ = &ops_for<D>;
+  }
+  unique_function(unique_function&& other) noexcept : ops_{std::exchange(other.ops_, nullptr)} {
+    if (ops_) ops_->move(storage_, other.storage_);
+  }
+  unique_function& operator=(unique_function&& other) noexcept {
+    if (this != &other) {
+      reset();
+      ops_ = std::exchange(other.ops_, nullptr);
+      if (ops_) ops_->move(storage_, other.storage_);
+    }
+    return *this;
+  }
+  ~unique_function() { reset(); }
 
-  explicit operator bool() const noexcept { return p_ != nullptr; }
-  R operator()(A... a) { return p_->call(std::forward<A>(a)...); }
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+  R operator()(A... a) { return ops_->call(storage_, std::forward<A>(a)...); }
 
  private:
-  struct base {
-    virtual ~base() = default;
-    virtual R call(A... a) = 0;
+  static constexpr std::size_t capacity = 6 * sizeof(void*);
+  template <class D>
+  static constexpr bool stored_inline =
+      sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
+
+  struct ops {
+    R (*call)(void* self, A&&... a);
+    void (*move)(void* to, void* from) noexcept;  // move-constructs at `to`, destroys `from`
+    void (*destroy)(void* self) noexcept;
   };
-  template <class F>
-  struct impl final : base {
-    template <class G>
-    explicit impl(G&& g) : f{std::forward<G>(g)} {}
-    R call(A... a) override { return std::invoke(f, std::forward<A>(a)...); }
-    F f;
-  };
-  std::unique_ptr<base> p_;
+  template <class D>
+  static D& target(void* p) noexcept {
+    if constexpr (stored_inline<D>)
+      return *std::launder(static_cast<D*>(p));
+    else
+      return **std::launder(static_cast<D**>(p));
+  }
+  template <class D>
+  static constexpr ops ops_for{
+      [](void* self, A&&... a) -> R { return std::invoke(target<D>(self), std::forward<A>(a)...); },
+      [](void* to, void* from) noexcept {
+        if constexpr (stored_inline<D>) {
+          ::new (to) D(std::move(target<D>(from)));
+          target<D>(from).~D();
+        } else {
+          ::new (to) D*(*std::launder(static_cast<D**>(from)));
+        }
+      },
+      [](void* self) noexcept {
+        if constexpr (stored_inline<D>)
+          target<D>(self).~D();
+        else
+          delete &target<D>(self);
+      }};
+
+  void reset() noexcept {
+    if (const ops* o = std::exchange(ops_, nullptr)) o->destroy(storage_);
+  }
+
+  alignas(std::max_align_t) std::byte storage_[capacity];
+  const ops* ops_ = nullptr;
 };
 
 }  // namespace detail
@@ -120,41 +176,133 @@ static_assert(executor<executor_ref>);
 
 namespace detail {
 
+// Tells the CPU that this thread is busy-waiting (lets the sibling
+// hyperthread run, saves power).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Polls ready() until it holds (true) or `clk` reaches `until` (false):
+// a few pause instructions first, then yielding the processor, so that a
+// thread we wait for can run even when it shares our core. A wake-up
+// through the kernel costs tens of microseconds on a loaded or virtual
+// machine; a short poll first saves it when the answer is near.
+template <class Ready>
+bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
+  for (unsigned i = 0;; ++i) {
+    if (ready()) return true;
+    if (i % 16 == 0 && clk.now() >= until) return false;
+    if (i < 64)
+      cpu_relax();
+    else
+      std::this_thread::yield();
+  }
+}
+
+// A FIFO of tasks in one growable ring: no allocation once it has grown to
+// the load.
+class task_ring {
+ public:
+  bool empty() const noexcept { return count_ == 0; }
+  std::size_t size() const noexcept { return count_; }
+  void push(task t) {
+    if (count_ == slots_.size()) grow();
+    slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(t);
+    ++count_;
+  }
+  task pop() noexcept {
+    task t = std::move(slots_[head_]);
+    head_ = (head_ + 1) & (slots_.size() - 1);
+    --count_;
+    return t;
+  }
+  void swap(task_ring& other) noexcept {
+    slots_.swap(other.slots_);
+    std::swap(head_, other.head_);
+    std::swap(count_, other.count_);
+  }
+
+ private:
+  void grow() {
+    std::vector<task> bigger(std::max<std::size_t>(16, slots_.size() * 2));  // a power of two
+    for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+
+  std::vector<task> slots_;
+  std::size_t head_ = 0;
+  std::size_t count_ = 0;
+};
+
+// A pool's shared queue. A worker that runs out of work polls for new work
+// for `spin` before it sleeps (one worker at a time), and a post that such a
+// worker will see wakes no one: a steady stream of tasks then goes from
+// poster to worker without a kernel wake-up.
 class pool_state final : public executor_source {
  public:
+  explicit pool_state(duration spin) noexcept : spin_{spin} {}
+
   void post(task t) override {
-    {
-      std::lock_guard lock{mutex_};
-      if (!closed_) {
-        queue_.push_back(std::move(t));
-        cv_.notify_one();
-        return;
-      }
+    std::unique_lock lock{mutex_};
+    if (closed_) {
+      lock.unlock();
+      return;  // shut down: t is destroyed here, outside the lock (its destructor may post)
     }
-    // Shut down: t is destroyed here, outside the lock (its destructor may post).
+    queue_.push(std::move(t));
+    posts_.store(posts_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // The spinning worker, if any, takes one task; wake a sleeper for the rest.
+    const bool wake = sleeping_ > 0 && queue_.size() > (spinning_ ? 1u : 0u);
+    lock.unlock();
+    if (wake) cv_.notify_one();
   }
 
   void work() {
+    std::unique_lock lock{mutex_};
+    bool spun = false;
     for (;;) {
-      task t;
-      {
-        std::unique_lock lock{mutex_};
-        cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        t = std::move(queue_.front());
-        queue_.pop_front();
+      if (!queue_.empty()) {
+        task t = queue_.pop();
+        lock.unlock();
+        t();
+        t = task{};  // what it holds dies outside the lock too
+        spun = false;
+        lock.lock();
+        continue;
       }
-      t();
+      if (closed_) return;
+      if (!spun && !spinning_ && spin_ > duration::zero()) {
+        // Every post and the close change posts_ under the lock, so a change
+        // seen here means there is something to look at.
+        spinning_ = spun = true;
+        const std::uint64_t seen = posts_.load(std::memory_order_relaxed);
+        lock.unlock();
+        const clock_ref real;
+        spin_until(real, real.now() + spin_, [&] { return posts_.load(std::memory_order_relaxed) != seen; });
+        lock.lock();
+        spinning_ = false;
+        continue;
+      }
+      ++sleeping_;
+      cv_.wait(lock);
+      --sleeping_;
     }
   }
 
   // Stops accepting work; with `drain` the workers finish the queue first,
   // otherwise the queued tasks are destroyed unrun.
   void close(bool drain) {
-    std::deque<task> dropped;
+    task_ring dropped;
     {
       std::lock_guard lock{mutex_};
       closed_ = true;
+      posts_.store(posts_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       if (!drain) dropped.swap(queue_);
       cv_.notify_all();
     }
@@ -166,9 +314,13 @@ class pool_state final : public executor_source {
   }
 
  private:
+  const duration spin_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<task> queue_;
+  task_ring queue_;
+  std::atomic<std::uint64_t> posts_{0};  // written under the lock, polled without it
+  std::size_t sleeping_ = 0;
+  bool spinning_ = false;
   bool closed_ = false;
 };
 
@@ -208,15 +360,23 @@ class manual_state final : public executor_source {
 
 }  // namespace detail
 
+/// How long an idle thread_pool worker polls for new work before it sleeps
+/// (one worker per pool at a time): 50 µs.
+inline constexpr duration default_pool_spin = std::chrono::microseconds{50};
+
 /// A fixed number of worker threads sharing one FIFO queue.
 /// Destroying the pool finishes the queued work, then joins the workers;
 /// shutdown(false) instead drops what has not started (futures then report
 /// broken_promise). Do not destroy a pool from one of its own tasks.
+/// A worker that runs out of work polls for `spin` before it sleeps, so that
+/// a task posted meanwhile starts without a kernel wake-up; at most one
+/// worker polls at a time, and zero turns polling off.
 class thread_pool {
  public:
-  /// Starts `threads` workers (at least 1).
-  explicit thread_pool(std::size_t threads = std::max(2u, std::thread::hardware_concurrency()))
-      : state_{std::make_shared<detail::pool_state>()} {
+  /// Starts `threads` workers (at least 1); an idle worker polls for `spin` (>= 0).
+  explicit thread_pool(std::size_t threads = std::max(2u, std::thread::hardware_concurrency()),
+                       duration spin = default_pool_spin)
+      : state_{std::make_shared<detail::pool_state>(checked_spin(spin))} {
     threads = std::max<std::size_t>(threads, 1);
     workers_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([s = state_] { s->work(); });
@@ -244,6 +404,11 @@ class thread_pool {
   }
 
  private:
+  static duration checked_spin(duration spin) {
+    if (spin < duration::zero()) throw std::invalid_argument{"thread_pool: spin must be >= 0"};
+    return spin;
+  }
+
   std::shared_ptr<detail::pool_state> state_;
   std::vector<std::thread> workers_;
 };
@@ -303,135 +468,10 @@ inline timer_id post_at(const clock_ref& clk, time_point when, executor_ref ex, 
   return clk.call_at(when, [ex = std::move(ex), shared]() mutable { ex.post(std::move(*shared)); });
 }
 
-namespace detail {
-
-// The cooperative timeout's timer for the real steady clock. Timers are
-// intrusive nodes on the caller's stack (no allocation), kept in one FIFO
-// list per distinct duration: for a monotonic clock, now + d arrives in
-// deadline order, so insertion and cancellation are O(1) and the thread is
-// woken only when a new timer becomes the earliest.
-class steady_timer_queue {
- public:
-  struct node {
-    time_point deadline{};
-    duration bucket{};
-    void (*fire)(node*) noexcept = nullptr;
-    node* prev = nullptr;
-    node* next = nullptr;
-    int state = 0;  // 0 idle, 1 queued, 2 firing, 3 fired
-  };
-
-  static steady_timer_queue& instance() {
-    static steady_timer_queue q;
-    return q;
-  }
-
-  void schedule(node& n, duration d, time_point now) {
-    n.deadline = now + d;
-    n.bucket = d;
-    std::lock_guard lock{mutex_};
-    list* l = nullptr;
-    for (auto& b : lists_)
-      if (b.d == d) l = &b;
-    if (l == nullptr) l = &lists_.emplace_back(list{d, nullptr, nullptr});
-    n.prev = l->tail;
-    n.next = nullptr;
-    (l->tail ? l->tail->next : l->head) = &n;
-    l->tail = &n;
-    n.state = 1;
-    if (!thread_.joinable()) thread_ = std::jthread{[this](std::stop_token st) { run(st); }};
-    if (n.deadline < wake_at_) cv_.notify_one();
-  }
-
-  // Removes n; if it is firing right now, waits until it has fired.
-  // Returns true when n had not fired.
-  bool cancel(node& n) {
-    std::unique_lock lock{mutex_};
-    if (n.state == 1) {
-      unlink(n);
-      n.state = 0;
-      return true;
-    }
-    fired_cv_.wait(lock, [&] { return n.state != 2; });
-    return false;
-  }
-
-  ~steady_timer_queue() {
-    if (thread_.joinable()) {
-      thread_.request_stop();
-      cv_.notify_all();
-      thread_.join();
-    }
-  }
-
- private:
-  struct list {
-    duration d;
-    node* head;
-    node* tail;
-  };
-
-  void unlink(node& n) {
-    for (auto& l : lists_) {
-      if (l.d != n.bucket) continue;
-      (n.prev ? n.prev->next : l.head) = n.next;
-      (n.next ? n.next->prev : l.tail) = n.prev;
-      return;
-    }
-  }
-
-  node* earliest() {
-    node* best = nullptr;
-    for (auto& l : lists_)
-      if (l.head && (!best || l.head->deadline < best->deadline)) best = l.head;
-    return best;
-  }
-
-  void run(std::stop_token st) {
-    std::unique_lock lock{mutex_};
-    while (!st.stop_requested()) {
-      node* n = earliest();
-      if (n == nullptr) {
-        wake_at_ = no_deadline;
-        cv_.wait(lock, st, [&] { return earliest() != nullptr; });
-        continue;
-      }
-      // A copy: n may be cancelled and its frame reused while we wait unlocked.
-      const time_point deadline = n->deadline;
-      if (time_point{std::chrono::steady_clock::now()} < deadline) {
-        wake_at_ = deadline;
-        cv_.wait_until(lock, st, deadline, [&] {
-          // Compare deadlines too: a new timer may sit at a cancelled one's address.
-          node* e = earliest();
-          return e != n || e->deadline != deadline || time_point{std::chrono::steady_clock::now()} >= deadline;
-        });
-        continue;
-      }
-      unlink(*n);
-      n->state = 2;
-      lock.unlock();
-      n->fire(n);
-      lock.lock();
-      n->state = 3;  // the owner may destroy n as soon as it sees this
-      fired_cv_.notify_all();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable_any cv_;
-  std::condition_variable fired_cv_;
-  std::vector<list> lists_;
-  time_point wake_at_ = no_deadline;
-  std::jthread thread_;
-};
-
-}  // namespace detail
-
 inline thread_pool& default_thread_pool() {
-  // The timer singletons are built first so that they are destroyed after
-  // the pool: work the pool finishes at exit may still arm timers.
+  // The timer thread is started first so that it is joined after the pool:
+  // work the pool finishes at exit may still arm timers.
   (void)detail::steady_timer_thread::instance();
-  (void)detail::steady_timer_queue::instance();
   static thread_pool pool;
   return pool;
 }
