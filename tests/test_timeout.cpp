@@ -322,6 +322,13 @@ TEST_CASE("cooperative on the real clock: a short timeout fires while a long one
   release.count_down();
 }
 
+TEST_CASE("cooperative on the real clock: the caller's stop request reaches the callable; the value stands", "[timeout]") {
+  resilient r{wait_for_stop, timeout{1h}};
+  std::stop_source caller;
+  std::jthread canceller{[&] { caller.request_stop(); }};
+  CHECK(r.call_with({.stop = caller.get_token()}) == 1);  // stopped by the caller, not timed out
+}
+
 TEST_CASE("cooperative on the real clock: nested timeouts, deeper than one block of slots", "[timeout]") {
   // Level 0 hangs until its 1 ms timeout stops it; levels 1..12 have an hour
   // each and report what the level inside them returned.

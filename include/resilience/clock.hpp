@@ -241,6 +241,10 @@ class steady_timer_thread {
  private:
   using key = std::pair<time_point, timer_id>;
 
+  // The shortest poll period: shorter limits wake the thread at each arm
+  // rather than have it poll faster than this.
+  static constexpr duration min_poll = std::chrono::microseconds{100};
+
   struct stop_at_exit {
     steady_timer_thread& timer;
     ~stop_at_exit() {
@@ -281,7 +285,8 @@ class steady_timer_thread {
       b->seen_arms = arms;
       active_ = active_ || busy;
       for (slot& s : b->slots) {
-        if (busy && s.limit.load(std::memory_order_relaxed) > 0) poll_ = std::min(poll_, duration{s.limit.load(std::memory_order_relaxed)});
+        if (busy && s.limit.load(std::memory_order_relaxed) > 0)
+          poll_ = std::min(poll_, std::max(duration{s.limit.load(std::memory_order_relaxed)}, min_poll));
         if (s.armed.load(std::memory_order_seq_cst) == 0) continue;
         const time_point d = at(s.deadline.load(std::memory_order_relaxed));
         if (d <= now) {
