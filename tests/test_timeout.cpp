@@ -414,11 +414,26 @@ TEST_CASE("cooperative on the real clock: calls on many threads, each timer stop
   CHECK(timeouts.load() == 4 * (calls / 100));
 }
 
-TEST_CASE("steady_clock::call_at timers and cooperative timeouts share the timer thread", "[timeout]") {
+TEST_CASE("cooperative on the real clock: timeouts fire while a clock callback blocks its timer thread", "[timeout]") {
+  // An async timeout's continuation (a fallback function, say) runs on the
+  // clock's call_at thread and may block; cooperative timeouts have a thread
+  // of their own and keep firing.
   clock_ref real;
+  std::latch release{1};
+  std::atomic<bool> blocking{false};
+  real.call_at(real.now(), [&] {
+    blocking = true;
+    release.wait();
+  });
+  spin_until([&] { return blocking.load(); });
+  resilient hangs{wait_for_stop, timeout{1ms}};
+  auto result = hangs.try_call();
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  // And a call_at timer armed during a cooperative timeout fires once that thread is free.
+  release.count_down();
   std::stop_source fired;
   resilient long_call{[&](std::stop_token st) {
-                        // A call_at timer armed while this cooperative timeout is in flight still fires.
                         real.call_at(real.now() + 1ms, [&] { fired.request_stop(); });
                         CHECK_FALSE(real.sleep_until(real.now() + 1h, fired.get_token()));
                         return st.stop_requested() ? -1 : 1;
