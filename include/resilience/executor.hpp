@@ -211,7 +211,7 @@ bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
   for (unsigned i = 0;; ++i) {
     if (ready()) return true;
     if (i % 16 == 0 && clk.now() >= until) return false;
-    if (i < 256)
+    if (i < 32)
       cpu_relax();
     else
       std::this_thread::yield();
