@@ -202,8 +202,9 @@ inline void cpu_relax() noexcept {
 }
 
 // Polls ready() until it holds (true) or `clk` reaches `until` (false):
-// a few pause instructions first, then yielding the processor, so that a
-// thread we wait for can run even when it shares our core. A wake-up
+// a few pause instructions first, then yielding the processor between
+// checks, so that a thread we wait for can run even when it shares our core
+// (on a loaded machine that is most of the gain). A wake-up
 // through the kernel costs tens of microseconds on a loaded or virtual
 // machine; a short poll first saves it when the answer is near.
 template <class Ready>
@@ -211,7 +212,7 @@ bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
   for (unsigned i = 0;; ++i) {
     if (ready()) return true;
     if (i % 16 == 0 && clk.now() >= until) return false;
-    if (i < 32)
+    if (i < 8)
       cpu_relax();
     else
       std::this_thread::yield();
