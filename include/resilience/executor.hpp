@@ -201,12 +201,13 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Polls ready() until it holds (true) or `clk` reaches `until` (false):
-// a few pause instructions first, then yielding the processor between
-// checks, so that a thread we wait for can run even when it shares our core
-// (on a loaded machine that is most of the gain). A wake-up
-// through the kernel costs tens of microseconds on a loaded or virtual
-// machine; a short poll first saves it when the answer is near.
+// Polls ready() until it holds (true) or `clk` reaches `until` (false). A
+// thread woken through the kernel may start running tens of microseconds
+// later (a virtual machine's idle core must be woken first); a short poll
+// saves that when the answer is near. A few pause instructions first, then
+// the processor is yielded between checks, so that the thread we wait for
+// can run even when it shares our core (on a loaded machine, most of the
+// gain).
 template <class Ready>
 bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
   for (unsigned i = 0;; ++i) {
