@@ -7,14 +7,18 @@
 
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
 #include <latch>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
+#include <vector>
+
+#include "sanitizers.hpp"
 
 using namespace resilience;
 using namespace std::chrono_literals;
@@ -23,6 +27,15 @@ namespace {
 template <class Pred>
 void spin_until(Pred pred) {
   while (!pred()) std::this_thread::yield();
+}
+
+// Blocks until its token is stopped: no sleep, only a timer can end it.
+int wait_for_stop(std::stop_token st) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock{m};
+  cv.wait(lock, st, [] { return false; });
+  return 1;
 }
 
 // Records the deadline an inner policy sees.
@@ -280,14 +293,6 @@ TEST_CASE("a hand-made pipeline without a call description times out cooperative
 }
 
 TEST_CASE("cooperative on the real clock: the timer fires, also after a longer timer was cancelled", "[timeout]") {
-  // Blocks until the timeout asks it to stop: no sleep, the wait ends only by the timer.
-  auto wait_for_stop = [](std::stop_token st) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock{m};
-    cv.wait(lock, st, [] { return false; });
-    return 1;
-  };
   resilient quick{[](std::stop_token) { return 0; }, timeout{1h}};
   resilient hangs{wait_for_stop, timeout{1ms}};
   for (int i = 0; i < 3; ++i) {
@@ -296,4 +301,184 @@ TEST_CASE("cooperative on the real clock: the timer fires, also after a longer t
     REQUIRE(result.has_rejection());
     CHECK(result.rejection().code == errc::timeout);
   }
+}
+
+TEST_CASE("cooperative on the real clock: a short timeout fires while a long one is armed on another thread", "[timeout]") {
+  // The timer thread sleeps until the long deadline; arming the short one must wake it.
+  std::latch release{1};
+  std::atomic<bool> long_started{false};
+  resilient long_call{[&](std::stop_token st) {
+                        long_started = true;
+                        release.wait();
+                        return st.stop_requested() ? -1 : 1;
+                      },
+                      timeout{1h}};
+  std::jthread other{[&] { CHECK(long_call() == 1); }};
+  spin_until([&] { return long_started.load(); });
+  resilient hangs{wait_for_stop, timeout{1ms}};
+  auto result = hangs.try_call();
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  release.count_down();
+}
+
+TEST_CASE("cooperative on the real clock: the caller's stop request reaches the callable; the value stands", "[timeout]") {
+  resilient r{wait_for_stop, timeout{1h}};
+  std::stop_source caller;
+  std::jthread canceller{[&] { caller.request_stop(); }};
+  CHECK(r.call_with({.stop = caller.get_token()}) == 1);  // stopped by the caller, not timed out
+}
+
+TEST_CASE("cooperative on the real clock: nested timeouts, deeper than one block of slots", "[timeout]") {
+  // Level 0 hangs until its 1 ms timeout stops it; levels 1..12 have an hour
+  // each and report what the level inside them returned.
+  using level = resilient<std::function<int(std::stop_token)>, timeout>;
+  std::vector<std::unique_ptr<level>> levels;
+  levels.push_back(std::make_unique<level>(std::function<int(std::stop_token)>{wait_for_stop}, timeout{1ms}));
+  for (int i = 1; i <= 12; ++i) {
+    const level* inner = levels.back().get();
+    levels.push_back(std::make_unique<level>(
+        std::function<int(std::stop_token)>{[inner](std::stop_token st) {
+          auto o = inner->try_call();
+          if (st.stop_requested()) return -1000;  // an outer timer fired: wrong
+          if (o.has_rejection()) return o.rejection().code == errc::timeout ? 1 : -1;
+          return 10 + o.value();
+        }},
+        timeout{1h}));
+  }
+  for (int round = 0; round < 3; ++round) {  // the slots are reused, round after round
+    CHECK(levels.back()->try_call().value() == 10 * 11 + 1);
+    CHECK(levels[1]->try_call().value() == 1);
+  }
+}
+
+TEST_CASE("cooperative on the real clock: a timer racing the call's end never fires into a finished call", "[timeout]") {
+  // The limit is about as long as the call, so the timer fires before, during
+  // or after the call returns. Only the timer stops the token, and the
+  // outcome is timeout_error exactly when it fired: a call that saw its token
+  // stopped never returns its value.
+#ifdef RESILIENCE_TEST_SANITIZED
+  constexpr int rounds = 300;
+#else
+  constexpr int rounds = 3000;
+#endif
+  std::atomic<bool> saw_stop{false};
+  resilient racy{[&](std::stop_token st, int spins) {
+                   for (int i = 0; i < spins && !st.stop_requested(); ++i) std::this_thread::yield();
+                   saw_stop = st.stop_requested();
+                   return spins;
+                 },
+                 timeout{20us}};
+  int timed_out = 0;
+  int returned = 0;
+  for (int i = 0; i < rounds; ++i) {
+    saw_stop = false;
+    auto o = racy.try_call(i % 40);
+    if (o.has_value()) {
+      ++returned;
+      CHECK_FALSE(saw_stop.load());
+      CHECK(o.value() == i % 40);
+    } else {
+      ++timed_out;
+      REQUIRE(o.has_rejection());
+      CHECK(o.rejection().code == errc::timeout);
+    }
+  }
+  CHECK(timed_out + returned == rounds);
+}
+
+TEST_CASE("cooperative on the real clock: calls on many threads, each timer stops only its own call", "[timeout]") {
+#ifdef RESILIENCE_TEST_SANITIZED
+  constexpr int calls = 200;
+#else
+  constexpr int calls = 2000;
+#endif
+  resilient fast{[](std::stop_token st, int x) { return st.stop_requested() ? -1 : x; }, timeout{1h}};
+  resilient hangs{wait_for_stop, timeout{200us}};
+  std::atomic<int> wrong{0};
+  std::atomic<int> timeouts{0};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&] {
+        for (int i = 0; i < calls; ++i) {
+          if (fast(i) != i) ++wrong;
+          if (i % 100 == 0) {
+            auto o = hangs.try_call();
+            if (o.has_rejection() && o.rejection().code == errc::timeout) ++timeouts;
+          }
+        }
+      });
+  }
+  CHECK(wrong.load() == 0);
+  CHECK(timeouts.load() == 4 * (calls / 100));
+}
+
+TEST_CASE("cooperative on the real clock: timeouts fire while a clock callback blocks its timer thread", "[timeout]") {
+  // An async timeout's continuation (a fallback function, say) runs on the
+  // clock's call_at thread and may block; cooperative timeouts have a thread
+  // of their own and keep firing.
+  clock_ref real;
+  std::latch release{1};
+  std::atomic<bool> blocking{false};
+  real.call_at(real.now(), [&] {
+    blocking = true;
+    release.wait();
+  });
+  spin_until([&] { return blocking.load(); });
+  resilient hangs{wait_for_stop, timeout{1ms}};
+  auto result = hangs.try_call();
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  // And a call_at timer armed during a cooperative timeout fires once that thread is free.
+  release.count_down();
+  std::stop_source fired;
+  resilient long_call{[&](std::stop_token st) {
+                        real.call_at(real.now() + 1ms, [&] { fired.request_stop(); });
+                        CHECK_FALSE(real.sleep_until(real.now() + 1h, fired.get_token()));
+                        return st.stop_requested() ? -1 : 1;
+                      },
+                      timeout{1h}};
+  CHECK(long_call() == 1);
+}
+
+TEST_CASE("detached on the real clock: a quick call returns its value, a hung one times out and finishes later", "[timeout]") {
+  thread_pool pool{1};
+  std::latch release{1};
+  auto finished = std::make_shared<std::atomic<int>>(0);
+  auto work = [finished, &release](int x) {
+    if (x < 0) release.wait();  // hangs until the test lets it go
+    ++*finished;
+    return x * 2;
+  };
+  resilient quick{work, timeout{{.limit = 1h, .mode = timeout_mode::detached}}};
+  resilient hung{work, timeout{{.limit = 1ms, .mode = timeout_mode::detached}}};
+  quick.with_executor(pool);
+  hung.with_executor(pool);
+  for (int i = 0; i < 50; ++i) CHECK(quick(i) == 2 * i);
+  auto o = hung.try_call(-1);
+  REQUIRE(o.has_rejection());
+  CHECK(o.rejection().code == errc::timeout);
+  CHECK(finished->load() == 50);
+  release.count_down();
+  pool.shutdown();  // the abandoned call ends, its result dropped
+  CHECK(finished->load() == 51);
+}
+
+TEST_CASE("detached on the real clock: the caller's stop request ends the wait with cancelled", "[timeout]") {
+  thread_pool pool{1};
+  std::latch release{1};
+  resilient r{[&release] {
+                release.wait();
+                return 1;
+              },
+              timeout{{.limit = 1h, .mode = timeout_mode::detached}}};
+  r.with_executor(pool);
+  std::stop_source caller;
+  std::jthread canceller{[&] { caller.request_stop(); }};
+  auto o = r.try_call_with({.stop = caller.get_token()});
+  REQUIRE(o.has_rejection());
+  CHECK(o.rejection().code == errc::cancelled);
+  release.count_down();
+  pool.shutdown();
 }

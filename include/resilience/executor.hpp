@@ -3,8 +3,10 @@
 // An executor is anything with `post(task)`. The library ships a fixed-size
 // thread_pool, a lazily created process-wide default pool, and a
 // manual_executor that runs queued work only when a test says so. Timers
-// (retry delays, timeouts) come from the call's clock_ref::call_at; timed
-// work is posted to an executor, so no timer thread ever runs user code.
+// (retry delays, async timeouts) come from the call's clock_ref::call_at;
+// timed work is posted to an executor. Cooperative timeouts on the real
+// clock, one per call, have a lock-free timer thread of their own
+// (detail::deadline_timer).
 //
 //   resilience::thread_pool pool{4};
 //   auto fetch = resilience::resilient{fetch_factor, resilience::retry{}}.with_executor(pool);
@@ -13,12 +15,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
+#include <stop_token>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -26,12 +35,23 @@
 
 #include "clock.hpp"
 
+#if defined(__linux__) && __has_include(<sys/syscall.h>) && __has_include(<unistd.h>)
+#include <sys/syscall.h>
+#include <unistd.h>
+#ifdef SYS_membarrier
+#define RESILIENCE_DETAIL_MEMBARRIER 1
+#endif
+#endif
+
 namespace resilience {
 inline namespace v1 {
 
 namespace detail {
 
 // A move-only std::function: tasks own promises and other move-only state.
+// Callables of up to six pointers that move without throwing live inside
+// it (a posted task, a continuation holding a promise), so most tasks cost
+// no allocation.
 template <class Sig>
 class unique_function;
 
@@ -41,24 +61,73 @@ class unique_function<R(A...)> {
   unique_function() noexcept = default;
   template <class F>
     requires(!std::is_same_v<std::decay_t<F>, unique_function> && std::is_invocable_r_v<R, std::decay_t<F>&, A...>)
-  unique_function(F&& f) : p_{std::make_unique<impl<std::decay_t<F>>>(std::forward<F>(f))} {}
+  unique_function(F&& f) {
+    using D = std::decay_t<F>;
+    if constexpr (stored_inline<D>) {
+      ::new (static_cast<void*>(storage_)) D(std::forward<F>(f));
+    } else {
+      ::new (static_cast<void*>(storage_)) D*(new D(std::forward<F>(f)));
+    }
+    ops_ = &ops_for<D>;
+  }
+  unique_function(unique_function&& other) noexcept : ops_{std::exchange(other.ops_, nullptr)} {
+    if (ops_) ops_->move(storage_, other.storage_);
+  }
+  unique_function& operator=(unique_function&& other) noexcept {
+    if (this != &other) {
+      reset();
+      ops_ = std::exchange(other.ops_, nullptr);
+      if (ops_) ops_->move(storage_, other.storage_);
+    }
+    return *this;
+  }
+  ~unique_function() { reset(); }
 
-  explicit operator bool() const noexcept { return p_ != nullptr; }
-  R operator()(A... a) { return p_->call(std::forward<A>(a)...); }
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+  R operator()(A... a) { return ops_->call(storage_, std::forward<A>(a)...); }
 
  private:
-  struct base {
-    virtual ~base() = default;
-    virtual R call(A... a) = 0;
+  static constexpr std::size_t capacity = 6 * sizeof(void*);
+  template <class D>
+  static constexpr bool stored_inline =
+      sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
+
+  struct ops {
+    R (*call)(void* self, A&&... a);
+    void (*move)(void* to, void* from) noexcept;  // move-constructs at `to`, destroys `from`
+    void (*destroy)(void* self) noexcept;
   };
-  template <class F>
-  struct impl final : base {
-    template <class G>
-    explicit impl(G&& g) : f{std::forward<G>(g)} {}
-    R call(A... a) override { return std::invoke(f, std::forward<A>(a)...); }
-    F f;
-  };
-  std::unique_ptr<base> p_;
+  template <class D>
+  static D& target(void* p) noexcept {
+    if constexpr (stored_inline<D>)
+      return *std::launder(static_cast<D*>(p));
+    else
+      return **std::launder(static_cast<D**>(p));
+  }
+  template <class D>
+  static constexpr ops ops_for{
+      [](void* self, A&&... a) -> R { return std::invoke(target<D>(self), std::forward<A>(a)...); },
+      [](void* to, void* from) noexcept {
+        if constexpr (stored_inline<D>) {
+          ::new (to) D(std::move(target<D>(from)));
+          target<D>(from).~D();
+        } else {
+          ::new (to) D*(*std::launder(static_cast<D**>(from)));
+        }
+      },
+      [](void* self) noexcept {
+        if constexpr (stored_inline<D>)
+          target<D>(self).~D();
+        else
+          delete &target<D>(self);
+      }};
+
+  void reset() noexcept {
+    if (const ops* o = std::exchange(ops_, nullptr)) o->destroy(storage_);
+  }
+
+  alignas(std::max_align_t) std::byte storage_[capacity];
+  const ops* ops_ = nullptr;
 };
 
 }  // namespace detail
@@ -120,41 +189,135 @@ static_assert(executor<executor_ref>);
 
 namespace detail {
 
+// Tells the CPU that this thread is busy-waiting (lets the sibling
+// hyperthread run, saves power).
+inline void cpu_relax() noexcept {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) && defined(__GNUC__)
+  asm volatile("yield");
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Polls ready() until it holds (true) or `clk` reaches `until` (false). A
+// thread woken through the kernel may start running tens of microseconds
+// later (a virtual machine's idle core must be woken first); a short poll
+// saves that when the answer is near. A few pause instructions first, then
+// the processor is yielded between checks, so that the thread we wait for
+// can run even when it shares our core (on a loaded machine, most of the
+// gain).
+template <class Ready>
+bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
+  for (unsigned i = 0;; ++i) {
+    if (ready()) return true;
+    if (i % 16 == 0 && clk.now() >= until) return false;
+    if (i < 8)
+      cpu_relax();
+    else
+      std::this_thread::yield();
+  }
+}
+
+// A FIFO of tasks in one growable ring: no allocation once it has grown to
+// the load.
+class task_ring {
+ public:
+  bool empty() const noexcept { return count_ == 0; }
+  std::size_t size() const noexcept { return count_; }
+  void push(task t) {
+    if (count_ == slots_.size()) grow();
+    slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(t);
+    ++count_;
+  }
+  task pop() noexcept {
+    task t = std::move(slots_[head_]);
+    head_ = (head_ + 1) & (slots_.size() - 1);
+    --count_;
+    return t;
+  }
+  void swap(task_ring& other) noexcept {
+    slots_.swap(other.slots_);
+    std::swap(head_, other.head_);
+    std::swap(count_, other.count_);
+  }
+
+ private:
+  void grow() {
+    std::vector<task> bigger(std::max<std::size_t>(16, slots_.size() * 2));  // a power of two
+    for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+
+  std::vector<task> slots_;
+  std::size_t head_ = 0;
+  std::size_t count_ = 0;
+};
+
+// A pool's shared queue. A worker that runs out of work polls for new work
+// for `spin` before it sleeps (one worker at a time), and a post that such a
+// worker will see wakes no one: a steady stream of tasks then goes from
+// poster to worker without a kernel wake-up.
 class pool_state final : public executor_source {
  public:
+  explicit pool_state(duration spin) noexcept : spin_{spin} {}
+
   void post(task t) override {
-    {
-      std::lock_guard lock{mutex_};
-      if (!closed_) {
-        queue_.push_back(std::move(t));
-        cv_.notify_one();
-        return;
-      }
+    std::unique_lock lock{mutex_};
+    if (closed_) {
+      lock.unlock();
+      return;  // shut down: t is destroyed here, outside the lock (its destructor may post)
     }
-    // Shut down: t is destroyed here, outside the lock (its destructor may post).
+    queue_.push(std::move(t));
+    posts_.store(posts_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // The spinning worker, if any, takes one task; wake a sleeper for the rest.
+    const bool wake = sleeping_ > 0 && queue_.size() > (spinning_ ? 1u : 0u);
+    lock.unlock();
+    if (wake) cv_.notify_one();
   }
 
   void work() {
+    std::unique_lock lock{mutex_};
+    bool spun = false;
     for (;;) {
-      task t;
-      {
-        std::unique_lock lock{mutex_};
-        cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        t = std::move(queue_.front());
-        queue_.pop_front();
+      if (!queue_.empty()) {
+        task t = queue_.pop();
+        lock.unlock();
+        t();
+        t = task{};  // what it holds dies outside the lock too
+        spun = false;
+        lock.lock();
+        continue;
       }
-      t();
+      if (closed_) return;
+      if (!spun && !spinning_ && spin_ > duration::zero()) {
+        // Every post and the close change posts_ under the lock, so a change
+        // seen here means there is something to look at.
+        spinning_ = spun = true;
+        const std::uint64_t seen = posts_.load(std::memory_order_relaxed);
+        lock.unlock();
+        const clock_ref real;
+        spin_until(real, real.now() + spin_, [&] { return posts_.load(std::memory_order_relaxed) != seen; });
+        lock.lock();
+        spinning_ = false;
+        continue;
+      }
+      ++sleeping_;
+      cv_.wait(lock);
+      --sleeping_;
     }
   }
 
   // Stops accepting work; with `drain` the workers finish the queue first,
   // otherwise the queued tasks are destroyed unrun.
   void close(bool drain) {
-    std::deque<task> dropped;
+    task_ring dropped;
     {
       std::lock_guard lock{mutex_};
       closed_ = true;
+      posts_.store(posts_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       if (!drain) dropped.swap(queue_);
       cv_.notify_all();
     }
@@ -166,9 +329,13 @@ class pool_state final : public executor_source {
   }
 
  private:
+  const duration spin_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<task> queue_;
+  task_ring queue_;
+  std::atomic<std::uint64_t> posts_{0};  // written under the lock, polled without it
+  std::size_t sleeping_ = 0;
+  bool spinning_ = false;
   bool closed_ = false;
 };
 
@@ -208,15 +375,23 @@ class manual_state final : public executor_source {
 
 }  // namespace detail
 
+/// How long an idle thread_pool worker polls for new work before it sleeps
+/// (one worker per pool at a time): 50 µs.
+inline constexpr duration default_pool_spin = std::chrono::microseconds{50};
+
 /// A fixed number of worker threads sharing one FIFO queue.
 /// Destroying the pool finishes the queued work, then joins the workers;
 /// shutdown(false) instead drops what has not started (futures then report
 /// broken_promise). Do not destroy a pool from one of its own tasks.
+/// A worker that runs out of work polls for `spin` before it sleeps, so that
+/// a task posted meanwhile starts without a kernel wake-up; at most one
+/// worker polls at a time, and zero turns polling off.
 class thread_pool {
  public:
-  /// Starts `threads` workers (at least 1).
-  explicit thread_pool(std::size_t threads = std::max(2u, std::thread::hardware_concurrency()))
-      : state_{std::make_shared<detail::pool_state>()} {
+  /// Starts `threads` workers (at least 1); an idle worker polls for `spin` (>= 0).
+  explicit thread_pool(std::size_t threads = std::max(2u, std::thread::hardware_concurrency()),
+                       duration spin = default_pool_spin)
+      : state_{std::make_shared<detail::pool_state>(checked_spin(spin))} {
     threads = std::max<std::size_t>(threads, 1);
     workers_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([s = state_] { s->work(); });
@@ -244,6 +419,11 @@ class thread_pool {
   }
 
  private:
+  static duration checked_spin(duration spin) {
+    if (spin < duration::zero()) throw std::invalid_argument{"thread_pool: spin must be >= 0"};
+    return spin;
+  }
+
   std::shared_ptr<detail::pool_state> state_;
   std::vector<std::thread> workers_;
 };
@@ -305,133 +485,376 @@ inline timer_id post_at(const clock_ref& clk, time_point when, executor_ref ex, 
 
 namespace detail {
 
-// The cooperative timeout's timer for the real steady clock. Timers are
-// intrusive nodes on the caller's stack (no allocation), kept in one FIFO
-// list per distinct duration: for a monotonic clock, now + d arrives in
-// deadline order, so insertion and cancellation are O(1) and the thread is
-// woken only when a new timer becomes the earliest.
-class steady_timer_queue {
+// Fences for a handshake with one hot side (a thread arming and disarming
+// its own timeout slots, once per call) and one rare side (the timer
+// thread). On Linux, membarrier(2) lets the rare side pay for both, so the
+// hot side needs only a compiler barrier: heavy() makes every other thread
+// of the process pass a full memory barrier before it returns (the
+// "asymmetric fence" of folly and the Linux kernel). Where the kernel has no
+// membarrier, both sides use sequentially consistent operations instead.
+class asymmetric_fence {
  public:
-  struct node {
-    time_point deadline{};
-    duration bucket{};
-    void (*fire)(node*) noexcept = nullptr;
-    node* prev = nullptr;
-    node* next = nullptr;
-    int state = 0;  // 0 idle, 1 queued, 2 firing, 3 fired
-  };
-
-  static steady_timer_queue& instance() {
-    static steady_timer_queue q;
-    return q;
+  // True when heavy() works, once per process.
+  static bool available() noexcept {
+    static const bool ok = init();
+    return ok;
   }
-
-  void schedule(node& n, duration d, time_point now) {
-    n.deadline = now + d;
-    n.bucket = d;
-    std::lock_guard lock{mutex_};
-    list* l = nullptr;
-    for (auto& b : lists_)
-      if (b.d == d) l = &b;
-    if (l == nullptr) l = &lists_.emplace_back(list{d, nullptr, nullptr});
-    n.prev = l->tail;
-    n.next = nullptr;
-    (l->tail ? l->tail->next : l->head) = &n;
-    l->tail = &n;
-    n.state = 1;
-    if (!thread_.joinable()) thread_ = std::jthread{[this](std::stop_token st) { run(st); }};
-    if (n.deadline < wake_at_) cv_.notify_one();
-  }
-
-  // Removes n; if it is firing right now, waits until it has fired.
-  // Returns true when n had not fired.
-  bool cancel(node& n) {
-    std::unique_lock lock{mutex_};
-    if (n.state == 1) {
-      unlink(n);
-      n.state = 0;
-      return true;
-    }
-    fired_cv_.wait(lock, [&] { return n.state != 2; });
-    return false;
-  }
-
-  ~steady_timer_queue() {
-    if (thread_.joinable()) {
-      thread_.request_stop();
-      cv_.notify_all();
-      thread_.join();
-    }
+  static void heavy() noexcept {
+#ifdef RESILIENCE_DETAIL_MEMBARRIER
+    ::syscall(SYS_membarrier, membarrier_private_expedited, 0, 0);
+#endif
   }
 
  private:
-  struct list {
-    duration d;
-    node* head;
-    node* tail;
+#ifdef RESILIENCE_DETAIL_MEMBARRIER
+  static constexpr int membarrier_query = 0;                         // MEMBARRIER_CMD_QUERY
+  static constexpr int membarrier_private_expedited = 1 << 3;        // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+  static constexpr int membarrier_register_private_expedited = 1 << 4;  // ..._REGISTER_PRIVATE_EXPEDITED
+  static bool init() noexcept {
+    const long supported = ::syscall(SYS_membarrier, membarrier_query, 0, 0);
+    if (supported < 0 || (supported & membarrier_private_expedited) == 0) return false;
+    return ::syscall(SYS_membarrier, membarrier_register_private_expedited, 0, 0) == 0;
+  }
+#else
+  static bool init() noexcept { return false; }
+#endif
+};
+
+// The thread that fires cooperative timeouts on the real clock (one per
+// process, started on first use, joined at exit). There is one timer per
+// call through a timeout, too many for a mutex: each thread owns a block of
+// slots that it arms and disarms with plain stores (deadline_timer below),
+// and this thread scans the blocks. It sleeps until the earliest deadline it
+// knows of, and a thread arming a slot wakes it only for an earlier one;
+// while timeouts are in use it also looks every `shortest recent limit`, so
+// that a stream of calls never has to wake it, and it stops looking after a
+// quiet period. It runs no user code but stop callbacks, so it is apart
+// from the clock's call_at thread, whose callbacks may block.
+class deadline_timer_thread {
+ public:
+  // A timeout in flight. The owner writes deadline, limit and stop, then
+  // sets armed; the timer thread claims a due slot, then fires it only if it
+  // is still armed. Owner and timer each write their flag, pass a fence,
+  // and read the other's (Dekker's handshake), so either the timer sees the
+  // owner disarm and leaves the slot alone, or the owner sees the claim and
+  // waits until the timer is done with the slot.
+  struct slot {
+    std::atomic<duration::rep> deadline{0};
+    std::atomic<duration::rep> limit{0};
+    std::atomic<std::stop_source*> stop{nullptr};  // requested when fired (may be null)
+    std::atomic<int> armed{0};
+    std::atomic<int> claimed{0};  // an int, so that the owner's wait is a plain futex
+    std::atomic<bool> fired{false};
   };
 
-  void unlink(node& n) {
-    for (auto& l : lists_) {
-      if (l.d != n.bucket) continue;
-      (n.prev ? n.prev->next : l.head) = n.next;
-      (n.next ? n.next->prev : l.tail) = n.prev;
-      return;
+  // A thread's slots. The timer thread reads them under its mutex and
+  // writes only the claim and fired flags; a block outlives its thread and
+  // is reused by a later one.
+  struct alignas(64) slot_block {
+    static constexpr int size = 8;
+    slot slots[size];
+    std::atomic<std::uint32_t> arms{0};  // counts the owner's arms, so the timer sees activity
+    std::uint32_t in_use = 0;            // owner only: a bit per slot
+    bool asymmetric = false;             // asymmetric_fence::available(), copied for the owner
+    deadline_timer_thread* timer = nullptr;
+    slot_block* more = nullptr;  // owner only: the next block when more than `size` are nested
+    // Under the timer thread's mutex:
+    slot_block* next = nullptr;
+    std::uint32_t seen_arms = 0;
+    bool owned = false;
+  };
+
+  // The process's timer thread. Its state is never destroyed (threads may
+  // return their slots at any point of the exit sequence, even after the
+  // statics built after it are gone); the thread itself is joined at exit,
+  // after which timers no longer fire.
+  static deadline_timer_thread& instance() {
+    static deadline_timer_thread* const timer = new deadline_timer_thread;
+    static const stop_at_exit stopper{*timer};
+    return *timer;
+  }
+
+  // When the timer thread will next wake by itself (no_deadline: when kicked).
+  duration::rep wake_at() const noexcept { return wake_at_.load(std::memory_order_seq_cst); }
+
+  // Wakes the timer thread to look at a deadline earlier than wake_at().
+  void kick() {
+    std::lock_guard lock{mutex_};
+    kick_locked();
+  }
+
+  // A free block for the calling thread (first use, or deeper nesting).
+  slot_block& acquire_block() {
+    std::lock_guard lock{mutex_};
+    slot_block* b = blocks_;
+    while (b != nullptr && b->owned) b = b->next;
+    if (b == nullptr) {
+      b = new slot_block;
+      b->asymmetric = asymmetric_;
+      b->timer = this;
+      b->next = blocks_;
+      blocks_ = b;
+    }
+    b->owned = true;
+    start();
+    return *b;
+  }
+
+  // Returns a thread's blocks when it exits (none of its slots is armed).
+  void release_blocks(slot_block* b) noexcept {
+    std::lock_guard lock{mutex_};
+    while (b != nullptr) {
+      slot_block* more = std::exchange(b->more, nullptr);
+      b->owned = false;
+      b = more;
     }
   }
 
-  node* earliest() {
-    node* best = nullptr;
-    for (auto& l : lists_)
-      if (l.head && (!best || l.head->deadline < best->deadline)) best = l.head;
-    return best;
+  deadline_timer_thread(const deadline_timer_thread&) = delete;
+  deadline_timer_thread& operator=(const deadline_timer_thread&) = delete;
+
+ private:
+  // The shortest poll period: shorter limits wake the thread at each arm
+  // rather than have it poll faster than this.
+  static constexpr duration min_poll = std::chrono::microseconds{100};
+
+  struct stop_at_exit {
+    deadline_timer_thread& timer;
+    ~stop_at_exit() {
+      {
+        std::lock_guard lock{timer.mutex_};
+        timer.stopped_ = true;
+      }
+      if (timer.thread_.joinable()) {
+        timer.thread_.request_stop();
+        timer.thread_.join();
+      }
+    }
+  };
+
+  deadline_timer_thread() : asymmetric_{asymmetric_fence::available()} {}
+  ~deadline_timer_thread() = delete;  // see instance()
+
+  void start() {
+    if (!thread_.joinable() && !stopped_) thread_ = std::jthread{[this](std::stop_token st) { run(st); }};
+  }
+
+  void kick_locked() {
+    kicked_ = true;
+    cv_.notify_one();
+  }
+
+  static time_point now() noexcept { return time_point{std::chrono::steady_clock::now()}; }
+  static time_point at(duration::rep r) noexcept { return time_point{duration{r}}; }
+
+  // Claims the armed slots due by `now` into `due`; returns the earliest
+  // deadline of the other armed slots, and notes whether any thread armed a
+  // slot since the last look (and the shortest limit among those threads).
+  time_point claim_due(time_point now, std::vector<slot*>& due) {
+    time_point earliest = no_deadline;
+    for (slot_block* b = blocks_; b != nullptr; b = b->next) {
+      const std::uint32_t arms = b->arms.load(std::memory_order_relaxed);
+      const bool busy = arms != b->seen_arms;
+      b->seen_arms = arms;
+      active_ = active_ || busy;
+      for (slot& s : b->slots) {
+        if (busy && s.limit.load(std::memory_order_relaxed) > 0)
+          poll_ = std::min(poll_, std::max(duration{s.limit.load(std::memory_order_relaxed)}, min_poll));
+        if (s.armed.load(std::memory_order_seq_cst) == 0) continue;
+        const time_point d = at(s.deadline.load(std::memory_order_relaxed));
+        if (d <= now) {
+          s.claimed.store(1, std::memory_order_seq_cst);
+          due.push_back(&s);
+        } else {
+          earliest = std::min(earliest, d);
+        }
+      }
+    }
+    return earliest;
+  }
+
+  time_point earliest_armed() const {
+    time_point earliest = no_deadline;
+    for (const slot_block* b = blocks_; b != nullptr; b = b->next)
+      for (const slot& s : b->slots)
+        if (s.armed.load(std::memory_order_seq_cst) != 0) earliest = std::min(earliest, at(s.deadline.load(std::memory_order_relaxed)));
+    return earliest;
+  }
+
+  static void unclaim(slot& s) noexcept {
+    s.claimed.store(0, std::memory_order_release);
+    s.claimed.notify_all();
+  }
+
+  // Fires the claimed slots that are still armed and due; the others were
+  // disarmed (or re-armed later) meanwhile and are left alone.
+  void fire(std::unique_lock<std::mutex>& lock, std::vector<slot*>& due, time_point now) {
+    if (asymmetric_) asymmetric_fence::heavy();
+    std::size_t keep = 0;
+    for (slot* s : due) {
+      if (s->armed.load(std::memory_order_seq_cst) != 0 && at(s->deadline.load(std::memory_order_relaxed)) <= now)
+        due[keep++] = s;
+      else
+        unclaim(*s);  // under the mutex: its thread may exit as soon as it sees this
+    }
+    due.resize(keep);
+    // Outside the mutex: request_stop runs the token's callbacks (user code).
+    // The owners of these slots are still in their calls, or waiting for the
+    // claim to go, so the slots and the stop sources stay alive.
+    lock.unlock();
+    for (slot* s : due) {
+      if (std::stop_source* stop = s->stop.load(std::memory_order_relaxed)) stop->request_stop();
+      s->fired.store(true, std::memory_order_relaxed);
+      unclaim(*s);
+    }
+    due.clear();
+    lock.lock();
   }
 
   void run(std::stop_token st) {
     std::unique_lock lock{mutex_};
+    std::vector<slot*> due;
     while (!st.stop_requested()) {
-      node* n = earliest();
-      if (n == nullptr) {
-        wake_at_ = no_deadline;
-        cv_.wait(lock, st, [&] { return earliest() != nullptr; });
+      kicked_ = false;
+      const time_point t = now();
+      time_point target = claim_due(t, due);
+      if (!due.empty()) {
+        fire(lock, due, t);
         continue;
       }
-      // A copy: n may be cancelled and its frame reused while we wait unlocked.
-      const time_point deadline = n->deadline;
-      if (time_point{std::chrono::steady_clock::now()} < deadline) {
-        wake_at_ = deadline;
-        cv_.wait_until(lock, st, deadline, [&] {
-          // Compare deadlines too: a new timer may sit at a cancelled one's address.
-          node* e = earliest();
-          return e != n || e->deadline != deadline || time_point{std::chrono::steady_clock::now()} >= deadline;
-        });
-        continue;
-      }
-      unlink(*n);
-      n->state = 2;
-      lock.unlock();
-      n->fire(n);
-      lock.lock();
-      n->state = 3;  // the owner may destroy n as soon as it sees this
-      fired_cv_.notify_all();
+      if (active_) target = std::min(target, poll_ >= no_deadline - t ? no_deadline : t + poll_);
+      active_ = false;
+      poll_ = duration::max();
+      // Publish the plan, then look again: a thread that armed a slot before
+      // seeing this plan is visible now (or it saw the plan and kicks us).
+      wake_at_.store(target.time_since_epoch().count(), std::memory_order_seq_cst);
+      if (asymmetric_) asymmetric_fence::heavy();
+      if (earliest_armed() < target) continue;
+      if (target == no_deadline)
+        cv_.wait(lock, st, [&] { return kicked_; });
+      else
+        cv_.wait_until(lock, st, target, [&] { return kicked_; });
     }
   }
 
+  const bool asymmetric_;
+  std::atomic<duration::rep> wake_at_{no_deadline.time_since_epoch().count()};
   std::mutex mutex_;
   std::condition_variable_any cv_;
-  std::condition_variable fired_cv_;
-  std::vector<list> lists_;
-  time_point wake_at_ = no_deadline;
+  bool kicked_ = false;
+  slot_block* blocks_ = nullptr;
+  bool active_ = false;
+  duration poll_ = duration::max();
+  bool stopped_ = false;
   std::jthread thread_;
+};
+
+// The calling thread's first block; constinit, so reading it costs no
+// initialization check. A second thread_local, with a destructor, returns
+// the blocks when the thread exits (a thread that arms a timeout after that,
+// from another thread_local's destructor, keeps its block for good).
+inline constinit thread_local deadline_timer_thread::slot_block* this_thread_slots = nullptr;
+struct this_thread_slots_release {
+  bool armed = false;
+  ~this_thread_slots_release() {
+    if (deadline_timer_thread::slot_block* b = std::exchange(this_thread_slots, nullptr)) b->timer->release_blocks(b);
+  }
+};
+inline thread_local this_thread_slots_release this_thread_slots_owner;
+
+// A cooperative timeout on the real clock: arms a slot of the calling thread
+// for `deadline`; at the deadline the timer thread requests stop on `stop`
+// (if not null). disarm() ends it and tells whether it fired; after it, the
+// timer thread no longer touches `stop`. Arming and disarming cost a few
+// plain stores and loads (no lock, no read-modify-write) where the kernel
+// provides membarrier, two sequentially consistent stores elsewhere. A
+// timer must be disarmed on the thread that armed it, as a mutex is
+// unlocked by the thread that locked it.
+class deadline_timer {
+ public:
+  using slot = deadline_timer_thread::slot;
+  using slot_block = deadline_timer_thread::slot_block;
+
+  deadline_timer(time_point deadline, duration limit, std::stop_source* stop) {
+    slot_block* b = this_thread_slots;
+    if (b == nullptr) [[unlikely]]
+      b = first_block();
+    while (b->in_use == full) [[unlikely]]
+      b = next_block(*b);
+    const int i = std::countr_one(b->in_use);
+    bit_ = 1u << i;
+    b->in_use |= bit_;
+    block_ = b;
+    slot_ = &b->slots[i];
+    slot& s = *slot_;
+    const duration::rep d = deadline.time_since_epoch().count();
+    s.deadline.store(d, std::memory_order_relaxed);
+    s.limit.store(limit.count(), std::memory_order_relaxed);
+    s.stop.store(stop, std::memory_order_relaxed);
+    b->arms.store(b->arms.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (b->asymmetric) {
+      s.armed.store(1, std::memory_order_release);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      s.armed.store(1, std::memory_order_seq_cst);
+    }
+    if (d < b->timer->wake_at()) [[unlikely]]
+      b->timer->kick();
+  }
+  deadline_timer(const deadline_timer&) = delete;
+  deadline_timer& operator=(const deadline_timer&) = delete;
+  ~deadline_timer() {
+    if (slot_ != nullptr) disarm();
+  }
+
+  // Ends the timer; true when it fired (stop was requested by it).
+  bool disarm() noexcept {
+    slot& s = *slot_;
+    if (block_->asymmetric) {
+      s.armed.store(0, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      s.armed.store(0, std::memory_order_seq_cst);
+    }
+    if (s.claimed.load(std::memory_order_seq_cst) != 0) [[unlikely]]
+      wait_unclaimed(s);
+    const bool fired = s.fired.load(std::memory_order_relaxed);
+    if (fired) [[unlikely]]
+      s.fired.store(false, std::memory_order_relaxed);  // for the slot's next arm
+    block_->in_use &= ~bit_;
+    slot_ = nullptr;
+    return fired;
+  }
+
+ private:
+  static constexpr std::uint32_t full = (1u << slot_block::size) - 1;
+
+  [[gnu::noinline]] static slot_block* first_block() {
+    slot_block* b = &deadline_timer_thread::instance().acquire_block();
+    this_thread_slots_owner.armed = true;  // registers the thread-exit release
+    this_thread_slots = b;
+    return b;
+  }
+  [[gnu::noinline]] static slot_block* next_block(slot_block& b) {
+    if (b.more == nullptr) b.more = &b.timer->acquire_block();
+    return b.more;
+  }
+  [[gnu::noinline]] static void wait_unclaimed(slot& s) noexcept {
+    while (s.claimed.load(std::memory_order_acquire) != 0) s.claimed.wait(1, std::memory_order_acquire);
+  }
+
+  slot_block* block_ = nullptr;
+  slot* slot_ = nullptr;
+  std::uint32_t bit_ = 0;
 };
 
 }  // namespace detail
 
 inline thread_pool& default_thread_pool() {
-  // The timer singletons are built first so that they are destroyed after
-  // the pool: work the pool finishes at exit may still arm timers.
+  // The timer threads are started first so that they are joined after the
+  // pool: work the pool finishes at exit may still arm timers.
   (void)detail::steady_timer_thread::instance();
-  (void)detail::steady_timer_queue::instance();
+  (void)detail::deadline_timer_thread::instance();
   static thread_pool pool;
   return pool;
 }

@@ -16,11 +16,11 @@
 //   double f = lookup("electricity");  // each attempt gets 5 s; throws timeout_error after the last
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -82,6 +82,10 @@ enum class timeout_mode : std::uint8_t {
   cooperative,  ///< inline on the caller's thread; a timer requests stop at the deadline
   detached,     ///< on an executor; the caller stops waiting at the deadline
 };
+
+/// How long a detached timeout's caller polls for the result before it
+/// sleeps until the deadline (on the real clock only): 20 µs.
+inline constexpr duration detached_spin = std::chrono::microseconds{20};
 
 /// Settings of a timeout policy.
 struct timeout_options {
@@ -206,83 +210,85 @@ class timeout {
     return limit_ >= no_deadline - now ? no_deadline : now + limit_;
   }
 
-  // Restores the caller's deadline and stop_token when the attempt ends, so
-  // that an outer retry's next attempt gets a fresh limit.
-  struct context_restore {
+  // Restores the caller's deadline when the attempt ends, so that an outer
+  // retry's next attempt gets a fresh limit.
+  struct deadline_restore {
     call_context& ctx;
     time_point deadline;
-    std::stop_token stop;
-    ~context_restore() {
-      ctx.deadline = deadline;
-      ctx.stop = std::move(stop);
-    }
+    ~deadline_restore() { ctx.deadline = deadline; }
   };
 
-  // For the real clock: an intrusive timer on this stack frame.
-  struct steady_timer : detail::steady_timer_queue::node {
-    std::stop_source* stop = nullptr;
-    std::atomic<bool> fired{false};
-    static void on_fire(node* n) noexcept {
-      auto* t = static_cast<steady_timer*>(n);
-      t->fired.store(true, std::memory_order_release);
-      if (t->stop) t->stop->request_stop();
-    }
+  // Gives the inner call this timeout's token, and the caller's back after.
+  // Moves, not copies: a token copy is a reference-count update.
+  struct token_swap {
+    token_swap(call_context& c, std::stop_token mine) noexcept : ctx{c}, caller{std::exchange(c.stop, std::move(mine))} {}
+    token_swap(const token_swap&) = delete;
+    token_swap& operator=(const token_swap&) = delete;
+    ~token_swap() { ctx.stop = std::move(caller); }
+    call_context& ctx;
+    std::stop_token caller;
   };
-  // For any other clock: a call_at timer sharing its flag with the caller.
+
+  // For any clock but the real one: a call_at timer sharing its flag with the caller.
   struct clock_timer {
     std::stop_source stop{std::nostopstate};
     std::atomic<bool> fired{false};
   };
+
+  // The outcome of a call whose timer fired, whatever the call returned.
+  template <class O>
+  [[gnu::cold, gnu::noinline]] O timed_out(const call_context& ctx) const {
+    emit_timeout(*shared_, ctx.operation, limit_);
+    return O{rejection_for(*shared_, limit_)};
+  }
 
   template <class Next>
   auto run_cooperative(call_context& ctx, Next& next, bool request_stop) const {
     using O = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
     const time_point deadline = deadline_from(ctx);
     if (deadline == no_deadline) return next(ctx);  // a limit beyond the end of time never fires
-    context_restore restore{ctx, ctx.deadline, ctx.stop};
+    const deadline_restore restore{ctx, ctx.deadline};
     ctx.narrow_deadline(deadline);
 
-    std::optional<O> result;
-    bool fired = false;
     if (ctx.clock().is_steady()) {
-      std::stop_source stop{std::nostopstate};
-      steady_timer timer;
-      timer.fire = &steady_timer::on_fire;
-      if (request_stop) {
-        stop = std::stop_source{};
-        timer.stop = &stop;
-        ctx.stop = stop.get_token();
+      // The hot path: a slot of this thread's, armed and disarmed without a lock.
+      if (!request_stop) {
+        detail::deadline_timer timer{deadline, limit_, nullptr};
+        O result = next(ctx);
+        if (timer.disarm()) [[unlikely]]
+          result = timed_out<O>(ctx);
+        return result;
       }
-      auto& queue = detail::steady_timer_queue::instance();
-      queue.schedule(timer, limit_, deadline - limit_);
-      {
-        std::optional<std::stop_callback<forward_stop>> link;
-        if (request_stop && restore.stop.stop_possible()) link.emplace(restore.stop, forward_stop{&stop});
-        result.emplace(next(ctx));
-      }
-      queue.cancel(timer);
-      fired = timer.fired.load(std::memory_order_acquire);
-    } else {
-      auto t = std::make_shared<clock_timer>();
-      if (request_stop) {
-        t->stop = std::stop_source{};
-        ctx.stop = t->stop.get_token();
-      }
-      const timer_id id = ctx.clock().call_at(deadline, [t] {
-        t->fired.store(true, std::memory_order_release);
-        t->stop.request_stop();
-      });
-      {
-        std::optional<std::stop_callback<forward_stop>> link;
-        if (request_stop && restore.stop.stop_possible()) link.emplace(restore.stop, forward_stop{&t->stop});
-        result.emplace(next(ctx));
-      }
-      ctx.clock().cancel(id);
-      fired = t->fired.load(std::memory_order_acquire);
+      std::stop_source stop;
+      const token_swap swap{ctx, stop.get_token()};
+      std::optional<std::stop_callback<forward_stop>> link;
+      if (swap.caller.stop_possible()) link.emplace(swap.caller, forward_stop{&stop});
+      detail::deadline_timer timer{deadline, limit_, &stop};
+      O result = next(ctx);
+      if (timer.disarm()) [[unlikely]]
+        result = timed_out<O>(ctx);
+      return result;
     }
-    if (!fired) return std::move(*result);
-    emit_timeout(*shared_, ctx.operation, limit_);
-    return O{rejection_for(*shared_, limit_)};
+
+    auto t = std::make_shared<clock_timer>();
+    std::optional<token_swap> swap;
+    if (request_stop) {
+      t->stop = std::stop_source{};
+      swap.emplace(ctx, t->stop.get_token());
+    }
+    const timer_id id = ctx.clock().call_at(deadline, [t] {
+      t->fired.store(true, std::memory_order_release);
+      t->stop.request_stop();
+    });
+    std::optional<O> result;
+    {
+      std::optional<std::stop_callback<forward_stop>> link;
+      if (swap && swap->caller.stop_possible()) link.emplace(swap->caller, forward_stop{&t->stop});
+      result.emplace(next(ctx));
+    }
+    ctx.clock().cancel(id);
+    if (t->fired.load(std::memory_order_acquire)) return timed_out<O>(ctx);
+    return std::move(*result);
   }
 
   struct forward_stop {
@@ -290,39 +296,44 @@ class timeout {
     void operator()() const noexcept { to->request_stop(); }
   };
 
-  // The detached wait: the launched copy reports into `slot` and wakes us.
+  // The detached wait: the launched copy reports into `slot`. One stop
+  // source serves both directions: the work requests stop on it when done
+  // (waking a sleeping caller), the caller at the deadline (stopping a
+  // stop-aware callable, or an inner retry's wait).
   template <class O>
   struct detached_slot {
-    std::mutex mutex;
-    std::optional<O> result;
-    std::stop_source wake;
-    std::stop_source work;
+    std::atomic<bool> done{false};
+    std::optional<O> result;  // written before `done`, read only after it
+    std::stop_source stop;
   };
 
   template <class O, class Call>
   O run_detached(call_context& ctx, const Call& call) const {
+    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
     const time_point deadline = std::min(deadline_from(ctx), ctx.deadline);
     auto slot = std::make_shared<detached_slot<O>>();
     call_context inner = ctx;
     inner.narrow_deadline(deadline);
-    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
-    call.launch(inner, slot->work.get_token(), [slot](auto&& o) {
-      {
-        std::lock_guard lock{slot->mutex};
-        slot->result.emplace(std::move(o));
-      }
-      slot->wake.request_stop();
+    call.launch(inner, slot->stop.get_token(), [slot](auto&& o) {
+      slot->result.emplace(std::move(o));
+      slot->done.store(true, std::memory_order_release);
+      slot->stop.request_stop();
     });
+    const auto done = [&] { return slot->done.load(std::memory_order_acquire); };
     {
       std::optional<std::stop_callback<forward_stop>> link;
-      if (ctx.stop.stop_possible()) link.emplace(ctx.stop, forward_stop{&slot->wake});
-      ctx.clock().sleep_until(deadline, slot->wake.get_token());
+      if (ctx.stop.stop_possible()) link.emplace(ctx.stop, forward_stop{&slot->stop});
+      // On the real clock, poll briefly before sleeping: a short call then
+      // costs no kernel wake-up. Other clocks sleep at once, so a test sees
+      // the caller parked.
+      const bool quick = ctx.clock().is_steady() &&
+                         detail::spin_until(ctx.clock(), std::min(deadline, ctx.now() + detached_spin), [&] {
+                           return done() || slot->stop.stop_requested();
+                         });
+      if (!quick) ctx.clock().sleep_until(deadline, slot->stop.get_token());
     }
-    {
-      std::lock_guard lock{slot->mutex};
-      if (slot->result) return std::move(*slot->result);
-    }
-    slot->work.request_stop();  // a stop-aware callable may end early; its result is dropped either way
+    if (done()) return std::move(*slot->result);
+    slot->stop.request_stop();  // a stop-aware callable may end early; its result is dropped either way
     if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
     emit_timeout(*shared_, ctx.operation, limit_);
     return O{rejection_for(*shared_, limit_)};

@@ -38,6 +38,47 @@ void BM_steady_now(benchmark::State& state) {
 }
 BENCHMARK(BM_steady_now);
 
+// What a stop-aware callable costs before any timeout: a token of a live
+// source is copied into the call (two reference-count updates).
+void BM_bare_call_with_live_token(benchmark::State& state) {
+  std::stop_source source;
+  const std::stop_token token = source.get_token();
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) benchmark::DoNotOptimize(lookup_stoppable(token, ++x));
+  a.report(state);
+}
+BENCHMARK(BM_bare_call_with_live_token);
+
+// The floor of any timeout that hands the callable a fresh std::stop_token:
+// the stop source's shared state (one allocation) and its reference counts.
+void BM_stop_source_floor(benchmark::State& state) {
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    std::stop_source source;
+    std::stop_token token = source.get_token();
+    benchmark::DoNotOptimize(token);
+  }
+  a.report(state);
+}
+BENCHMARK(BM_stop_source_floor);
+
+// Everything a cooperative timeout with a stop-aware callable cannot avoid,
+// without any timer: one clock read, a fresh stop source and token, and
+// the token copied into the call.
+void BM_stop_aware_timeout_floor(benchmark::State& state) {
+  int x = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(std::chrono::steady_clock::now());
+    std::stop_source source;
+    const std::stop_token token = source.get_token();
+    benchmark::DoNotOptimize(lookup_stoppable(token, ++x));
+  }
+  a.report(state);
+}
+BENCHMARK(BM_stop_aware_timeout_floor);
+
 void BM_timeout_cooperative(benchmark::State& state) {
   resilient r{lookup_stoppable, timeout{5s}};
   int x = 0;
@@ -66,6 +107,7 @@ void BM_timeout_detached(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(BM_timeout_detached)->UseRealTime();
+BENCHMARK(BM_timeout_detached)->UseRealTime()->MeasureProcessCPUTime();
 
 void BM_std_async(benchmark::State& state) {
   int x = 0;
@@ -74,6 +116,7 @@ void BM_std_async(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(BM_std_async)->UseRealTime();
+BENCHMARK(BM_std_async)->UseRealTime()->MeasureProcessCPUTime();
 
 void BM_fallback_happy_path(benchmark::State& state) {
   resilient r{lookup, fallback{default_value{0}}};
@@ -112,6 +155,7 @@ void BM_async_round_trip(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(BM_async_round_trip)->UseRealTime();
+BENCHMARK(BM_async_round_trip)->UseRealTime()->MeasureProcessCPUTime();
 
 void BM_async_round_trip_with_timeout_and_fallback(benchmark::State& state) {
   thread_pool pool{1};
