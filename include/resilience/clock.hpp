@@ -93,7 +93,9 @@ class steady_timer_thread {
     const timer_id id = ++last_id_;
     timers_.emplace(key{deadline, id}, std::move(fn));
     if (!thread_.joinable()) thread_ = std::jthread{[this](std::stop_token st) { run(st); }};
-    cv_.notify_one();
+    // The thread wakes by itself at wake_at_ and then looks at the earliest
+    // timer; only an earlier deadline needs a wake-up (a syscall).
+    if (deadline < wake_at_) cv_.notify_one();
     return id;
   }
 
@@ -123,14 +125,18 @@ class steady_timer_thread {
     std::unique_lock lock{mutex_};
     while (!st.stop_requested()) {
       if (timers_.empty()) {
+        wake_at_ = time_point::max();
         cv_.wait(lock, st, [&] { return !timers_.empty(); });
+        wake_at_ = time_point::min();
         continue;
       }
       const auto deadline = timers_.begin()->first.first;
       if (std::chrono::steady_clock::now() < deadline) {
+        wake_at_ = deadline;
         cv_.wait_until(lock, st, deadline, [&] {
           return timers_.empty() || timers_.begin()->first.first < deadline;
         });
+        wake_at_ = time_point::min();
         continue;
       }
       auto fn = std::move(timers_.begin()->second);
@@ -145,6 +151,7 @@ class steady_timer_thread {
   std::condition_variable_any cv_;
   std::map<key, std::function<void()>> timers_;
   timer_id last_id_ = 0;
+  time_point wake_at_ = time_point::min();  // when the thread wakes by itself; min while it is awake
   std::jthread thread_;
 };
 
