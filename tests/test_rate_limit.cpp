@@ -98,7 +98,7 @@ TEST_CASE("accuracy: 10 req/s, burst 20, polled every millisecond for 10 s", "[r
   }));
   CAPTURE(to_string(algorithm));
   manual_clock clk;
-  limiter l{{.requests_per_second = 10, .burst_size = 20, .algorithm = algorithm}, clk};
+  limiter l{{.requests_per_second = 10, .burst_size = 20, .algorithm = algorithm, .count_grants = true}, clk};
   int granted = 0;
   for (int ms = 0; ms <= 10'000; ++ms) {
     granted += drain(l);
@@ -338,7 +338,7 @@ TEST_CASE("stress: concurrent grants never exceed the algorithm's bound", "[rate
 TEST_CASE("registry: configure, check_limit, unknown key, stats and keys", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 2});
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 2, .count_grants = true});
   reg.configure("llm", {.requests_per_second = 5, .burst_size = 1, .algorithm = rate_limit_algorithm::leaky_bucket});
   CHECK(reg.configured("factor_api"));
   CHECK_FALSE(reg.configured("erp"));
@@ -446,7 +446,7 @@ TEST_CASE("registry: at most max_partitions tenants, the idle ones evicted first
 TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000});
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000, .count_grants = true});
   int refused = 0;
   auto flood = [&](int from, int to) {
     char id[32];
@@ -468,7 +468,7 @@ TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]
 TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("db", {.requests_per_second = 100, .burst_size = 10});
+  reg.configure("db", {.requests_per_second = 100, .burst_size = 10, .count_grants = true});
   std::atomic<bool> stop{false};
   std::atomic<long> calls{0};
   {
@@ -487,7 +487,7 @@ TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_l
                                                rate_limit_algorithm::leaky_bucket, rate_limit_algorithm::token_bucket};
     for (int i = 0; i < 200; ++i) {
       reg.configure("db", {.requests_per_second = 50.0 + i, .burst_size = 1 + i % 7, .algorithm = algorithms[i % 4],
-                           .max_partitions = static_cast<std::size_t>(1 + i * 10)});
+                           .max_partitions = static_cast<std::size_t>(1 + i * 10), .count_grants = true});
       clk.advance(1ms);
     }
     while (calls < 1000) std::this_thread::yield();
@@ -864,4 +864,46 @@ TEST_CASE("stress: while the rate keeps changing, grants stay within the highest
   CHECK(tenant_grants <= bound);
   CHECK(key_grants >= bound / 3);  // and it did grant: the bound is not met by refusing everything
   CHECK(tenant_grants >= bound / 3);
+}
+
+TEST_CASE("grant counting: off by default, on for good once enabled", "[rate_limit]") {
+  manual_clock clk;
+  token_bucket bucket{{.requests_per_second = 10, .burst_size = 2}, clk};
+  CHECK_FALSE(bucket.config().count_grants);
+  CHECK(bucket.try_acquire());
+  CHECK(bucket.try_acquire());
+  CHECK_FALSE(bucket.try_acquire());
+  CHECK(bucket.stats().allowed == 0);   // grants: not counted by default
+  CHECK(bucket.stats().rejected == 1);  // refusals: always
+  bucket.enable_grant_counting();
+  clk.advance(100ms);
+  CHECK(bucket.try_acquire());
+  CHECK(bucket.stats().allowed == 1);
+  CHECK(bucket.stats().config.count_grants);
+
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 2});
+  CHECK(reg.try_acquire("erp"));
+  CHECK(reg.stats("erp").allowed == 0);
+  reg.enable_grant_counting();
+  CHECK(reg.try_acquire("erp", "acme"));
+  CHECK(reg.stats("erp").allowed == 1);
+  // A later configure() asking for no counting does not turn it off...
+  reg.configure("erp", {.requests_per_second = 5, .burst_size = 2, .count_grants = false});
+  CHECK(reg.try_acquire("erp"));
+  CHECK(reg.stats("erp").allowed == 2);
+  CHECK(reg.stats("erp").config.count_grants);
+  // ...and a key configured later is counted too.
+  reg.configure("llm", {});
+  CHECK(reg.try_acquire("llm"));
+  CHECK(reg.stats("llm").allowed == 1);
+
+  // Without enable_grant_counting, each configure() decides.
+  rate_limiter other{clk};
+  other.configure("erp", {.count_grants = true});
+  CHECK(other.try_acquire("erp"));
+  other.configure("erp", {.count_grants = false});
+  CHECK(other.try_acquire("erp"));
+  CHECK(other.stats("erp").allowed == 1);
+  CHECK_FALSE(other.stats("erp").config.count_grants);
 }

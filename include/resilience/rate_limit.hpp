@@ -22,7 +22,8 @@
 //    holds more than burst_size grants. Memory: 8 bytes per permit.
 //
 // Reconfiguring a registry key changes its limiters in place, safely under
-// traffic and without allocating (see rate_limiter::configure).
+// traffic and without allocating (see rate_limiter::configure). Grants are
+// counted only when asked (count_grants) or watched by a metrics_registry.
 //
 // Also here: adaptive_rate (lowers a key's rate on upstream 429s and gives it
 // back gradually) and coarse_clock() (a cheaper clock for hot limiters).
@@ -68,11 +69,16 @@ struct rate_limit_decision {
 /// A snapshot of one limiter's (or one registry key's) counters.
 struct rate_limit_stats {
   double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
-  std::uint64_t allowed = 0;   ///< requests granted, tenants included (0 with count_grants = false)
-  std::uint64_t rejected = 0;  ///< requests refused, tenants included
+  /// Requests granted, tenants included, while grant counting was on: from
+  /// the start with rate_limit_config::count_grants = true, or from the
+  /// moment a metrics_registry watched the limiter or registry
+  /// (enable_grant_counting). 0 when never on: counting is off by default so
+  /// that a grant costs nothing beyond its CAS.
+  std::uint64_t allowed = 0;
+  std::uint64_t rejected = 0;  ///< requests refused, tenants included (always counted: a refusal is the slow path)
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
   std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
-  rate_limit_config config{};  ///< the configuration in force
+  rate_limit_config config{};  ///< the configuration in force; count_grants says whether grants are being counted now
 };
 
 /// A clock_ref reading CLOCK_MONOTONIC_COARSE (Linux): a few ns instead of
@@ -103,7 +109,7 @@ struct rate_counters {
   std::atomic<std::uint64_t> rejected{0};
   std::atomic<std::uint64_t> violations{0};
   std::atomic<bool> limiting{false};
-  std::atomic<bool> count_grants{true};
+  std::atomic<bool> count_grants{false};
 
   void on_allowed() noexcept {
     if (count_grants.load(std::memory_order_relaxed)) allowed.fetch_add(1, std::memory_order_relaxed);
@@ -217,11 +223,19 @@ class limiter {
   /// Counters and configuration.
   rate_limit_stats stats() const {
     return {available(), s_->counters.allowed.load(std::memory_order_relaxed), s_->counters.rejected.load(std::memory_order_relaxed),
-            s_->counters.violations.load(std::memory_order_relaxed), 0, s_->config};
+            s_->counters.violations.load(std::memory_order_relaxed), 0, config()};
   }
+  /// Counts grants in stats().allowed from now on, whatever the config said
+  /// (metrics_registry::watch calls it). Cannot be turned off again.
+  void enable_grant_counting() const noexcept { s_->counters.count_grants.store(true, std::memory_order_relaxed); }
   /// This limiter's events (rate_limit_violated).
   event_hub& events() const noexcept { return s_->hub; }
-  const rate_limit_config& config() const noexcept { return s_->config; }
+  /// The configuration given at construction; count_grants says whether grants are being counted now.
+  rate_limit_config config() const noexcept {
+    auto c = s_->config;
+    c.count_grants = s_->counters.count_grants.load(std::memory_order_relaxed);
+    return c;
+  }
   /// The name given at construction (stable while any copy lives).
   std::string_view name() const noexcept { return s_->name; }
   const clock_ref& clock() const noexcept { return s_->clock; }
@@ -310,11 +324,13 @@ class rate_limiter {
   ///    start afresh on their next call); otherwise the least recently used
   ///    ones beyond the new limit are dropped.
   /// A call in flight commits under either the old or the new limit, never a
-  /// mix. Throws std::invalid_argument naming the bad field.
+  /// mix. Grants stay counted once a metrics_registry watches the registry,
+  /// whatever config.count_grants says. Throws std::invalid_argument naming
+  /// the bad field.
   void configure(std::string_view key, const rate_limit_config& config) {
     detail::validate(config, "rate_limiter: key", key);
     std::lock_guard lock{write_mutex_};
-    const bool count = config.count_grants;
+    const bool count = config.count_grants || count_all_grants_.load(std::memory_order_relaxed);
     const auto shape = detail::shape_of(config);
     auto* e = find(key);
     if (!e) {
@@ -399,6 +415,15 @@ class rate_limiter {
   }
   /// Tenant limiters alive for `key`.
   std::size_t partitions(std::string_view key) const { return entry(key).partitions(); }
+
+  /// Counts grants in stats().allowed for every key, present and future,
+  /// from now on, whatever their config.count_grants says; a later
+  /// configure() does not turn it off. metrics_registry::watch calls it.
+  void enable_grant_counting() const {
+    std::lock_guard lock{write_mutex_};
+    count_all_grants_.store(true, std::memory_order_relaxed);
+    for (const auto& e : entries_) e->counters.count_grants.store(true, std::memory_order_relaxed);
+  }
 
   /// Events of every key (rate_limit_violated).
   event_hub& events() const noexcept { return hub_; }
@@ -608,6 +633,7 @@ class rate_limiter {
       std::lock_guard lock{e.mutex};
       config = e.config;
     }
+    config.count_grants = e.counters.count_grants.load(std::memory_order_relaxed);
     return {e.state.available(detail::ns(clock_.now())), e.counters.allowed.load(std::memory_order_relaxed),
             e.counters.rejected.load(std::memory_order_relaxed), e.counters.violations.load(std::memory_order_relaxed), e.partitions(),
             config};
@@ -619,6 +645,7 @@ class rate_limiter {
   std::vector<std::unique_ptr<key_entry>> entries_;
   std::vector<std::unique_ptr<key_table>> tables_;
   std::atomic<key_table*> table_{nullptr};
+  mutable std::atomic<bool> count_all_grants_{false};
 };
 
 /// The process-wide registry (steady clock), created on first use.
