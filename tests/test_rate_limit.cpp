@@ -731,6 +731,32 @@ TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_lim
   }
 }
 
+TEST_CASE("a cancelled wait is undone exactly, even across a rate change", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 1});
+  CHECK(reg.try_acquire("erp"));  // empty now; the next permit at 100 ms
+  std::stop_source stop;
+  std::atomic<bool> got{true};
+  std::jthread waiter{[&] { got = reg.acquire("erp", 10s, stop.get_token()).allowed; }};
+  clk.wait_for_sleepers(1);  // it booked the permit at 100 ms
+  reg.configure("erp", {.requests_per_second = 1, .burst_size = 1});
+
+  SECTION("the booking is given back: as if the waiter never came") {
+    stop.request_stop();
+    waiter.join();
+    CHECK_FALSE(got);
+    CHECK(reg.try_acquire("erp").retry_after == 1s);  // empty at 0, refilled at the new rate
+  }
+  SECTION("but never earlier than a hold") {
+    CHECK(reg.hold("erp", 5s));
+    stop.request_stop();
+    waiter.join();
+    CHECK_FALSE(got);
+    CHECK(reg.try_acquire("erp").retry_after == 5s);
+  }
+}
+
 TEST_CASE("reconfiguring the rate 100,000 times allocates nothing and keeps nothing", "[rate_limit]") {
   // What adaptive_rate does on each step: the same algorithm and burst, a new
   // rate. The key's limiter and every tenant's are changed in place.

@@ -149,7 +149,7 @@ rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const 
     if (r.granted) {
       const time_point at{duration{r.at}};
       if (at <= now || clk.sleep_until(at, stop)) return {true, duration::zero()};
-      refund();
+      refund(r.cost);
       cancelled = true;
       return {false, duration::zero()};
     }
@@ -213,7 +213,7 @@ class limiter {
     bool cancelled = false;
     const auto d = detail::acquire_loop(
         s_->clock, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
-        [&] { st.refund(n); }, cancelled);
+        [&](std::int64_t cost) { st.refund(cost); }, cancelled);
     detail::record(d, s_->counters, &s_->hub, s_->name, {});
     return d;
   }
@@ -611,7 +611,7 @@ class rate_limiter {
       st.check_n(n, "rate_limiter::acquire");
       d = detail::acquire_loop(
           clock_, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
-          [&] { st.refund(n); }, cancelled);
+          [&](std::int64_t cost) { st.refund(cost); }, cancelled);
     } else {
       d = detail::acquire_loop(
           clock_, max_wait, stop,
@@ -621,7 +621,7 @@ class rate_limiter {
               return st.reserve(now, n, deadline);
             });
           },
-          [&] { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(n); }); }, cancelled);
+          [&](std::int64_t cost) { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(cost); }); }, cancelled);
     }
     detail::record(d, e.counters, &hub_, e.name, tenant);
     return d;
