@@ -310,9 +310,9 @@ class rate_limiter {
   ///  - a bucket that stays the same kind of bucket keeps its fill level
   ///    (token bucket: the tokens in hand, converted to the new rate, rounded
   ///    down, capped at the new burst; leaky bucket: its booked queue), and
-  ///    time already promised stays promised: a bucket empty until a later
-  ///    instant (booked permits, a hold) gives its next permit at that same
-  ///    instant, then runs at the new rate;
+  ///    time already promised stays promised: a token bucket empty until a
+  ///    later instant (booked permits) stays empty until then, an active
+  ///    hold keeps the instant of its first permit, then the new rate runs;
   ///  - a fixed window keeps its current window's start and count; the new
   ///    rate sets its length and that of the windows after it. A sliding
   ///    window keeps its log of grants; only the window length changes;
