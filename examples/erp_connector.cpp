@@ -75,7 +75,7 @@ std::string fetch_purchase_orders(std::stop_token stop, int page) {
 
 int main() {
   resilience::rate_limiter limits{virtual_time};
-  limits.configure("erp_api", {.requests_per_second = 5, .burst_size = 10});
+  limits.configure("erp_api", {.requests_per_second = 5, .burst_size = 10, .count_grants = true});  // printed at the end
   resilience::result_cache<int, std::string> last_good{{.ttl = 15min, .clock = virtual_time}};
 
   resilience::resilient fetch{

@@ -67,7 +67,7 @@ int main() {
   };
 
   rs::rate_limiter limits{clock};
-  limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 10});
+  limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 10, .count_grants = true});  // printed at the end
   rs::adaptive_rate adapt{limits, "factor_api"};
 
   auto fetch_factor = [&](const std::string& activity) {

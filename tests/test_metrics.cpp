@@ -254,6 +254,28 @@ TEST_CASE("a watched rate_limiter is read at scrape time", "[metrics]") {
   CHECK(e.at(R"(greenlang_rate_limiter_tokens{key="factor_api"})") == Approx(2));
 }
 
+TEST_CASE("watching a rate_limiter turns grant counting on for good", "[metrics]") {
+  // Grants are not counted by default (rate_limit_config::count_grants is
+  // false); requests_total{result="allowed"} needs them, so watch() turns
+  // counting on, for keys configured before and after it, and a later
+  // configure() asking for no counting does not turn it off.
+  manual_clock clk;
+  rate_limiter limits{clk};
+  limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 5});
+  CHECK(limits.try_acquire("factor_api"));  // before the watch: not counted
+  metrics_registry m{local_only()};
+  m.watch(limits);
+  limits.configure("llm", {.requests_per_second = 5, .burst_size = 2});
+  CHECK(limits.try_acquire("factor_api"));
+  CHECK(limits.try_acquire("llm"));
+  limits.configure("factor_api", {.requests_per_second = 20, .burst_size = 5, .count_grants = false});
+  CHECK(limits.try_acquire("factor_api", "acme"));
+  const auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_rate_limiter_requests_total{key="factor_api",result="allowed"})") == 2);
+  CHECK(e.at(R"(greenlang_rate_limiter_requests_total{key="llm",result="allowed"})") == 1);
+  CHECK(limits.stats("factor_api").config.count_grants);
+}
+
 TEST_CASE("a watched stand-alone limiter is labelled by its name", "[metrics]") {
   manual_clock clk;
   token_bucket erp{{.requests_per_second = 5, .burst_size = 1}, clk, "erp_api"};

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,13 +19,14 @@
 using namespace resilience;
 using namespace std::chrono_literals;
 
-// Live heap blocks of the whole test program, to show memory stays flat.
-// Sanitizer runtimes own operator new themselves: there, only the partition
-// count is checked.
+// Live heap blocks and allocations of the whole test program, to show memory
+// stays flat and reconfiguration allocates nothing. Sanitizer runtimes own
+// operator new themselves: there, only the behaviour is checked.
 #include "sanitizers.hpp"
 
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
+std::atomic<std::int64_t> allocations{0};
 }  // namespace
 
 #ifndef RESILIENCE_TEST_SANITIZED
@@ -32,6 +34,7 @@ std::atomic<std::int64_t> live_blocks{0};
 void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) {
     live_blocks.fetch_add(1, std::memory_order_relaxed);
+    allocations.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
   throw std::bad_alloc{};
@@ -41,6 +44,7 @@ void* operator new(std::size_t n, std::align_val_t a) {
   const auto al = static_cast<std::size_t>(a);
   if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) {
     live_blocks.fetch_add(1, std::memory_order_relaxed);
+    allocations.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
   throw std::bad_alloc{};
@@ -75,6 +79,13 @@ int drain(const limiter& l) {
   return n;
 }
 
+// Takes permits of a registry key until refused; returns how many it got.
+int drain_key(const rate_limiter& reg, std::string_view key) {
+  int n = 0;
+  while (reg.try_acquire(key)) ++n;
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("accuracy: 10 req/s, burst 20, polled every millisecond for 10 s", "[rate_limit]") {
@@ -87,7 +98,7 @@ TEST_CASE("accuracy: 10 req/s, burst 20, polled every millisecond for 10 s", "[r
   }));
   CAPTURE(to_string(algorithm));
   manual_clock clk;
-  limiter l{{.requests_per_second = 10, .burst_size = 20, .algorithm = algorithm}, clk};
+  limiter l{{.requests_per_second = 10, .burst_size = 20, .algorithm = algorithm, .count_grants = true}, clk};
   int granted = 0;
   for (int ms = 0; ms <= 10'000; ++ms) {
     granted += drain(l);
@@ -327,7 +338,7 @@ TEST_CASE("stress: concurrent grants never exceed the algorithm's bound", "[rate
 TEST_CASE("registry: configure, check_limit, unknown key, stats and keys", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 2});
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 2, .count_grants = true});
   reg.configure("llm", {.requests_per_second = 5, .burst_size = 1, .algorithm = rate_limit_algorithm::leaky_bucket});
   CHECK(reg.configured("factor_api"));
   CHECK_FALSE(reg.configured("erp"));
@@ -435,7 +446,7 @@ TEST_CASE("registry: at most max_partitions tenants, the idle ones evicted first
 TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000});
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000, .count_grants = true});
   int refused = 0;
   auto flood = [&](int from, int to) {
     char id[32];
@@ -457,7 +468,7 @@ TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]
 TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("db", {.requests_per_second = 100, .burst_size = 10});
+  reg.configure("db", {.requests_per_second = 100, .burst_size = 10, .count_grants = true});
   std::atomic<bool> stop{false};
   std::atomic<long> calls{0};
   {
@@ -476,7 +487,7 @@ TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_l
                                                rate_limit_algorithm::leaky_bucket, rate_limit_algorithm::token_bucket};
     for (int i = 0; i < 200; ++i) {
       reg.configure("db", {.requests_per_second = 50.0 + i, .burst_size = 1 + i % 7, .algorithm = algorithms[i % 4],
-                           .max_partitions = static_cast<std::size_t>(1 + i * 10)});
+                           .max_partitions = static_cast<std::size_t>(1 + i * 10), .count_grants = true});
       clk.advance(1ms);
     }
     while (calls < 1000) std::this_thread::yield();
@@ -580,7 +591,7 @@ TEST_CASE("coarse_clock reads the steady time line", "[rate_limit]") {
   CHECK(fast.try_acquire());
 }
 
-TEST_CASE("reconfiguring a bucket keeps its fill level; windows start afresh", "[rate_limit]") {
+TEST_CASE("reconfiguring a bucket keeps its fill level; a new algorithm starts afresh", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
   reg.configure("erp", {.requests_per_second = 10, .burst_size = 10});
@@ -639,4 +650,286 @@ TEST_CASE("adaptive_rate: halves on 429, holds for Retry-After, recovers step by
   CHECK(adapt.rate() == 10);  // never above the configured rate
   CHECK_THROWS_AS((adaptive_rate{reg, "llm", {.decrease_factor = 1.0}}), std::invalid_argument);
   CHECK_THROWS_WITH((adaptive_rate{reg, "nope"}), Catch::Matchers::Contains("'nope'"));
+}
+
+TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+
+  SECTION("token bucket: a hold (time already promised) stays promised, for the key and its tenants") {
+    // The next permit stays due at the same instant; the new rate applies after it.
+    reg.configure("erp", {.requests_per_second = 10, .burst_size = 5});
+    CHECK(reg.try_acquire("erp", "acme"));
+    CHECK(reg.hold("erp", 5s));
+    reg.configure("erp", {.requests_per_second = 1, .burst_size = 5});
+    CHECK(reg.try_acquire("erp").retry_after == 5s);
+    CHECK(reg.try_acquire("erp", "acme").retry_after == 5s);
+    clk.advance(5s);
+    CHECK(reg.try_acquire("erp"));
+    CHECK(reg.try_acquire("erp").retry_after == 1s);  // then the new rate
+  }
+  SECTION("token bucket: a smaller burst caps the tokens in hand") {
+    reg.configure("erp", {.requests_per_second = 10, .burst_size = 10});
+    reg.configure("erp", {.requests_per_second = 10, .burst_size = 3});
+    CHECK(reg.stats("erp").available == Approx(3));
+    CHECK(drain_key(reg, "erp") == 3);
+    reg.configure("erp", {.requests_per_second = 10, .burst_size = 10});
+    CHECK(reg.stats("erp").available == Approx(0));  // a larger burst adds no token either
+  }
+  SECTION("token bucket: a fraction of a token is rounded down, never up") {
+    reg.configure("erp", {.requests_per_second = 3, .burst_size = 2});
+    CHECK(drain_key(reg, "erp") == 2);
+    clk.advance(333'333'332ns);  // one interval (333'333'333 ns) minus 1 ns
+    reg.configure("erp", {.requests_per_second = 1000, .burst_size = 2});
+    CHECK_FALSE(reg.try_acquire("erp"));
+    clk.advance(1ms);
+    CHECK(reg.try_acquire("erp"));
+  }
+  SECTION("leaky bucket: the booked queue stays; the new interval applies after it") {
+    reg.configure("llm", {.requests_per_second = 10, .burst_size = 5, .algorithm = rate_limit_algorithm::leaky_bucket});
+    CHECK(reg.try_acquire("llm"));  // the next slot is at 100 ms
+    reg.configure("llm", {.requests_per_second = 1, .burst_size = 5, .algorithm = rate_limit_algorithm::leaky_bucket});
+    CHECK(reg.try_acquire("llm").retry_after == 100ms);
+    clk.advance(100ms);
+    CHECK(reg.try_acquire("llm"));
+    CHECK(reg.try_acquire("llm").retry_after == 1s);
+  }
+  SECTION("fixed window: the current window keeps its start and count; the new rate sets its length") {
+    reg.configure("report", {.requests_per_second = 10, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
+    for (int i = 0; i < 7; ++i) reg.check_limit("report");
+    clk.advance(300ms);
+    reg.configure("report", {.requests_per_second = 20, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
+    CHECK(reg.stats("report").available == Approx(3));
+    CHECK(drain_key(reg, "report") == 3);
+    CHECK(reg.try_acquire("report").retry_after == 200ms);  // the window [0, 500 ms) at the new length
+    clk.advance(200ms);
+    CHECK(drain_key(reg, "report") == 10);  // [500 ms, 1 s)
+    clk.advance(499ms);
+    CHECK_FALSE(reg.try_acquire("report"));
+    clk.advance(1ms);
+    CHECK(drain_key(reg, "report") == 10);  // [1 s, 1.5 s)
+    // A window that has ended carries nothing.
+    clk.advance(2s);
+    reg.configure("report", {.requests_per_second = 5, .burst_size = 4, .algorithm = rate_limit_algorithm::fixed_window});
+    CHECK(drain_key(reg, "report") == 4);
+  }
+  SECTION("sliding window: the log of grants stays, only the window length changes") {
+    reg.configure("db", {.requests_per_second = 10, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 400 ms
+    CHECK(reg.try_acquire("db", 2));
+    clk.advance(100ms);
+    CHECK(reg.try_acquire("db", 2));
+    clk.advance(50ms);
+    reg.configure("db", {.requests_per_second = 20, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
+    const auto d = reg.try_acquire("db");
+    CHECK_FALSE(d);
+    CHECK(d.retry_after == 50ms);  // the grants at 0 leave the 200 ms window at 200 ms
+    // A smaller burst keeps the newest grants: the two at 100 ms.
+    reg.configure("db", {.requests_per_second = 10, .burst_size = 2, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
+    CHECK(reg.try_acquire("db").retry_after == 150ms);
+    clk.advance(150ms);
+    CHECK(drain_key(reg, "db") == 2);
+  }
+}
+
+TEST_CASE("a cancelled wait is undone exactly, even across a rate change", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 1});
+  CHECK(reg.try_acquire("erp"));  // empty now; the next permit at 100 ms
+  std::stop_source stop;
+  std::atomic<bool> got{true};
+  std::jthread waiter{[&] { got = reg.acquire("erp", 10s, stop.get_token()).allowed; }};
+  clk.wait_for_sleepers(1);  // it booked the permit at 100 ms
+  reg.configure("erp", {.requests_per_second = 1, .burst_size = 1});
+
+  SECTION("the booking is given back: as if the waiter never came") {
+    stop.request_stop();
+    waiter.join();
+    CHECK_FALSE(got);
+    CHECK(reg.try_acquire("erp").retry_after == 1s);  // empty at 0, refilled at the new rate
+  }
+  SECTION("but never earlier than a hold") {
+    CHECK(reg.hold("erp", 5s));
+    stop.request_stop();
+    waiter.join();
+    CHECK_FALSE(got);
+    CHECK(reg.try_acquire("erp").retry_after == 5s);
+  }
+}
+
+TEST_CASE("reconfiguring the rate 100,000 times allocates nothing and keeps nothing", "[rate_limit]") {
+  // What adaptive_rate does on each step: the same algorithm and burst, a new
+  // rate. The key's limiter and every tenant's are changed in place.
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 100, .burst_size = 10, .algorithm = algorithm});
+  std::vector<std::string> tenants;
+  for (int t = 0; t < 50; ++t) tenants.push_back("tenant-" + std::to_string(t));
+  for (const auto& t : tenants) CHECK(reg.try_acquire("erp", t, 3));
+  REQUIRE(reg.partitions("erp") == 50);
+
+  const auto blocks_before = live_blocks.load();
+  const auto allocations_before = allocations.load();
+  for (int i = 0; i < 100'000; ++i) {
+    reg.configure("erp", {.requests_per_second = 100.0 + i % 1000, .burst_size = 10, .algorithm = algorithm});
+    if (i % 1000 == 0) clk.advance(1ms);
+  }
+  const auto allocated = allocations.load() - allocations_before;
+  const auto kept = live_blocks.load() - blocks_before;
+#ifndef RESILIENCE_TEST_SANITIZED
+  CHECK(allocated == 0);
+  CHECK(kept == 0);
+#else
+  (void)allocated;
+  (void)kept;
+#endif
+  CHECK(reg.partitions("erp") == 50);  // the same tenants, reshaped
+  CHECK(reg.stats("erp").config.requests_per_second == 100.0 + 99'999 % 1000);
+  // Still limiting, at the last rate (1099 req/s, a burst of 10 every 9.1 ms).
+  CHECK(reg.try_acquire("erp", tenants[0], 10));
+  const auto d = reg.try_acquire("erp", tenants[0]);
+  CHECK_FALSE(d);
+  CHECK(d.retry_after > duration::zero());
+  CHECK(d.retry_after <= 9'099'181ns);  // 10 intervals of round(1e9 / 1099) ns
+}
+
+TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("llm", {.requests_per_second = 10, .burst_size = 5});
+  for (int t = 0; t < 20; ++t) (void)reg.try_acquire("llm", "tenant-" + std::to_string(t));
+  adaptive_rate adapt{reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.05, .recovery_step = 0.1, .recovery_interval = 1s}};
+
+  const auto blocks_before = live_blocks.load();
+  const auto allocations_before = allocations.load();
+  int steps = 0;
+  for (int i = 0; i < 50'000; ++i) {
+    double rate = adapt.rate();
+    adapt.on_throttled(i % 2 ? std::optional<duration>{250ms} : std::nullopt);  // one step down (and a hold)
+    steps += adapt.rate() != rate ? 1 : 0;
+    clk.advance(1250ms);
+    rate = adapt.rate();
+    adapt.on_success();  // one step back up
+    steps += adapt.rate() != rate ? 1 : 0;
+  }
+  const auto allocated = allocations.load() - allocations_before;
+  const auto kept = live_blocks.load() - blocks_before;
+#ifndef RESILIENCE_TEST_SANITIZED
+  CHECK(allocated == 0);
+  CHECK(kept == 0);
+#else
+  (void)allocated;
+  (void)kept;
+#endif
+  CHECK(steps == 100'000);  // every call changed the rate: 100,000 reconfigurations
+  CHECK(adapt.rate() == 2);  // x -> x/2 -> x/2 + 1 settles on 1 <-> 2
+  CHECK(reg.stats("llm").config.requests_per_second == 2);
+  CHECK(reg.partitions("llm") == 20);
+}
+
+TEST_CASE("stress: while the rate keeps changing, grants stay within the highest rate in force", "[rate_limit]") {
+  // Two threads take permits of a key and of a tenant while this thread
+  // changes the rate four times per virtual millisecond (same burst), so
+  // that calls in flight cross reconfigurations. Whatever the interleaving,
+  // no grant may be priced at a rate that was never in force: the totals
+  // stay within what the highest rate allows over the run, plus the burst.
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  rate_limiter reg{clk};
+  constexpr std::int64_t burst = 10;
+  constexpr double rates[] = {1000, 700, 850, 500, 950};
+  constexpr int steps = 300;  // virtual milliseconds
+  auto config = [&](double rate) { return rate_limit_config{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm}; };
+  reg.configure("db", config(rates[0]));
+  double highest = rates[0];
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> attempts{0};
+  std::atomic<long> key_grants{0};
+  std::atomic<long> tenant_grants{0};
+  {
+    std::vector<std::jthread> users;
+    for (int t = 0; t < 2; ++t)
+      users.emplace_back([&] {
+        for (long i = 0; !stop; ++i) {
+          key_grants += reg.try_acquire("db") ? 1 : 0;
+          tenant_grants += reg.try_acquire("db", "acme") ? 1 : 0;
+          if (i % 64 == 0) (void)reg.stats("db");
+          ++attempts;
+        }
+      });
+    std::uint64_t lcg = 42;
+    for (int step = 0; step < steps; ++step) {
+      for (int k = 0; k < 4; ++k) {
+        lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double rate = rates[(lcg >> 33) % std::size(rates)];
+        highest = std::max(highest, rate);
+        reg.configure("db", config(rate));
+        const long seen = attempts;
+        while (attempts < seen + 2) std::this_thread::yield();
+      }
+      clk.advance(1ms);
+    }
+    stop = true;
+  }
+  // Grants happen at virtual times 0 .. steps ms; the fastest interval is
+  // 1/highest, the shortest window burst/highest.
+  const double span = steps / 1000.0;
+  long bound = 0;
+  switch (algorithm) {
+    case rate_limit_algorithm::token_bucket: bound = burst + std::lround(highest * span); break;  // full at the start, then refill
+    case rate_limit_algorithm::leaky_bucket: bound = 1 + std::lround(highest * span); break;     // one per interval
+    case rate_limit_algorithm::fixed_window:                                                       // burst per window of >= burst/highest
+    case rate_limit_algorithm::sliding_window: bound = burst * (1 + std::lround(std::floor(span * highest / burst))); break;
+  }
+  CAPTURE(highest, bound);
+  CHECK(key_grants <= bound);
+  CHECK(tenant_grants <= bound);
+  CHECK(key_grants >= bound / 3);  // and it did grant: the bound is not met by refusing everything
+  CHECK(tenant_grants >= bound / 3);
+}
+
+TEST_CASE("grant counting: off by default, on for good once enabled", "[rate_limit]") {
+  manual_clock clk;
+  token_bucket bucket{{.requests_per_second = 10, .burst_size = 2}, clk};
+  CHECK_FALSE(bucket.config().count_grants);
+  CHECK(bucket.try_acquire());
+  CHECK(bucket.try_acquire());
+  CHECK_FALSE(bucket.try_acquire());
+  CHECK(bucket.stats().allowed == 0);   // grants: not counted by default
+  CHECK(bucket.stats().rejected == 1);  // refusals: always
+  bucket.enable_grant_counting();
+  clk.advance(100ms);
+  CHECK(bucket.try_acquire());
+  CHECK(bucket.stats().allowed == 1);
+  CHECK(bucket.stats().config.count_grants);
+
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 2});
+  CHECK(reg.try_acquire("erp"));
+  CHECK(reg.stats("erp").allowed == 0);
+  reg.enable_grant_counting();
+  CHECK(reg.try_acquire("erp", "acme"));
+  CHECK(reg.stats("erp").allowed == 1);
+  // A later configure() asking for no counting does not turn it off...
+  reg.configure("erp", {.requests_per_second = 5, .burst_size = 2, .count_grants = false});
+  CHECK(reg.try_acquire("erp"));
+  CHECK(reg.stats("erp").allowed == 2);
+  CHECK(reg.stats("erp").config.count_grants);
+  // ...and a key configured later is counted too.
+  reg.configure("llm", {});
+  CHECK(reg.try_acquire("llm"));
+  CHECK(reg.stats("llm").allowed == 1);
+
+  // Without enable_grant_counting, each configure() decides.
+  rate_limiter other{clk};
+  other.configure("erp", {.count_grants = true});
+  CHECK(other.try_acquire("erp"));
+  other.configure("erp", {.count_grants = false});
+  CHECK(other.try_acquire("erp"));
+  CHECK(other.stats("erp").allowed == 1);
+  CHECK_FALSE(other.stats("erp").config.count_grants);
 }

@@ -534,8 +534,12 @@ class metrics_registry {
 
   /// Reads every key of a rate_limiter registry at each scrape: tokens,
   /// requests by result, violations (episodes of limiting, see
-  /// rate_limit_stats). The registry is not copyable: it must outlive this one.
+  /// rate_limit_stats). Turns on grant counting for every key, present and
+  /// future (requests_total{result="allowed"} needs it; it is off by
+  /// default): grants are counted from this call on. The registry is not
+  /// copyable: it must outlive this one.
   void watch(const rate_limiter& limits) {
+    limits.enable_grant_counting();
     add_watcher(
         [&limits](metric_snapshot& s, covered& c) {
           limits.for_each_stats([&](std::string_view key, const rate_limit_stats& st) { add_limiter(s, c, key, st); });
@@ -544,8 +548,10 @@ class metrics_registry {
   }
 
   /// Reads one stand-alone limiter (token_bucket, sliding_window...) at each
-  /// scrape, labelled key="<its name>".
+  /// scrape, labelled key="<its name>". Turns on its grant counting, as for
+  /// a registry.
   void watch(const limiter& l) {
+    l.enable_grant_counting();
     auto keep = std::make_shared<const limiter>(l);
     add_watcher([keep](metric_snapshot& s, covered& c) { add_limiter(s, c, keep->name(), keep->stats()); },
                 &keep->events(), keep);

@@ -21,6 +21,10 @@
 //    times, behind a mutex): no interval of burst_size/rate seconds ever
 //    holds more than burst_size grants. Memory: 8 bytes per permit.
 //
+// Reconfiguring a registry key changes its limiters in place, safely under
+// traffic and without allocating (see rate_limiter::configure). Grants are
+// counted only when asked (count_grants) or watched by a metrics_registry.
+//
 // Also here: adaptive_rate (lowers a key's rate on upstream 429s and gives it
 // back gradually) and coarse_clock() (a cheaper clock for hot limiters).
 #pragma once
@@ -65,11 +69,16 @@ struct rate_limit_decision {
 /// A snapshot of one limiter's (or one registry key's) counters.
 struct rate_limit_stats {
   double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
-  std::uint64_t allowed = 0;   ///< requests granted, tenants included (0 with count_grants = false)
-  std::uint64_t rejected = 0;  ///< requests refused, tenants included
+  /// Requests granted, tenants included, while grant counting was on: from
+  /// the start with rate_limit_config::count_grants = true, or from the
+  /// moment a metrics_registry watched the limiter or registry
+  /// (enable_grant_counting). 0 when never on: counting is off by default so
+  /// that a grant costs nothing beyond its CAS.
+  std::uint64_t allowed = 0;
+  std::uint64_t rejected = 0;  ///< requests refused, tenants included (always counted: a refusal is the slow path)
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
   std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
-  rate_limit_config config{};  ///< the configuration in force
+  rate_limit_config config{};  ///< the configuration in force; count_grants says whether grants are being counted now
 };
 
 /// A clock_ref reading CLOCK_MONOTONIC_COARSE (Linux): a few ns instead of
@@ -100,7 +109,7 @@ struct rate_counters {
   std::atomic<std::uint64_t> rejected{0};
   std::atomic<std::uint64_t> violations{0};
   std::atomic<bool> limiting{false};
-  std::atomic<bool> count_grants{true};
+  std::atomic<bool> count_grants{false};
 
   void on_allowed() noexcept {
     if (count_grants.load(std::memory_order_relaxed)) allowed.fetch_add(1, std::memory_order_relaxed);
@@ -140,7 +149,7 @@ rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const 
     if (r.granted) {
       const time_point at{duration{r.at}};
       if (at <= now || clk.sleep_until(at, stop)) return {true, duration::zero()};
-      refund();
+      refund(r.cost);
       cancelled = true;
       return {false, duration::zero()};
     }
@@ -204,7 +213,7 @@ class limiter {
     bool cancelled = false;
     const auto d = detail::acquire_loop(
         s_->clock, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
-        [&] { st.refund(n); }, cancelled);
+        [&](std::int64_t cost) { st.refund(cost); }, cancelled);
     detail::record(d, s_->counters, &s_->hub, s_->name, {});
     return d;
   }
@@ -214,28 +223,38 @@ class limiter {
   /// Counters and configuration.
   rate_limit_stats stats() const {
     return {available(), s_->counters.allowed.load(std::memory_order_relaxed), s_->counters.rejected.load(std::memory_order_relaxed),
-            s_->counters.violations.load(std::memory_order_relaxed), 0, s_->state.config()};
+            s_->counters.violations.load(std::memory_order_relaxed), 0, config()};
   }
+  /// Counts grants in stats().allowed from now on, whatever the config said
+  /// (metrics_registry::watch calls it). Cannot be turned off again.
+  void enable_grant_counting() const noexcept { s_->counters.count_grants.store(true, std::memory_order_relaxed); }
   /// This limiter's events (rate_limit_violated).
   event_hub& events() const noexcept { return s_->hub; }
-  const rate_limit_config& config() const noexcept { return s_->state.config(); }
+  /// The configuration given at construction; count_grants says whether grants are being counted now.
+  rate_limit_config config() const noexcept {
+    auto c = s_->config;
+    c.count_grants = s_->counters.count_grants.load(std::memory_order_relaxed);
+    return c;
+  }
   /// The name given at construction (stable while any copy lives).
   std::string_view name() const noexcept { return s_->name; }
   const clock_ref& clock() const noexcept { return s_->clock; }
 
  private:
   struct shared {
-    shared(const rate_limit_config& c, clock_ref clk, std::string n) : clock{std::move(clk)}, name{std::move(n)}, state{c, clock.now()} {
+    shared(const rate_limit_config& c, clock_ref clk, std::string n)
+        : clock{std::move(clk)}, name{std::move(n)}, config{c}, state{detail::shape_of(c), detail::ns(clock.now())} {
       counters.count_grants.store(c.count_grants, std::memory_order_relaxed);
     }
     clock_ref clock;
     std::string name;
+    const rate_limit_config config;
     mutable event_hub hub;
     detail::rate_counters counters;
     detail::limiter_state state;
   };
   static std::shared_ptr<shared> make(const rate_limit_config& c, clock_ref clk, std::string name) {
-    detail::validate(c, name.empty() ? std::string{"rate limiter"} : "rate limiter '" + name + "'");
+    detail::validate(c, "rate limiter", name);
     return std::make_shared<shared>(c, std::move(clk), std::move(name));
   }
   std::shared_ptr<shared> s_;
@@ -283,45 +302,60 @@ class rate_limiter {
   rate_limiter& operator=(const rate_limiter&) = delete;
   ~rate_limiter() = default;
 
-  /// Sets (or replaces) the limit of `key`. Safe while other threads use the
-  /// key: they finish on the old limiter, the next call sees the new one. A
-  /// bucket that stays a bucket of the same kind keeps its fill level (the
-  /// tokens in hand, converted to the new rate), for the key and each tenant;
-  /// windows, or a change of algorithm, start afresh. Throws
-  /// std::invalid_argument naming the bad field.
+  /// Sets (or replaces) the limit of `key`. Safe while other threads use
+  /// the key. A known key is changed in place, its own limiter and every
+  /// tenant's: a change of rate or burst allocates nothing and keeps nothing
+  /// of the old one, however often it happens (adaptive_rate does it on each
+  /// step). What carries over:
+  ///  - a bucket that stays the same kind of bucket keeps its fill level
+  ///    (token bucket: the tokens in hand, converted to the new rate, rounded
+  ///    down, capped at the new burst; leaky bucket: its booked queue), and
+  ///    time already promised stays promised: a token bucket empty until a
+  ///    later instant (booked permits) stays empty until then, an active
+  ///    hold keeps the instant of its first permit, then the new rate runs;
+  ///  - a fixed window keeps its current window's start and count; the new
+  ///    rate sets its length and that of the windows after it. A sliding
+  ///    window keeps its log of grants; only the window length changes;
+  ///  - a change of algorithm starts afresh (a full bucket, an empty queue or
+  ///    window). It allocates only when the key becomes a sliding window or a
+  ///    sliding window's burst changes (its log of burst_size times);
+  ///  - a change of max_partitions that changes the number of tenant shards
+  ///    (max_partitions / 64, from 1 to 16) drops every tenant limiter (they
+  ///    start afresh on their next call); otherwise the least recently used
+  ///    ones beyond the new limit are dropped.
+  /// A call in flight commits under either the old or the new limit, never a
+  /// mix. Grants stay counted once a metrics_registry watches the registry,
+  /// whatever config.count_grants says. Throws std::invalid_argument naming
+  /// the bad field.
   void configure(std::string_view key, const rate_limit_config& config) {
-    detail::validate(config, "rate_limiter: key '" + std::string{key} + "'");
+    detail::validate(config, "rate_limiter: key", key);
     std::lock_guard lock{write_mutex_};
+    const bool count = config.count_grants || count_all_grants_.load(std::memory_order_relaxed);
+    const auto shape = detail::shape_of(config);
     auto* e = find(key);
-    auto state = std::make_unique<detail::limiter_state>(config, clock_.now());
     if (!e) {
-      auto entry = std::make_unique<key_entry>(key, config.max_partitions);
-      entry->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
-      entry->current.store(state.get(), std::memory_order_release);
-      entry->states.push_back(std::move(state));
+      auto entry = std::make_unique<key_entry>(key, config, shape, detail::ns(clock_.now()));
+      entry->counters.count_grants.store(count, std::memory_order_relaxed);
       e = entry.get();
       entries_.push_back(std::move(entry));
       insert(e);
       return;
     }
     std::lock_guard entry_lock{e->mutex};
-    e->counters.count_grants.store(config.count_grants, std::memory_order_relaxed);
     const auto now = detail::ns(clock_.now());
-    state->carry_from(*e->current.load(std::memory_order_acquire), now);
-    // The old state stays allocated until the registry dies: a thread may be
-    // using it right now, and a reconfiguration is rare.
-    e->current.store(state.get(), std::memory_order_release);
-    e->states.push_back(std::move(state));
-    e->reset_tenants(config, now, clock_.now());
+    e->counters.count_grants.store(count, std::memory_order_relaxed);
+    e->state.reshape(shape, now);
+    e->reshape_tenants(config, shape, now);
+    e->config = config;
   }
 
-  /// Holds back every permit of `key` (and of its tenants) for `wait`, as an
-  /// upstream's Retry-After asks. Buckets only: returns false (and does
-  /// nothing) for a window algorithm.
+  /// Holds back every permit of `key` (and of its tenants) for `wait` (at
+  /// most 100 years), as an upstream's Retry-After asks. Buckets only:
+  /// returns false (and does nothing) for a window algorithm.
   bool hold(std::string_view key, duration wait) const {
     auto& e = entry(key);
-    const auto until = detail::ns(clock_.now() + std::max(wait, duration::zero()));
-    if (!e.current.load(std::memory_order_acquire)->hold_until(until)) return false;
+    const auto until = detail::ns(clock_.now()) + std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns);
+    if (!e.state.hold_until(until)) return false;
     for (auto& shard : e.shards) {
       std::lock_guard lock{shard.mutex};
       for (auto& node : shard.lru) node.state.hold_until(until);
@@ -382,6 +416,15 @@ class rate_limiter {
   /// Tenant limiters alive for `key`.
   std::size_t partitions(std::string_view key) const { return entry(key).partitions(); }
 
+  /// Counts grants in stats().allowed for every key, present and future,
+  /// from now on, whatever their config.count_grants says; a later
+  /// configure() does not turn it off. metrics_registry::watch calls it.
+  void enable_grant_counting() const {
+    std::lock_guard lock{write_mutex_};
+    count_all_grants_.store(true, std::memory_order_relaxed);
+    for (const auto& e : entries_) e->counters.count_grants.store(true, std::memory_order_relaxed);
+  }
+
   /// Events of every key (rate_limit_violated).
   event_hub& events() const noexcept { return hub_; }
   /// The registry's clock.
@@ -391,7 +434,7 @@ class rate_limiter {
   friend class rate_limit;
 
   struct tenant_node {
-    tenant_node(std::string_view t, const rate_limit_config& c, time_point now) : tenant{t}, state{c, now} {}
+    tenant_node(std::string_view t, const detail::limiter_shape& shape, std::int64_t now) : tenant{t}, state{shape, now} {}
     std::string tenant;
     detail::limiter_state state;
   };
@@ -401,23 +444,28 @@ class rate_limiter {
     std::list<tenant_node> lru;  // front: most recently used
     std::unordered_map<std::string_view, std::list<tenant_node>::iterator, detail::sv_hash, std::equal_to<>> index;
     std::size_t capacity = 1;
+    detail::limiter_shape shape;  // the key's, for new tenants
   };
 
   struct key_entry {
     static constexpr std::size_t max_shards = 16;
 
-    key_entry(std::string_view k, std::size_t max_partitions) : name{k}, hash{detail::sv_hash{}(k)} {
-      const std::size_t count = shards_for(max_partitions);
+    key_entry(std::string_view k, const rate_limit_config& c, const detail::limiter_shape& s, std::int64_t now)
+        : name{k}, hash{detail::sv_hash{}(k)}, state{s, now}, config{c} {
+      const std::size_t count = shards_for(c.max_partitions);
       shard_count.store(count, std::memory_order_relaxed);
-      for (std::size_t i = 0; i < count; ++i) shards[i].capacity = max_partitions / count;
+      for (std::size_t i = 0; i < max_shards; ++i) {
+        shards[i].capacity = i < count ? c.max_partitions / count : 0;
+        shards[i].shape = s;
+      }
     }
 
     // One shard (an exact LRU) for small limits, up to 16 locks for large ones.
     static std::size_t shards_for(std::size_t max_partitions) { return std::clamp<std::size_t>(max_partitions / 64, 1, max_shards); }
 
-    // Rebuilds every tenant limiter from a new config, carrying each
-    // bucket's fill level; when the shard layout changes they start afresh.
-    void reset_tenants(const rate_limit_config& config, std::int64_t now_ns, time_point now) {
+    // Reshapes every tenant limiter in place (see configure). When the shard
+    // layout changes they are dropped: they start afresh on their next call.
+    void reshape_tenants(const rate_limit_config& config, const detail::limiter_shape& shape, std::int64_t now) {
       const std::size_t count = shards_for(config.max_partitions);
       const bool same_layout = count == shard_count.load(std::memory_order_relaxed);
       shard_count.store(count, std::memory_order_release);
@@ -425,16 +473,17 @@ class rate_limiter {
         auto& shard = shards[i];
         std::lock_guard shard_lock{shard.mutex};
         shard.capacity = i < count ? config.max_partitions / count : 0;
-        std::list<tenant_node> fresh;
-        if (same_layout) {
-          for (auto it = shard.lru.begin(); it != shard.lru.end() && fresh.size() < shard.capacity; ++it) {
-            fresh.emplace_back(it->tenant, config, now);
-            fresh.back().state.carry_from(it->state, now_ns);
-          }
+        shard.shape = shape;
+        if (!same_layout) {
+          shard.index.clear();
+          shard.lru.clear();
+          continue;
         }
-        shard.index.clear();
-        shard.lru.swap(fresh);
-        for (auto it = shard.lru.begin(); it != shard.lru.end(); ++it) shard.index.emplace(it->tenant, it);
+        while (shard.lru.size() > shard.capacity) {
+          shard.index.erase(shard.lru.back().tenant);
+          shard.lru.pop_back();
+        }
+        for (auto& node : shard.lru) node.state.reshape(shape, now);
       }
     }
 
@@ -453,10 +502,10 @@ class rate_limiter {
 
     const std::string name;
     const std::size_t hash;
-    std::atomic<detail::limiter_state*> current{nullptr};
+    detail::limiter_state state;  // the key's own limiter, reshaped in place
     detail::rate_counters counters;
-    std::mutex mutex;                                          // serializes reconfiguration
-    std::vector<std::unique_ptr<detail::limiter_state>> states;  // current and retired (see configure)
+    mutable std::mutex mutex;  // serializes reconfiguration; guards config
+    rate_limit_config config;
     mutable tenant_shard shards[max_shards];
     std::atomic<std::size_t> shard_count{1};
   };
@@ -510,10 +559,10 @@ class rate_limiter {
   }
 
   rate_limit_decision try_acquire_on(key_entry& e, std::uint32_t n) const {
-    auto* st = e.current.load(std::memory_order_acquire);
-    if (n > 1) st->check_n(n, "rate_limiter::try_acquire");
+    auto& st = e.state;
+    if (n > 1) st.check_n(n, "rate_limiter::try_acquire");
     const auto now = detail::ns(clock_.now());
-    const auto r = st->reserve(now, n, now);
+    const auto r = st.reserve(now, n, now);
     const rate_limit_decision d{r.granted, duration{r.retry_after}};
     detail::record(d, e.counters, &hub_, e.name, {});
     return d;
@@ -536,7 +585,7 @@ class rate_limiter {
         shard->index.erase(shard->lru.back().tenant);
         shard->lru.pop_back();
       }
-      shard->lru.emplace_front(tenant, e.current.load(std::memory_order_acquire)->config(), clock_.now());
+      shard->lru.emplace_front(tenant, shard->shape, detail::ns(clock_.now()));
       it = shard->index.emplace(shard->lru.front().tenant, shard->lru.begin()).first;
     }
     return fn(it->second->state);
@@ -558,11 +607,11 @@ class rate_limiter {
                                  bool& cancelled) const {
     rate_limit_decision d;
     if (tenant.empty()) {
-      auto* st = e.current.load(std::memory_order_acquire);
-      st->check_n(n, "rate_limiter::acquire");
+      auto& st = e.state;
+      st.check_n(n, "rate_limiter::acquire");
       d = detail::acquire_loop(
-          clock_, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st->reserve(now, n, deadline); },
-          [&] { st->refund(n); }, cancelled);
+          clock_, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
+          [&](std::int64_t cost) { st.refund(cost); }, cancelled);
     } else {
       d = detail::acquire_loop(
           clock_, max_wait, stop,
@@ -572,17 +621,22 @@ class rate_limiter {
               return st.reserve(now, n, deadline);
             });
           },
-          [&] { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(n); }); }, cancelled);
+          [&](std::int64_t cost) { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(cost); }); }, cancelled);
     }
     detail::record(d, e.counters, &hub_, e.name, tenant);
     return d;
   }
 
   rate_limit_stats stats_of(const key_entry& e) const {
-    const auto* st = e.current.load(std::memory_order_acquire);
-    return {st->available(detail::ns(clock_.now())), e.counters.allowed.load(std::memory_order_relaxed),
+    rate_limit_config config;
+    {
+      std::lock_guard lock{e.mutex};
+      config = e.config;
+    }
+    config.count_grants = e.counters.count_grants.load(std::memory_order_relaxed);
+    return {e.state.available(detail::ns(clock_.now())), e.counters.allowed.load(std::memory_order_relaxed),
             e.counters.rejected.load(std::memory_order_relaxed), e.counters.violations.load(std::memory_order_relaxed), e.partitions(),
-            st->config()};
+            config};
   }
 
   clock_ref clock_;
@@ -591,6 +645,7 @@ class rate_limiter {
   std::vector<std::unique_ptr<key_entry>> entries_;
   std::vector<std::unique_ptr<key_table>> tables_;
   std::atomic<key_table*> table_{nullptr};
+  mutable std::atomic<bool> count_all_grants_{false};
 };
 
 /// The process-wide registry (steady clock), created on first use.
@@ -666,7 +721,9 @@ struct adaptive_rate_options {
 /// Lowers a registry key's rate when the upstream answers 429 (multiplicative
 /// decrease, and a hold for its Retry-After) and gives it back step by step
 /// while the upstream stays quiet (additive increase), never above the rate
-/// the key had when the helper was made. Copies share the state; thread-safe.
+/// the key had when the helper was made. Each step is a rate-only
+/// configure() of the key, done in place: no allocation, no memory kept,
+/// however many steps. Copies share the state; thread-safe.
 ///
 ///   resilience::adaptive_rate adapt{limits, "factor_api"};
 ///   if (response.status == 429) adapt.on_throttled(resilience::parse_retry_after(header, system_now));
