@@ -159,6 +159,7 @@ TEST_CASE("make keeps a rate limit configured before it", "[presets]") {
   manual_clock clk{manual_clock::auto_advance};
   circuit_breaker_registry breakers;
   rate_limiter limits{clk};
+  limits.enable_grant_counting();  // the checks read stats().allowed (grants are not counted by default)
   limits.configure("llm_api", {.requests_per_second = 1, .burst_size = 1});
   result_cache<std::string, std::string> answers{{.clock = clk}};
   auto ask = presets::make(
@@ -248,6 +249,7 @@ TEST_CASE("make: the preset rate limit is enforced, and a rate-limited attempt i
   manual_clock clk{manual_clock::auto_advance};
   circuit_breaker_registry breakers;
   rate_limiter limits{clk};
+  limits.enable_grant_counting();  // the checks read stats().allowed (grants are not counted by default)
   result_cache<int, int> cache{{.clock = clk}};
   int calls = 0;
   auto ask = presets::make(
