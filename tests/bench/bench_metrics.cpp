@@ -9,6 +9,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "alloc_counter.hpp"
@@ -34,10 +35,11 @@ void steady_clock_now(benchmark::State& state) {
 }
 BENCHMARK(steady_clock_now);
 
-void breaker_call(benchmark::State& state, bool watched, bool durations) {
-  circuit_breaker cb{{.name = "factor_api"}};
+// A closed breaker's call; `durations` (when set) is how a registry watches it.
+void breaker_call(benchmark::State& state, const circuit_breaker_options& options, std::optional<call_durations> durations) {
+  circuit_breaker cb{options};
   metrics_registry m{{.count_global_events = false}};
-  if (watched) m.watch(cb, durations ? call_durations::always : call_durations::never);
+  if (durations) m.watch(cb, *durations);
   int x = 0;
   bench::alloc_scope a;
   for (auto _ : state) {
@@ -46,46 +48,29 @@ void breaker_call(benchmark::State& state, bool watched, bool durations) {
   }
   a.report(state);
 }
-void breaker_no_metrics(benchmark::State& s) { breaker_call(s, false, false); }
-void breaker_with_metrics(benchmark::State& s) { breaker_call(s, true, false); }
-void breaker_with_metrics_and_durations(benchmark::State& s) { breaker_call(s, true, true); }
+
+const circuit_breaker_options consecutive{.name = "factor_api"};
+void breaker_no_metrics(benchmark::State& s) { breaker_call(s, consecutive, std::nullopt); }
+void breaker_with_metrics(benchmark::State& s) { breaker_call(s, consecutive, call_durations::when_timed); }
+void breaker_with_metrics_and_durations(benchmark::State& s) { breaker_call(s, consecutive, call_durations::always); }
 BENCHMARK(breaker_no_metrics);
 BENCHMARK(breaker_with_metrics);
 BENCHMARK(breaker_with_metrics_and_durations);
 
 // The same histogram on a coarse clock (CLOCK_MONOTONIC_COARSE, kernel-tick
 // resolution): cheaper timing for services whose calls take milliseconds.
-void breaker_with_durations_coarse_clock(benchmark::State& state) {
-  circuit_breaker cb{{.name = "factor_api", .clock = coarse_clock()}};
-  metrics_registry m{{.count_global_events = false}};
-  m.watch(cb, call_durations::always);
-  int x = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    auto r = cb.try_call(work, x);
-    benchmark::DoNotOptimize(x = r.value());
-  }
-  a.report(state);
+void breaker_with_durations_coarse_clock(benchmark::State& s) {
+  breaker_call(s, {.name = "factor_api", .clock = coarse_clock()}, call_durations::always);
 }
 BENCHMARK(breaker_with_durations_coarse_clock);
 
 // A breaker that times its calls anyway (slow-call tracking in a count
 // window): the default watch feeds the histogram from those two clock reads,
 // so the histogram costs only its update.
-void slow_call_breaker(benchmark::State& state, bool watched) {
-  circuit_breaker cb{{.name = "llm_api", .window = breaker_window::count_based, .slow_call_duration = std::chrono::seconds{20}}};
-  metrics_registry m{{.count_global_events = false}};
-  if (watched) m.watch(cb);
-  int x = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    auto r = cb.try_call(work, x);
-    benchmark::DoNotOptimize(x = r.value());
-  }
-  a.report(state);
-}
-void slow_call_breaker_no_metrics(benchmark::State& s) { slow_call_breaker(s, false); }
-void slow_call_breaker_with_durations(benchmark::State& s) { slow_call_breaker(s, true); }
+const circuit_breaker_options slow_call_tracking{
+    .name = "llm_api", .window = breaker_window::count_based, .slow_call_duration = std::chrono::seconds{20}};
+void slow_call_breaker_no_metrics(benchmark::State& s) { breaker_call(s, slow_call_tracking, std::nullopt); }
+void slow_call_breaker_with_durations(benchmark::State& s) { breaker_call(s, slow_call_tracking, call_durations::when_timed); }
 BENCHMARK(slow_call_breaker_no_metrics);
 BENCHMARK(slow_call_breaker_with_durations);
 
