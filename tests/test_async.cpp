@@ -16,14 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "spin.hpp"
+
 using namespace resilience;
 using namespace std::chrono_literals;
 
 namespace {
-template <class Pred>
-void spin_until(Pred pred) {
-  while (!pred()) std::this_thread::yield();
-}
 
 struct erp_error : std::runtime_error {
   using std::runtime_error::runtime_error;

@@ -12,17 +12,10 @@
 #include <vector>
 
 #include "sanitizers.hpp"
+#include "spin.hpp"
 
 using namespace resilience;
 using namespace std::chrono_literals;
-
-namespace {
-// Waits (yielding, never sleeping) until pred holds.
-template <class Pred>
-void spin_until(Pred pred) {
-  while (!pred()) std::this_thread::yield();
-}
-}  // namespace
 
 TEST_CASE("manual_executor runs queued work only when told, first in first out", "[executor]") {
   manual_executor ex;

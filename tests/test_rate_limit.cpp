@@ -27,6 +27,25 @@ using namespace std::chrono_literals;
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
 std::atomic<std::int64_t> allocations{0};
+
+// Heap activity since construction; check_none() asserts there was none
+// (where operator new is ours, outside sanitizer builds).
+struct heap_probe {
+  std::int64_t blocks_before = live_blocks.load();
+  std::int64_t allocations_before = allocations.load();
+
+  void check_none() const {
+    const auto allocated = allocations.load() - allocations_before;
+    const auto kept = live_blocks.load() - blocks_before;
+#ifndef RESILIENCE_TEST_SANITIZED
+    CHECK(allocated == 0);
+    CHECK(kept == 0);
+#else
+    (void)allocated;
+    (void)kept;
+#endif
+  }
+};
 }  // namespace
 
 #ifndef RESILIENCE_TEST_SANITIZED
@@ -770,21 +789,12 @@ TEST_CASE("reconfiguring the rate 100,000 times allocates nothing and keeps noth
   for (const auto& t : tenants) CHECK(reg.try_acquire("erp", t, 3));
   REQUIRE(reg.partitions("erp") == 50);
 
-  const auto blocks_before = live_blocks.load();
-  const auto allocations_before = allocations.load();
+  const heap_probe heap;
   for (int i = 0; i < 100'000; ++i) {
     reg.configure("erp", {.requests_per_second = 100.0 + i % 1000, .burst_size = 10, .algorithm = algorithm});
     if (i % 1000 == 0) clk.advance(1ms);
   }
-  const auto allocated = allocations.load() - allocations_before;
-  const auto kept = live_blocks.load() - blocks_before;
-#ifndef RESILIENCE_TEST_SANITIZED
-  CHECK(allocated == 0);
-  CHECK(kept == 0);
-#else
-  (void)allocated;
-  (void)kept;
-#endif
+  heap.check_none();
   CHECK(reg.partitions("erp") == 50);  // the same tenants, reshaped
   CHECK(reg.stats("erp").config.requests_per_second == 100.0 + 99'999 % 1000);
   // Still limiting, at the last rate (1099 req/s, a burst of 10 every 9.1 ms).
@@ -802,8 +812,7 @@ TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[ra
   for (int t = 0; t < 20; ++t) (void)reg.try_acquire("llm", "tenant-" + std::to_string(t));
   adaptive_rate adapt{reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.05, .recovery_step = 0.1, .recovery_interval = 1s}};
 
-  const auto blocks_before = live_blocks.load();
-  const auto allocations_before = allocations.load();
+  const heap_probe heap;
   int steps = 0;
   for (int i = 0; i < 50'000; ++i) {
     double rate = adapt.rate();
@@ -814,15 +823,7 @@ TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[ra
     adapt.on_success();  // one step back up
     steps += adapt.rate() != rate ? 1 : 0;
   }
-  const auto allocated = allocations.load() - allocations_before;
-  const auto kept = live_blocks.load() - blocks_before;
-#ifndef RESILIENCE_TEST_SANITIZED
-  CHECK(allocated == 0);
-  CHECK(kept == 0);
-#else
-  (void)allocated;
-  (void)kept;
-#endif
+  heap.check_none();
   CHECK(steps == 100'000);  // every call changed the rate: 100,000 reconfigurations
   CHECK(adapt.rate() == 2);  // x -> x/2 -> x/2 + 1 settles on 1 <-> 2
   CHECK(reg.stats("llm").config.requests_per_second == 2);

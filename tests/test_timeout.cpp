@@ -19,15 +19,12 @@
 #include <vector>
 
 #include "sanitizers.hpp"
+#include "spin.hpp"
 
 using namespace resilience;
 using namespace std::chrono_literals;
 
 namespace {
-template <class Pred>
-void spin_until(Pred pred) {
-  while (!pred()) std::this_thread::yield();
-}
 
 // Blocks until its token is stopped: no sleep, only a timer can end it.
 int wait_for_stop(std::stop_token st) {
