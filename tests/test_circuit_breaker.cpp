@@ -337,6 +337,13 @@ TEST_CASE("count-based window: a full window of successes, then failures, then a
   CHECK(s.failed == 1 + 2 + 2);
 }
 
+TEST_CASE("only a rate window with slow_call_duration tracks slow calls", "[circuit_breaker]") {
+  CHECK_FALSE(circuit_breaker{}.tracks_slow_calls());
+  CHECK_FALSE(circuit_breaker{{.window = breaker_window::count_based}}.tracks_slow_calls());
+  CHECK(circuit_breaker{{.window = breaker_window::count_based, .slow_call_duration = 1s}}.tracks_slow_calls());
+  CHECK(circuit_breaker{{.window = breaker_window::time_based, .slow_call_duration = 1s}}.tracks_slow_calls());
+}
+
 TEST_CASE("time-based window: calls that leave the window stay in the call counters", "[circuit_breaker]") {
   manual_clock clk;  // starts at 1 h: a bucket boundary
   circuit_breaker cb{{.clock = clk,

@@ -297,6 +297,7 @@ class breaker_state {
   const circuit_breaker_options& options() const noexcept { return opts_; }
   event_hub& hub() noexcept { return hub_; }
   bool has_exception_filters() const noexcept { return filters_; }
+  bool tracks_slow_calls() const noexcept { return slow_enabled_; }
 
   // Admits or refuses one call. The closed state is decided here, inline;
   // every other state goes out of line. Refusals are counted and reported.
@@ -1066,6 +1067,10 @@ class circuit_breaker {
   const std::string& name() const noexcept { return st_->options().name; }
   /// Its configuration.
   const circuit_breaker_options& options() const noexcept { return st_->options(); }
+  /// True when it times every call for slow-call tracking (a count or time
+  /// window with slow_call_duration set); other breakers never read their clock
+  /// on a closed-state call unless a call observer is attached.
+  bool tracks_slow_calls() const noexcept { return st_->tracks_slow_calls(); }
   /// The current state (an open breaker whose break is over reports half_open).
   circuit_state state() const noexcept { return st_->state(); }
   /// A snapshot of state and counters.

@@ -645,10 +645,8 @@ class metrics_registry {
         throw std::logic_error{"metrics_registry: already watching another circuit breaker named '" + b.name() + "'"};
       }
     }
-    const auto& o = b.options();
-    const bool timed_anyway = o.window != breaker_window::consecutive && o.slow_call_duration > duration::zero();
     std::shared_ptr<duration_histogram> h;
-    if (durations == call_durations::always || (durations == call_durations::when_timed && timed_anyway)) {
+    if (durations == call_durations::always || (durations == call_durations::when_timed && b.tracks_slow_calls())) {
       h = std::make_shared<duration_histogram>(options_.duration_buckets);
       // The observer keeps the histogram alive: observers stay as long as the breaker.
       b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
