@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -34,9 +35,12 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -45,6 +49,7 @@
 #include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "degradation.hpp"
+#include "detail/text_escape.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "rate_limit.hpp"
@@ -81,40 +86,28 @@ inline void append_number(std::string& out, std::uint64_t v) {
   out.append(buf.data(), r.ptr);
 }
 
-// Label values: backslash, double quote and newline are escaped (the format's
-// three escapes); everything else, any UTF-8, is written as is.
-inline void append_label_value(std::string& out, std::string_view v) {
-  for (const char c : v) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default: out += c;
-    }
-  }
-}
+// Label values and HELP text go through the escaping shared with the JSON
+// logger: invalid UTF-8 becomes U+FFFD, so one bad byte in an operation name
+// cannot make a scraper reject every later scrape.
+inline void append_label_value(std::string& out, std::string_view v) { append_prometheus_label_value(out, v); }
+inline void append_help(std::string& out, std::string_view v) { append_prometheus_help(out, v); }
 
-// HELP text escapes only backslash and newline.
-inline void append_help(std::string& out, std::string_view v) {
-  for (const char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-}
-
-inline bool valid_metric_name(std::string_view n) noexcept {
-  if (n.empty()) return false;
-  const auto ok = [](char c, bool first) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
-  };
-  if (!ok(n.front(), true)) return false;
-  return std::all_of(n.begin() + 1, n.end(), [&](char c) { return ok(c, false); });
-}
+inline bool valid_metric_name(std::string_view n) noexcept { return valid_prometheus_metric_name(n); }
 
 // Label names: [a-zA-Z_][a-zA-Z0-9_]*, and "le" belongs to histograms.
-inline bool valid_label_name(std::string_view n) noexcept {
-  return valid_metric_name(n) && n.find(':') == std::string_view::npos && n != "le";
+inline bool valid_label_name(std::string_view n) noexcept { return valid_prometheus_label_name(n) && n != "le"; }
+
+// Hashes std::string and std::string_view alike (heterogeneous lookup).
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view v) const noexcept { return std::hash<std::string_view>{}(v); }
+};
+
+// A name as it reads in a label value: the key under which two objects collide.
+inline std::string label_text(std::string_view v) {
+  std::string out;
+  append_prometheus_label_value(out, v);
+  return out;
 }
 
 }  // namespace detail
@@ -130,8 +123,7 @@ class metric_snapshot {
   /// Adds one counter or gauge sample.
   void add(std::string_view name, metric_type type, std::string_view help, std::initializer_list<metric_label> labels,
            double value) {
-    auto& f = family_for(name, type, help);
-    f.samples.push_back({std::string{}, render_labels(labels, {}), value});
+    family_for(name, type, help).add(render_labels(labels, {}), value);
   }
 
   /// Adds one histogram: cumulative bucket counts for `bounds` (seconds), then sum and count.
@@ -142,11 +134,11 @@ class metric_snapshot {
     for (std::size_t i = 0; i < bounds.size(); ++i) {
       std::string le;
       detail::append_number(le, bounds[i]);
-      f.samples.push_back({"_bucket", render_labels(labels, le), static_cast<double>(cumulative[i])});
+      f.add("_bucket" + render_labels(labels, le), static_cast<double>(cumulative[i]));
     }
-    f.samples.push_back({"_bucket", render_labels(labels, "+Inf"), static_cast<double>(count)});
-    f.samples.push_back({"_sum", render_labels(labels, {}), sum});
-    f.samples.push_back({"_count", render_labels(labels, {}), static_cast<double>(count)});
+    f.add("_bucket" + render_labels(labels, "+Inf"), static_cast<double>(count));
+    f.add("_sum" + render_labels(labels, {}), sum);
+    f.add("_count" + render_labels(labels, {}), static_cast<double>(count));
   }
 
   /// Writes every family in the text format, names prefixed with "<prefix>_".
@@ -164,8 +156,7 @@ class metric_snapshot {
       out += f.type == metric_type::counter ? " counter\n" : f.type == metric_type::gauge ? " gauge\n" : " histogram\n";
       for (const auto& s : f.samples) {
         out += full;
-        out += s.suffix;
-        out += s.labels;
+        out += s.series;
         out += ' ';
         detail::append_number(out, s.value);
         out += '\n';
@@ -175,15 +166,23 @@ class metric_snapshot {
 
  private:
   struct sample {
-    std::string suffix;
-    std::string labels;  // "{a=\"x\",b=\"y\"}" or empty
+    std::string series;  // what follows the family name: "_bucket{a=\"x\",le=\"1\"}", "{a=\"x\"}" or empty
     double value;
   };
   struct family {
     std::string name;
-    metric_type type;
+    metric_type type = metric_type::gauge;
     std::string help;
-    std::vector<sample> samples;
+    std::deque<sample> samples;  // a deque: `seen` points into it
+    std::unordered_set<std::string_view> seen;
+
+    // A series already in this scrape is not written again: the first wins
+    // (two names that read the same once sanitised, a collector repeating one).
+    void add(std::string series, double value) {
+      if (seen.contains(series)) return;
+      samples.push_back({std::move(series), value});
+      seen.insert(samples.back().series);
+    }
   };
 
   family& family_for(std::string_view name, metric_type type, std::string_view help) {
@@ -193,8 +192,11 @@ class metric_snapshot {
         return f;
       }
     if (!detail::valid_metric_name(name)) throw std::invalid_argument{"metrics: invalid metric name " + std::string{name}};
-    families_.push_back({std::string{name}, type, std::string{help}, {}});
-    return families_.back();
+    auto& f = families_.emplace_back();
+    f.name = name;
+    f.type = type;
+    f.help = help;
+    return f;
   }
 
   static std::string render_labels(std::initializer_list<metric_label> labels, std::string_view le) {
@@ -221,7 +223,7 @@ class metric_snapshot {
     return out;
   }
 
-  std::vector<family> families_;  // in declaration order: the output is stable between scrapes
+  std::deque<family> families_;  // in declaration order: the output is stable between scrapes; a deque keeps `seen` valid
 };
 
 /// Upper bounds, in seconds, of the call-duration histogram's buckets by
@@ -300,6 +302,20 @@ class labeled_counter {
   explicit labeled_counter(std::size_t arity) : arity_{arity} {}
 
   void inc(std::initializer_list<std::string_view> values, std::uint64_t by = 1) {
+    inc(std::span<const std::string_view>{values.begin(), values.size()}, by);
+  }
+
+  void inc(std::span<const std::string_view> values, std::uint64_t by = 1) {
+    // Values are counted as they will read: two names that differ only in
+    // invalid UTF-8 bytes are one series, so the scrape never repeats one.
+    if (!std::all_of(values.begin(), values.end(), valid_utf8)) {
+      std::array<std::string, 4> fixed;
+      std::array<std::string_view, 4> views;
+      const std::size_t n = std::min(values.size(), fixed.size());
+      for (std::size_t i = 0; i < n; ++i) views[i] = fixed[i] = sanitized_utf8(values[i]);
+      inc(std::span<const std::string_view>{views.data(), n}, by);
+      return;
+    }
     std::array<char, 256> stack{};
     std::string heap;
     std::string_view key = make_key(values, stack, heap);
@@ -334,7 +350,7 @@ class labeled_counter {
 
   // Label values, each prefixed by its length so that no value can imitate a
   // boundary; small keys stay on the stack.
-  static std::string_view make_key(std::initializer_list<std::string_view> values, std::array<char, 256>& stack,
+  static std::string_view make_key(std::span<const std::string_view> values, std::array<char, 256>& stack,
                                    std::string& heap) {
     std::size_t need = 0;
     for (auto v : values) need += v.size() + sizeof(std::uint32_t);
@@ -419,6 +435,7 @@ struct event_counters {
 
   template <class Map, class V>
   static void remember(Map& m, std::string_view key, V v) {
+    if (!valid_utf8(key)) return remember(m, std::string_view{sanitized_utf8(key)}, v);
     if (auto it = m.find(key); it != m.end()) it->second = v;
     else m.emplace(std::string{key}, v);
   }
@@ -498,7 +515,7 @@ class metrics_registry {
   /// transitions, failure rate, and (see call_durations) feeds
   /// circuit_breaker_call_duration_seconds through on_call_recorded.
   /// Watching the same breaker again does nothing; another breaker with the
-  /// same name throws std::logic_error.
+  /// same name throws std::invalid_argument naming it.
   void watch(const circuit_breaker& breaker, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
     adopt_breaker(breaker, durations);
@@ -511,19 +528,30 @@ class metrics_registry {
   /// outlive this one (circuit_breakers() does).
   void watch(const circuit_breaker_registry& breakers, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
+    for (const auto& [reg, d] : breaker_registries_)
+      if (reg == &breakers) return;  // watching it again does nothing
     breaker_registries_.push_back({&breakers, durations});
   }
 
   /// Reads a bulkhead at each scrape: calls in flight, callers waiting, the
-  /// limit, and rejections.
+  /// limit, and rejections. Watching the same bulkhead again does nothing;
+  /// another bulkhead with the same name throws std::invalid_argument naming it.
   void watch(const bulkhead& b) {
     auto keep = std::make_shared<const bulkhead>(b);
+    {
+      std::lock_guard lock{mutex_};
+      const auto [it, inserted] = bulkhead_names_.try_emplace(detail::label_text(b.name()), b);
+      if (!inserted) {
+        if (it->second == b) return;
+        throw std::invalid_argument{"metrics_registry: already watching another bulkhead named '" + it->first + "'"};
+      }
+    }
     add_watcher(
         [keep](metric_snapshot& s, covered& c) {
           using enum metric_type;
           const std::string& name = keep->name();
           const auto st = keep->stats();
-          c.bulkheads.push_back(name);
+          c.bulkheads.insert(name);
           s.add("bulkhead_in_flight_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.in_flight));
           s.add("bulkhead_waiting_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.waiting));
           s.add("bulkhead_max_concurrent_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.max_concurrent_calls));
@@ -537,8 +565,14 @@ class metrics_registry {
   /// rate_limit_stats). Turns on grant counting for every key, present and
   /// future (requests_total{result="allowed"} needs it; it is off by
   /// default): grants are counted from this call on. The registry is not
-  /// copyable: it must outlive this one.
+  /// copyable: it must outlive this one. Watching it again does nothing. A
+  /// key already written in a scrape (by a limiter or registry watched
+  /// earlier) is not written again: the first watched wins.
   void watch(const rate_limiter& limits) {
+    {
+      std::lock_guard lock{mutex_};
+      if (!limiter_registries_.insert(&limits).second) return;
+    }
     limits.enable_grant_counting();
     add_watcher(
         [&limits](metric_snapshot& s, covered& c) {
@@ -549,8 +583,18 @@ class metrics_registry {
 
   /// Reads one stand-alone limiter (token_bucket, sliding_window...) at each
   /// scrape, labelled key="<its name>". Turns on its grant counting, as for
-  /// a registry.
+  /// a registry. Watching the same limiter again does nothing; another
+  /// limiter with the same name throws std::invalid_argument naming it.
   void watch(const limiter& l) {
+    {
+      std::lock_guard lock{mutex_};
+      // name() points into the state copies share: equal pointers, same limiter.
+      const auto [it, inserted] = limiter_names_.try_emplace(detail::label_text(l.name()), l.name().data());
+      if (!inserted) {
+        if (it->second == l.name().data()) return;
+        throw std::invalid_argument{"metrics_registry: already watching another limiter named '" + it->first + "'"};
+      }
+    }
     l.enable_grant_counting();
     auto keep = std::make_shared<const limiter>(l);
     add_watcher([keep](metric_snapshot& s, covered& c) { add_limiter(s, c, keep->name(), keep->stats()); },
@@ -579,11 +623,14 @@ class metrics_registry {
   }
 
   /// Adds a collector that contributes samples at every scrape (names
-  /// without the prefix). For user metrics beside the library's.
+  /// without the prefix). For user metrics beside the library's. Collectors
+  /// run without the registry's lock: one may call watch() or
+  /// add_collector() (in force from the next scrape); render() of this same
+  /// registry from its own collector throws std::logic_error.
   void add_collector(std::function<void(metric_snapshot&)> collect) {
     if (!collect) throw std::invalid_argument{"metrics_registry: collector must not be empty"};
     std::lock_guard lock{mutex_};
-    collectors_.push_back(std::move(collect));
+    collectors_.push_back(std::make_shared<const collector>(std::move(collect)));
   }
 
   /// The metrics text, every family with HELP and TYPE lines.
@@ -595,15 +642,27 @@ class metrics_registry {
 
   /// Appends the metrics text to out.
   void render(std::string& out) const {
+    const render_guard guard{this};
     metric_snapshot s;
     declare_families(s);
-    std::lock_guard lock{mutex_};
+    // What to read is copied under the lock; reading runs without it, so a
+    // collector that calls back into this registry cannot deadlock.
+    std::vector<std::shared_ptr<const collector>> collectors;
+    std::vector<std::shared_ptr<const watcher>> watched;
+    std::vector<watched_breaker> breakers;
+    {
+      std::lock_guard lock{mutex_};
+      for (const auto& [reg, durations] : breaker_registries_)
+        for (const auto& b : reg->all()) adopt_breaker(b, durations, /*from_registry=*/true);
+      collectors = collectors_;
+      watched = watched_;
+      breakers = breakers_;
+    }
     covered c;
-    for (const auto& collect : collectors_) collect(s);
-    for (const auto& [reg, durations] : breaker_registries_)
-      for (const auto& b : reg->all()) adopt_breaker(b, durations, /*from_registry=*/true);
-    for (const auto& b : breakers_) add_breaker(s, c, b);
-    for (const auto& w : watched_) w(s, c);
+    c.breakers.reserve(breakers.size());
+    for (const auto& collect : collectors) (*collect)(s);
+    for (const auto& b : breakers) add_breaker(s, c, b);
+    for (const auto& w : watched) (*w)(s, c);
     add_event_metrics(s, c);
     s.write(out, options_.prefix);
   }
@@ -614,18 +673,38 @@ class metrics_registry {
  private:
   // Names whose series came from a watched object: the event-derived series
   // for the same names are left out, so no series appears twice.
+  // Hash sets, so that a scrape stays linear in the number of series.
   struct covered {
-    std::vector<std::string> breakers, breaker_transitions, limiters, bulkheads;
+    using names = std::unordered_set<std::string, detail::string_hash, std::equal_to<>>;
+    names breakers, limiters, bulkheads;
     bool degradation = false;
-    static bool has(const std::vector<std::string>& v, std::string_view n) {
-      return std::find(v.begin(), v.end(), n) != v.end();
-    }
+    static bool has(const names& v, std::string_view n) { return v.find(n) != v.end(); }
   };
   using watcher = std::function<void(metric_snapshot&, covered&)>;
+  using collector = std::function<void(metric_snapshot&)>;
+
+  // Marks the registries this thread is rendering: a collector that renders
+  // its own registry would recurse forever, so it gets an exception instead.
+  struct render_guard {
+    explicit render_guard(const metrics_registry* r) : self{r}, outer{top()} {
+      for (const render_guard* g = outer; g != nullptr; g = g->outer)
+        if (g->self == r) throw std::logic_error{"metrics_registry: render() called from one of its own collectors"};
+      top() = this;
+    }
+    ~render_guard() { top() = outer; }
+    render_guard(const render_guard&) = delete;
+    render_guard& operator=(const render_guard&) = delete;
+    static const render_guard*& top() noexcept {
+      static thread_local const render_guard* innermost = nullptr;
+      return innermost;
+    }
+    const metrics_registry* self;
+    const render_guard* outer;
+  };
 
   void add_watcher(watcher w, event_hub* hub, std::shared_ptr<const void> keep) {
     std::lock_guard lock{mutex_};
-    watched_.push_back(std::move(w));
+    watched_.push_back(std::make_shared<const watcher>(std::move(w)));
     if (keep) keep_alive_.push_back(std::move(keep));
     if (hub != nullptr && !options_.count_global_events) subscribe_locked(*hub);
   }
@@ -638,12 +717,14 @@ class metrics_registry {
   // Requires mutex_. Breakers named by a registry may be seen again at every
   // scrape; those are matched by identity and never throw.
   void adopt_breaker(const circuit_breaker& b, call_durations durations, bool from_registry = false) const {
-    for (const auto& w : breakers_) {
-      if (w.breaker == b) return;
-      if (w.breaker.name() == b.name()) {
-        if (from_registry) return;
-        throw std::logic_error{"metrics_registry: already watching another circuit breaker named '" + b.name() + "'"};
-      }
+    // The common case at every scrape, a registry's breaker seen before: found by its plain name, nothing escaped.
+    if (const auto it = breaker_index_.find(std::string_view{b.name()});
+        it != breaker_index_.end() && breakers_[it->second].breaker == b)
+      return;
+    auto key = detail::label_text(b.name());
+    if (const auto it = breaker_index_.find(key); it != breaker_index_.end()) {
+      if (breakers_[it->second].breaker == b || from_registry) return;
+      throw std::invalid_argument{"metrics_registry: already watching another circuit breaker named '" + key + "'"};
     }
     std::shared_ptr<duration_histogram> h;
     if (durations == call_durations::always || (durations == call_durations::when_timed && b.tracks_slow_calls())) {
@@ -651,6 +732,7 @@ class metrics_registry {
       // The observer keeps the histogram alive: observers stay as long as the breaker.
       b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
     }
+    breaker_index_.emplace(std::move(key), breakers_.size());
     breakers_.push_back({b, std::move(h)});
   }
 
@@ -658,8 +740,7 @@ class metrics_registry {
     using enum metric_type;
     const std::string& name = w.breaker.name();
     const auto st = w.breaker.stats();
-    c.breakers.push_back(name);
-    c.breaker_transitions.push_back(name);
+    c.breakers.insert(name);
     s.add("circuit_breaker_state", gauge, {}, {{"name", name}}, static_cast<double>(static_cast<int>(st.state)));
     const std::pair<call_status, std::uint64_t> calls[] = {{call_status::success, st.successful},
                                                            {call_status::failure, st.failed},
@@ -685,7 +766,7 @@ class metrics_registry {
 
   static void add_limiter(metric_snapshot& s, covered& c, std::string_view key, const rate_limit_stats& st) {
     using enum metric_type;
-    c.limiters.emplace_back(key);
+    if (!c.limiters.emplace(key).second) return;  // already written by a limiter watched earlier
     s.add("rate_limiter_tokens", gauge, {}, {{"key", key}}, st.available);
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}}, static_cast<double>(st.allowed));
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}}, static_cast<double>(st.rejected));
@@ -719,7 +800,7 @@ class metrics_registry {
     using enum metric_type;
     const auto& ev = *events_;
     const auto counter_1 = [&](const detail::labeled_counter& lc, std::string_view name, std::string_view label,
-                               const std::vector<std::string>* skip) {
+                               const covered::names* skip) {
       lc.for_each([&](const std::vector<std::string>& v, std::uint64_t n) {
         if (skip != nullptr && covered::has(*skip, v[0])) return;
         s.add(name, counter, {}, {{label, v[0]}}, static_cast<double>(n));
@@ -734,7 +815,7 @@ class metrics_registry {
     counter_1(ev.rate_violations, "rate_limiter_violations_total", "key", &c.limiters);
     counter_1(ev.bulkhead_rejections, "bulkhead_rejections_total", "name", &c.bulkheads);
     ev.breaker_transitions.for_each([&](const std::vector<std::string>& v, std::uint64_t n) {
-      if (covered::has(c.breaker_transitions, v[0])) return;
+      if (covered::has(c.breakers, v[0])) return;
       s.add("circuit_breaker_state_transitions_total", counter, {}, {{"name", v[0]}, {"from", v[1]}, {"to", v[2]}},
             static_cast<double>(n));
     });
@@ -774,12 +855,17 @@ class metrics_registry {
   metrics_options options_;
   std::shared_ptr<detail::event_counters> events_;
   mutable std::mutex mutex_;  // guards the vectors below; render holds it while collecting
-  std::vector<std::function<void(metric_snapshot&)>> collectors_;
-  std::vector<watcher> watched_;
+  std::vector<std::shared_ptr<const collector>> collectors_;  // shared: render copies the lists, not the functions
+  std::vector<std::shared_ptr<const watcher>> watched_;
   std::vector<std::shared_ptr<const void>> keep_alive_;
   std::vector<std::pair<event_hub*, event_hub::subscription>> subscriptions_;
   bool watching_degradation_ = false;
   mutable std::vector<watched_breaker> breakers_;  // grows during render when a watched registry gains breakers
+  // Watched names as they read in a label (escaped, sanitised): two objects that would write one series collide here.
+  mutable std::unordered_map<std::string, std::size_t, detail::string_hash, std::equal_to<>> breaker_index_;  // -> breakers_
+  std::unordered_map<std::string, bulkhead, detail::string_hash, std::equal_to<>> bulkhead_names_;
+  std::unordered_map<std::string, const char*, detail::string_hash, std::equal_to<>> limiter_names_;  // -> identity
+  std::unordered_set<const rate_limiter*> limiter_registries_;
   std::vector<std::pair<const circuit_breaker_registry*, call_durations>> breaker_registries_;
 };
 
