@@ -540,8 +540,8 @@ TEST_CASE("label values with invalid UTF-8 are written as U+FFFD, one series per
       {"\xe2\x82" "g", fffd + fffd + "g"},                // truncated at the start
       {"CO\xe2\x82\x82" "e", "CO\xe2\x82\x82" "e"},       // valid: unchanged
   };
-  for (const auto& [raw, shown] : cases)
-    detail::emit(&policy.events(), [&] { return retry_attempted{raw, 1, 1s, "503"}; });
+  for (const auto& c : cases)  // (clang 14 cannot capture a structured binding)
+    detail::emit(&policy.events(), [&] { return retry_attempted{c.first, 1, 1s, "503"}; });
   // Two names that read the same once sanitised are one series, counted together.
   detail::emit(&policy.events(), [] { return retry_attempted{"a\xfe", 1, 1s, "503"}; });
   detail::emit(&policy.events(), [] { return circuit_state_changed{"cb\xff", circuit_state::closed, circuit_state::open}; });

@@ -114,7 +114,8 @@ inline std::string label_text(std::string_view v) {
 
 /// The samples of one scrape, grouped into families. Collectors add to it;
 /// the registry writes it. Names given here have no prefix: the registry adds
-/// "<prefix>_".
+/// "<prefix>_". A series already in the snapshot is not added again (the
+/// first wins), so a scrape never repeats one.
 class metric_snapshot {
  public:
   /// Declares a family (idempotent) so that its HELP and TYPE lines appear even without samples.
@@ -123,22 +124,34 @@ class metric_snapshot {
   /// Adds one counter or gauge sample.
   void add(std::string_view name, metric_type type, std::string_view help, std::initializer_list<metric_label> labels,
            double value) {
-    family_for(name, type, help).add(render_labels(labels, {}), value);
+    check_labels(labels);
+    auto& f = family_for(name, type, help);
+    const std::size_t start = f.body.size();
+    append_labels(f.body, labels, {});
+    f.finish(start, value);
   }
 
   /// Adds one histogram: cumulative bucket counts for `bounds` (seconds), then sum and count.
   void add_histogram(std::string_view name, std::string_view help, std::initializer_list<metric_label> labels,
                      const std::vector<double>& bounds, const std::vector<std::uint64_t>& cumulative, double sum,
                      std::uint64_t count) {
+    check_labels(labels);
     auto& f = family_for(name, metric_type::histogram, help);
+    const auto line = [&](std::string_view suffix, std::string_view le, double value) {
+      const std::size_t start = f.body.size();
+      f.body += suffix;
+      append_labels(f.body, labels, le);
+      f.finish(start, value);
+    };
+    std::string le;
     for (std::size_t i = 0; i < bounds.size(); ++i) {
-      std::string le;
+      le.clear();
       detail::append_number(le, bounds[i]);
-      f.add("_bucket" + render_labels(labels, le), static_cast<double>(cumulative[i]));
+      line("_bucket", le, static_cast<double>(cumulative[i]));
     }
-    f.add("_bucket" + render_labels(labels, "+Inf"), static_cast<double>(count));
-    f.add("_sum" + render_labels(labels, {}), sum);
-    f.add("_count" + render_labels(labels, {}), static_cast<double>(count));
+    line("_bucket", "+Inf", static_cast<double>(count));
+    line("_sum", {}, sum);
+    line("_count", {}, static_cast<double>(count));
   }
 
   /// Writes every family in the text format, names prefixed with "<prefix>_".
@@ -154,34 +167,70 @@ class metric_snapshot {
       out += "\n# TYPE ";
       out += full;
       out += f.type == metric_type::counter ? " counter\n" : f.type == metric_type::gauge ? " gauge\n" : " histogram\n";
-      for (const auto& s : f.samples) {
+      for (std::size_t i = 0; i < f.lines.size(); ++i) {
+        const std::size_t end = i + 1 < f.lines.size() ? f.lines[i + 1].start : f.body.size();
         out += full;
-        out += s.series;
-        out += ' ';
-        detail::append_number(out, s.value);
-        out += '\n';
+        out.append(f.body, f.lines[i].start, end - f.lines[i].start);
       }
     }
   }
 
  private:
-  struct sample {
-    std::string series;  // what follows the family name: "_bucket{a=\"x\",le=\"1\"}", "{a=\"x\"}" or empty
-    double value;
-  };
+  // One family's samples as text, each line without the family name
+  // ("_bucket{a=\"x\",le=\"1\"} 3\n"), in one buffer: a scrape of many
+  // series allocates per family, not per sample. An open-addressing table of
+  // line indices finds a repeated series.
   struct family {
+    struct line {
+      std::size_t start;       // in body
+      std::size_t series_len;  // the part before " value\n"
+      std::size_t hash;
+    };
     std::string name;
     metric_type type = metric_type::gauge;
     std::string help;
-    std::deque<sample> samples;  // a deque: `seen` points into it
-    std::unordered_set<std::string_view> seen;
+    std::string body;
+    std::vector<line> lines;
+    struct slot {
+      std::uint32_t line = 0;  // 0 empty, else line index + 1
+      std::uint32_t tag = 0;   // the hash's high bits: most mismatches never touch `lines`
+    };
+    std::vector<slot> table;  // a power of two, at most half full
 
-    // A series already in this scrape is not written again: the first wins
-    // (two names that read the same once sanitised, a collector repeating one).
-    void add(std::string series, double value) {
-      if (seen.contains(series)) return;
-      samples.push_back({std::move(series), value});
-      seen.insert(samples.back().series);
+    std::string_view series(const line& l) const { return std::string_view{body}.substr(l.start, l.series_len); }
+
+    // body holds a new series from `start`: writes its value, or drops it when the series is already here.
+    void finish(std::size_t start, double value) {
+      const std::string_view s = std::string_view{body}.substr(start);
+      const std::size_t h = std::hash<std::string_view>{}(s);
+      if (table.size() < 2 * (lines.size() + 1)) grow();
+      const std::size_t mask = table.size() - 1;
+      const auto tag = static_cast<std::uint32_t>(static_cast<std::uint64_t>(h) >> 32);
+      std::size_t i = h & mask;
+      for (; table[i].line != 0; i = (i + 1) & mask) {
+        if (table[i].tag != tag) continue;
+        const line& l = lines[table[i].line - 1];
+        if (l.hash == h && series(l) == s) {
+          body.resize(start);
+          return;
+        }
+      }
+      table[i] = {static_cast<std::uint32_t>(lines.size() + 1), tag};
+      lines.push_back({start, s.size(), h});
+      body += ' ';
+      detail::append_number(body, value);
+      body += '\n';
+    }
+
+    void grow() {
+      std::vector<slot> t(std::max<std::size_t>(64, table.size() * 2));
+      const std::size_t mask = t.size() - 1;
+      for (std::size_t k = 0; k < lines.size(); ++k) {
+        std::size_t i = lines[k].hash & mask;
+        while (t[i].line != 0) i = (i + 1) & mask;
+        t[i] = {static_cast<std::uint32_t>(k + 1), static_cast<std::uint32_t>(static_cast<std::uint64_t>(lines[k].hash) >> 32)};
+      }
+      table.swap(t);
     }
   };
 
@@ -199,13 +248,18 @@ class metric_snapshot {
     return f;
   }
 
-  static std::string render_labels(std::initializer_list<metric_label> labels, std::string_view le) {
-    if (labels.size() == 0 && le.empty()) return {};
-    std::string out{"{"};
-    bool first = true;
-    for (const auto& l : labels) {
+  static void check_labels(std::initializer_list<metric_label> labels) {
+    for (const auto& l : labels)
       if (!detail::valid_label_name(l.name))
         throw std::invalid_argument{"metrics: invalid label name " + std::string{l.name}};
+  }
+
+  // Appends "{a=\"x\",le=\"1\"}", or nothing without labels; names checked already.
+  static void append_labels(std::string& out, std::initializer_list<metric_label> labels, std::string_view le) {
+    if (labels.size() == 0 && le.empty()) return;
+    out += '{';
+    bool first = true;
+    for (const auto& l : labels) {
       if (!first) out += ',';
       first = false;
       out += l.name;
@@ -220,10 +274,9 @@ class metric_snapshot {
       out += '"';
     }
     out += '}';
-    return out;
   }
 
-  std::deque<family> families_;  // in declaration order: the output is stable between scrapes; a deque keeps `seen` valid
+  std::deque<family> families_;  // in declaration order: the output is stable between scrapes
 };
 
 /// Upper bounds, in seconds, of the call-duration histogram's buckets by
@@ -454,7 +507,7 @@ struct event_counters {
 ///   circuit_breaker_calls_total{name,status}         counter
 ///   circuit_breaker_state_transitions_total{name,from,to} counter
 ///   circuit_breaker_call_duration_seconds{name}      histogram (metrics_options::duration_buckets)
-///   circuit_breaker_failure_rate{name}               gauge, 0..1
+///   circuit_breaker_failure_rate{name}               gauge, 0..1: the rate it decides on (circuit_breaker_stats::failure_rate)
 ///   circuit_breaker_slow_calls_total{name}           counter
 ///   bulkhead_rejections_total{name}                  counter
 ///   bulkhead_in_flight_calls{name}                   gauge
@@ -551,7 +604,7 @@ class metrics_registry {
           using enum metric_type;
           const std::string& name = keep->name();
           const auto st = keep->stats();
-          c.bulkheads.insert(name);
+          c.add(c.bulkheads, name);
           s.add("bulkhead_in_flight_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.in_flight));
           s.add("bulkhead_waiting_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.waiting));
           s.add("bulkhead_max_concurrent_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.max_concurrent_calls));
@@ -673,11 +726,20 @@ class metrics_registry {
  private:
   // Names whose series came from a watched object: the event-derived series
   // for the same names are left out, so no series appears twice.
-  // Hash sets, so that a scrape stays linear in the number of series.
+  // Hash sets, so that a scrape stays linear in the number of series. Names
+  // are kept as they read in the scrape (sanitised), viewing the watched
+  // objects' own strings, which live through the scrape.
   struct covered {
-    using names = std::unordered_set<std::string, detail::string_hash, std::equal_to<>>;
+    using names = std::unordered_set<std::string_view>;
     names breakers, limiters, bulkheads;
+    std::deque<std::string> sanitised;  // the few names that were not valid UTF-8
     bool degradation = false;
+    // Adds a name; false when it was there already.
+    bool add(names& v, std::string_view n) {
+      if (!detail::valid_utf8(n)) n = sanitised.emplace_back(detail::sanitized_utf8(n));
+      return v.insert(n).second;
+    }
+    // Event-derived names are sanitised when counted.
     static bool has(const names& v, std::string_view n) { return v.find(n) != v.end(); }
   };
   using watcher = std::function<void(metric_snapshot&, covered&)>;
@@ -740,7 +802,7 @@ class metrics_registry {
     using enum metric_type;
     const std::string& name = w.breaker.name();
     const auto st = w.breaker.stats();
-    c.breakers.insert(name);
+    c.add(c.breakers, name);
     s.add("circuit_breaker_state", gauge, {}, {{"name", name}}, static_cast<double>(static_cast<int>(st.state)));
     const std::pair<call_status, std::uint64_t> calls[] = {{call_status::success, st.successful},
                                                            {call_status::failure, st.failed},
@@ -766,7 +828,7 @@ class metrics_registry {
 
   static void add_limiter(metric_snapshot& s, covered& c, std::string_view key, const rate_limit_stats& st) {
     using enum metric_type;
-    if (!c.limiters.emplace(key).second) return;  // already written by a limiter watched earlier
+    if (!c.add(c.limiters, key)) return;  // already written by a limiter watched earlier
     s.add("rate_limiter_tokens", gauge, {}, {{"key", key}}, st.available);
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}}, static_cast<double>(st.allowed));
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}}, static_cast<double>(st.rejected));
@@ -778,7 +840,7 @@ class metrics_registry {
     s.declare("circuit_breaker_calls_total", counter, "Calls seen by a circuit breaker, by outcome.");
     s.declare("circuit_breaker_state_transitions_total", counter, "Circuit breaker state transitions.");
     s.declare("circuit_breaker_call_duration_seconds", histogram, "Duration of calls through a circuit breaker.");
-    s.declare("circuit_breaker_failure_rate", gauge, "Failure rate in the circuit breaker's window, 0 to 1.");
+    s.declare("circuit_breaker_failure_rate", gauge, "Failure rate the circuit breaker decides on, 0 to 1: its window's, or failures in a row / fail_max.");
     s.declare("circuit_breaker_slow_calls_total", counter, "Calls slower than the circuit breaker's slow_call_duration.");
     s.declare("bulkhead_rejections_total", counter, "Calls a bulkhead refused because it was full.");
     s.declare("bulkhead_in_flight_calls", gauge, "Calls running inside a bulkhead now.");
