@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -140,9 +141,13 @@ BENCHMARK(render_scrape);
 void render_many_limiter_keys(benchmark::State& state) {
   rate_limiter limits;
   metrics_registry m{{.count_global_events = false}};
-  for (std::int64_t i = 0; i < state.range(0); ++i)
-    limits.configure("tenant_key_" + std::to_string(i), {.requests_per_second = 10, .burst_size = 20});
   m.watch(limits);
+  for (std::int64_t i = 0; i < state.range(0); ++i) {
+    const std::string key = "tenant_key_" + std::to_string(i);
+    limits.configure(key, {.requests_per_second = 1, .burst_size = 1});
+    // A violation per key: its event-derived series must be matched against the watched one.
+    for (int k = 0; k < 2; ++k) (void)limits.try_acquire(key);
+  }
   std::string out;
   for (auto _ : state) {
     out.clear();
@@ -156,9 +161,12 @@ BENCHMARK(render_many_limiter_keys)->RangeMultiplier(4)->Range(2048, 32768)->Uni
 
 void render_many_breakers(benchmark::State& state) {
   circuit_breaker_registry breakers;
-  metrics_registry m{{.count_global_events = false}};
+  metrics_registry m;  // global events: each breaker's transition is counted from its event too
   m.watch(breakers, call_durations::never);
-  for (std::int64_t i = 0; i < state.range(0); ++i) (void)breakers.get_or_create("service_" + std::to_string(i));
+  for (std::int64_t i = 0; i < state.range(0); ++i) {
+    auto cb = breakers.get_or_create("service_" + std::to_string(i), {.fail_max = 1});
+    (void)cb.try_call([]() -> int { throw std::runtime_error{"down"}; });  // opens: a transition
+  }
   std::string out;
   for (auto _ : state) {
     out.clear();
