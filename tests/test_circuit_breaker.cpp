@@ -878,7 +878,7 @@ TEST_CASE("stress: reset() and isolate() racing transitions, every listener hear
   circuit_breaker cb{{.clock = clk, .fail_max = 2, .timeout_duration = 1h}};
   transition_log first{cb}, second{cb};
 #ifdef RESILIENCE_TEST_TSAN
-  constexpr int rounds = 10'000;
+  constexpr int rounds = 3'000;
 #else
   constexpr int rounds = 100'000;
 #endif

@@ -23,6 +23,7 @@ using namespace std::chrono_literals;
 // stays flat and reconfiguration allocates nothing. Sanitizer runtimes own
 // operator new themselves: there, only the behaviour is checked.
 #include "sanitizers.hpp"
+#include "spin.hpp"
 
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
@@ -1029,32 +1030,40 @@ TEST_CASE("stress: time frozen, tenants and key share no budget and never exceed
   const std::string tenants[] = {"", "t1", "t2", "t3", "t4", "t5", "t6", "t7"};
   constexpr int threads = 4;
 #ifdef RESILIENCE_TEST_TSAN
-  constexpr int rounds = 300;
-#else
   constexpr int rounds = 3'000;
+#else
+  constexpr int rounds = 30'000;
 #endif
   std::atomic<std::int64_t> granted[std::size(tenants)] = {};
   std::atomic<std::uint64_t> refused{0};
-  std::atomic<int> busy{threads};
+  std::atomic<int> busy{threads}, configured{0}, attempts{0};
   {
     std::vector<std::jthread> users;
+    users.emplace_back([&] {
+      bool held = false;
+      for (int i = 0; busy.load() > 0; ++i) {
+        reg.configure("db", config(i % 2 == 0 ? 200 : 100));
+        if (!held && attempts.load() > threads * rounds / 2) {  // once half the calls are made: grants came before
+          reg.hold("db", 1s);
+          held = true;
+        }
+        ++configured;
+        std::this_thread::yield();
+      }
+    });
     for (int t = 0; t < threads; ++t)
       users.emplace_back([&, t] {
+        spin_until([&] { return configured.load() > 0; });  // reconfigurations race the first grants
         for (int i = 0; i < rounds; ++i) {
           const auto k = static_cast<std::size_t>(i + t) % std::size(tenants);
           if (reg.try_acquire("db", tenants[k])) ++granted[k];
           else ++refused;
+          ++attempts;
         }
         --busy;
       });
-    users.emplace_back([&] {
-      for (int i = 0; busy.load() > 0; ++i) {
-        reg.configure("db", config(i % 2 == 0 ? 200 : 100));
-        if (i == 50) reg.hold("db", 1s);
-        std::this_thread::yield();
-      }
-    });
   }
+  INFO("reconfigurations " << configured.load());
   std::uint64_t total = 0;
   for (std::size_t k = 0; k < std::size(tenants); ++k) {
     CAPTURE(tenants[k]);
