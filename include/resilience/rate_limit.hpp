@@ -317,8 +317,9 @@ class rate_limiter {
   ///    rate sets its length and that of the windows after it. A sliding
   ///    window keeps its log of grants; only the window length changes;
   ///  - a change of algorithm starts afresh (a full bucket, an empty queue or
-  ///    window), but for an active hold. It allocates only when the key becomes a sliding window or a
-  ///    sliding window's burst changes (its log of burst_size times);
+  ///    window), but for an active hold. It allocates only when the key
+  ///    becomes a sliding window or a sliding window's burst changes (its log
+  ///    of burst_size times);
   ///  - a change of max_partitions that changes the number of tenant shards
   ///    (max_partitions / 64, from 1 to 16) drops every tenant limiter (they
   ///    start afresh on their next call); otherwise the least recently used
