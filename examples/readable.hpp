@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <string>
+#include <string_view>
 
 namespace examples {
 
@@ -40,17 +42,33 @@ inline std::string readable(resilience::duration d) {
   return text;
 }
 
-/// What a failure (a resilience::failure, an outcome...) says, with the
-/// durations of a timeout or an open breaker written by readable(); the
-/// library's own messages give exact seconds, for logs rather than people.
+/// What a failure (a resilience::failure, a retry_failure, an outcome...)
+/// says, with the durations of a timeout, an open breaker or a rate limit
+/// written by readable(); the library's own messages give exact seconds, for
+/// logs rather than people.
 template <class Failure>
 std::string explain(const Failure& f) {
-  if (f.has_rejection()) {
+  const auto named = [](std::string_view what, std::string_view name) {
+    return std::string{what} + (name.empty() ? "" : " '" + std::string{name} + "'");
+  };
+  if (f.has_rejection()) {  // a policy's refusal, as a value
     const resilience::rejection& r = f.rejection();
-    const std::string name = r.source.empty() ? std::string{} : " '" + std::string{r.source} + "'";
     if (r.code == resilience::errc::circuit_open)
-      return "circuit breaker" + name + " is open; next trial in " + readable(r.retry_after);
-    if (r.code == resilience::errc::timeout) return "timeout" + name + ": no answer in " + readable(r.limit);
+      return named("circuit breaker", r.source) + " is open; next trial in " + readable(r.retry_after);
+    if (r.code == resilience::errc::timeout) return named("timeout", r.source) + ": no answer in " + readable(r.limit);
+    if (r.code == resilience::errc::rate_limited)
+      return named("rate limit", r.source) + " exceeded; retry after " + readable(r.retry_after);
+  } else if (f.has_exception()) {  // the same refusals thrown, by check_limit() for one
+    try {
+      std::rethrow_exception(f.exception());
+    } catch (const resilience::circuit_open_error& e) {
+      return named("circuit breaker", e.source()) + " is open; next trial in " + readable(e.retry_after());
+    } catch (const resilience::timeout_error& e) {
+      return named("timeout", e.source()) + ": no answer in " + readable(e.limit());
+    } catch (const resilience::rate_limit_exceeded& e) {
+      return named("rate limit", e.key()) + " exceeded; retry after " + readable(e.retry_after());
+    } catch (...) {
+    }
   }
   return f.what();
 }
