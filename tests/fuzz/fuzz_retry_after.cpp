@@ -16,6 +16,7 @@
 //    paths are reached at every step, not only from the corpus.
 #include <resilience/retry.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -163,17 +164,13 @@ std::string_view trim(std::string_view s) {
 std::optional<i64> reference(std::string_view text, i64 now_ns) {
   const std::string_view s = trim(text);
   if (s.empty()) return std::nullopt;
-  if (is_digit(s.front())) {  // delta-seconds = 1*DIGIT
-    std::size_t first = 0;
-    while (first < s.size() && s[first] == '0') ++first;
-    if (s.size() - first > 6) {  // more than 999999 s: too long, if all digits
-      return std::nullopt;
-    }
-    const i64 v = s.size() == first ? 0 : number(s, first, s.size() - first);
-    if (v < 0 || v > max_wait_s) return std::nullopt;
-    // every character must be a digit, including leading zeros
+  if (is_digit(s.front())) {  // delta-seconds = 1*DIGIT, leading zeros allowed
     for (char ch : s)
       if (!is_digit(ch)) return std::nullopt;
+    const std::string_view significant = s.substr(std::min(s.find_first_not_of('0'), s.size()));
+    if (significant.size() > 6) return std::nullopt;  // a million seconds or more
+    const i64 v = significant.empty() ? 0 : number(significant, 0, significant.size());
+    if (v > max_wait_s) return std::nullopt;
     return v * ns_per_s;
   }
   const auto when = date_seconds(s, floor_div(now_ns, ns_per_s));
