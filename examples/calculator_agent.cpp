@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "readable.hpp"
+
 using namespace std::chrono_literals;
 using resilience::tier;
 
@@ -55,7 +57,7 @@ class factor_api {
       std::printf("             GET /factors/%s -> no answer in 5 s\n", activity.c_str());
       throw http_error{"factor API: abandoned"};
     }
-    std::printf("             GET /factors/%s -> 200 in %.1f s\n", activity.c_str(), std::chrono::duration<double>(latency).count());
+    std::printf("             GET /factors/%s -> 200 in %s\n", activity.c_str(), examples::readable(latency).c_str());
     return factors_.at(activity);
   }
 
@@ -78,6 +80,9 @@ struct line_item {
 }  // namespace
 
 int main() {
+  const auto real_start = std::chrono::steady_clock::now();
+  std::printf("Time here is virtual: a manual_clock that jumps over every wait, so the\n"
+              "11 minutes of this story (t= below, in seconds) take milliseconds.\n\n");
   factor_api api;
   resilience::degradation_manager health{{.clock = virtual_time}};
   health.on_tier_change([](tier from, tier to) {
@@ -94,8 +99,7 @@ int main() {
   std::string source;  // how the last lookup was answered, for the printout
   resilience::fallback from_cache{resilience::cached{factor_cache},
                                   {.on_activated = [&](const resilience::fallback_info& i) {
-                                    source = "cached " + std::to_string(static_cast<int>(std::chrono::duration<double>(*i.age).count())) +
-                                             " s ago, because: " + i.cause.what();
+                                    source = "cached " + examples::readable(*i.age) + " ago, because: " + examples::explain(i.cause);
                                   }}};
 
   resilience::resilient lookup{
@@ -122,7 +126,7 @@ int main() {
         std::printf("[t=%6.1fs]   %-17s %9.1f x %.3f = %9.1f kgCO2e  (%s)\n", now_s(), line.activity.c_str(), line.quantity, *factor,
                     line.quantity * *factor, source.c_str());
       } else {
-        std::printf("[t=%6.1fs]   %-17s no factor: %s\n", now_s(), line.activity.c_str(), factor.what().c_str());
+        std::printf("[t=%6.1fs]   %-17s no factor: %s\n", now_s(), line.activity.c_str(), examples::explain(factor).c_str());
       }
     }
     std::printf("             total %.1f kgCO2e; breaker %s; tier %s\n", total, std::string{to_string(breaker.state())}.c_str(),
@@ -148,5 +152,7 @@ int main() {
   calculate("4. the breaker lets a trial through; it succeeds and closes", {{"road_freight_tkm", 70000}, {"steel_kg", 4000}});
 
   std::printf("             %d requests to the factor API in all\n", api.requests);
+  std::printf("             %s of virtual time in %s of real time\n", examples::readable(virtual_time.now() - start).c_str(),
+              examples::readable(std::chrono::steady_clock::now() - real_start).c_str());
   return breaker.state() == resilience::circuit_state::closed && health.current_tier() == tier::full ? 0 : 1;
 }

@@ -1,8 +1,10 @@
 // The seed's Example 3: an intake agent pulling purchase orders from an ERP
-// system, with 5 retries, a rate limit of 5 requests/s (burst 10), a 10 s
-// timeout per attempt and the last good page as a fallback. The ERP is
-// simulated and scripted; time is virtual (a sleep jumps the clock), so the
-// story is the same every run and takes no real time.
+// system, with 5 retries (2 s, 4 s, 8 s...), a 10 s timeout per attempt, the
+// last good page as a fallback, and the process's named rate limits: each
+// request takes a permit of "erp_api" (5 requests/s, burst 10) with
+// check_limit(), whose refusal the retry waits out. The ERP is simulated and
+// scripted; time is virtual (a sleep jumps the clock), so the story is the
+// same every run and takes no real time.
 #include <resilience/cache.hpp>
 #include <resilience/fallback.hpp>
 #include <resilience/rate_limit.hpp>
@@ -19,6 +21,8 @@
 #include <stop_token>
 #include <string>
 
+#include "readable.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -27,6 +31,14 @@ resilience::manual_clock virtual_time{resilience::manual_clock::auto_advance};
 const auto start = virtual_time.now();
 
 double now_s() { return std::chrono::duration<double>(virtual_time.now() - start).count(); }
+
+// The process's named rate limits, as resilience::get_rate_limiter() is, but
+// on this story's virtual clock (the library's registry runs on the steady
+// clock, which barely moves while virtual minutes pass).
+resilience::rate_limiter& get_rate_limiter() {
+  static resilience::rate_limiter registry{virtual_time};
+  return registry;
+}
 
 struct erp_unavailable : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -45,7 +57,11 @@ enum class erp { ok, unavailable, throttled, hang };
 std::map<int, std::deque<erp>> script;
 int requests = 0;
 
+// The seed's fetch_procurement_data: a permit of "erp_api" first, or a
+// refusal (rate_limit_exceeded, which says when a permit will be free), then
+// the request.
 std::string fetch_purchase_orders(std::stop_token stop, int page) {
+  get_rate_limiter().check_limit("erp_api");
   ++requests;
   auto& steps = script[page];
   const erp next = steps.empty() ? erp::ok : steps.front();
@@ -74,27 +90,25 @@ std::string fetch_purchase_orders(std::stop_token stop, int page) {
 }  // namespace
 
 int main() {
-  resilience::rate_limiter limits{virtual_time};
+  auto& limits = get_rate_limiter();
   limits.configure("erp_api", {.requests_per_second = 5, .burst_size = 10, .count_grants = true});  // printed at the end
   resilience::result_cache<int, std::string> last_good{{.ttl = 15min, .clock = virtual_time}};
 
   resilience::resilient fetch{
       fetch_purchase_orders,
       resilience::fallback{resilience::cached{last_good}, {.on_activated = [](const resilience::fallback_info& i) {
-                             std::printf("             fallback: last good page, %.0f s old\n",
-                                         std::chrono::duration<double>(*i.age).count());
+                             std::printf("             fallback: last good page, %s old\n", examples::readable(*i.age).c_str());
                            }}},
       resilience::retry{{.max_retries = 5,
-                         .base_delay = 1s,
+                         .base_delay = 2s,
                          .on_retry = [](int attempt, resilience::duration delay, const resilience::retry_failure& f) {
-                           std::printf("             attempt %d failed (%s); retry in %.1f s\n", attempt, f.what().c_str(),
-                                       std::chrono::duration<double>(delay).count());
+                           std::printf("             attempt %d failed (%s); retry in %s\n", attempt, examples::explain(f).c_str(),
+                                       examples::readable(delay).c_str());
                          }}},
-      resilience::rate_limit{limits, "erp_api", {.max_wait = 5s}},  // wait for a permit rather than fail
       resilience::timeout{resilience::operation_type::erp_api_call}};  // 10 s per attempt
   fetch.with_clock(virtual_time);
 
-  std::printf("[t=%6.2fs] 1. pulling 14 pages as fast as possible: 10 at once, then 5 per second\n", now_s());
+  std::printf("[t=%6.2fs] 1. pulling 14 pages as fast as possible: a burst of 10, then check_limit refuses\n", now_s());
   for (int page = 1; page <= 14; ++page) (void)fetch(page);
   std::printf("             %d requests\n", requests);
 

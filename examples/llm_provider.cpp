@@ -1,8 +1,8 @@
-// The seed's Example 2: an LLM provider call with 2 retries, a 30 s timeout
-// per attempt, a cached fallback, and "[LLM unavailable]" whenever the
-// platform has degraded below the full tier. The model is simulated and
-// scripted; time is virtual (a sleep jumps the clock), so the story is the
-// same every run and takes no real time.
+// The seed's Example 2: an LLM provider call with 2 retries (2 s, then 4 s
+// apart), a 30 s timeout per attempt, a cached fallback, and "[LLM
+// unavailable]" whenever the platform has degraded below the full tier. The
+// model is simulated and scripted; time is virtual (a sleep jumps the
+// clock), so the story is the same every run and takes no real time.
 #include <resilience/cache.hpp>
 #include <resilience/degradation.hpp>
 #include <resilience/fallback.hpp>
@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+
+#include "readable.hpp"
 
 using namespace std::chrono_literals;
 using resilience::tier;
@@ -70,14 +72,14 @@ int main() {
   resilience::result_cache<std::string, std::string> answers{{.ttl = 1h, .clock = virtual_time}};
 
   resilience::fallback cached_answer{resilience::cached{answers}, {.on_activated = [](const resilience::fallback_info& i) {
-                                       std::printf("           fallback: cached answer, %.0f s old (%s)\n",
-                                                   std::chrono::duration<double>(*i.age).count(), i.cause.what().c_str());
+                                       std::printf("           fallback: cached answer, %s old (%s)\n", examples::readable(*i.age).c_str(),
+                                                   examples::explain(i.cause).c_str());
                                      }}};
   resilience::resilient ask{
       complete,
       resilience::degradation_guard{health, tier::full, std::string{"[LLM unavailable]"}},  // below full: do not even try
       cached_answer,                                                                     // then the last good answer
-      resilience::retry{{.max_retries = 2, .base_delay = 1s}},                          // 2 retries: 1 s, 2 s
+      resilience::retry{{.max_retries = 2, .base_delay = 2s}},                          // 2 retries: 2 s, 4 s
       resilience::timeout{resilience::operation_type::llm_inference}};                  // 30 s per attempt
   ask.with_clock(virtual_time);
 
@@ -92,7 +94,7 @@ int main() {
   run("1. the model answers");
 
   script = {behaviour::overloaded, behaviour::answer};
-  run("2. overloaded once: retried after 1 s");
+  run("2. overloaded once: retried after 2 s");
 
   script = {behaviour::hang, behaviour::overloaded, behaviour::hang};
   run("3. hangs, fails, hangs: 3 attempts, then the cache");

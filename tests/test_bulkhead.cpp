@@ -181,7 +181,7 @@ TEST_CASE("calls in flight and callers waiting are counted apart, in one word", 
   CHECK(clk.now() - time_point{1h} == 0s);
 }
 
-TEST_CASE("stress: 8 threads never run more than the limit at once", "[bulkhead]") {
+TEST_CASE("stress: 8 threads never run more than the limit at once", "[bulkhead][stress]") {
   constexpr int threads = 8;
   constexpr std::size_t limit = 3;
   const bool waits = GENERATE(false, true);
@@ -222,4 +222,58 @@ TEST_CASE("stress: 8 threads never run more than the limit at once", "[bulkhead]
   CHECK(b.stats().waiting == 0);
   if (waits) CHECK(refused.load() == 0);
   else CHECK(refused.load() > 0);
+}
+
+TEST_CASE("stress: permits taken, waited for, timed out and cancelled at once; none leaks", "[bulkhead][stress]") {
+  constexpr int threads = 6;
+  constexpr std::size_t limit = 2;
+  manual_clock clk;
+  bulkhead b{{.clock = clk, .max_concurrent_calls = limit, .max_wait = 1ms}};
+  std::atomic<int> inside{0}, peak{0}, busy{threads};
+  std::atomic<std::uint64_t> admitted{0}, empty{0};
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int rounds = 200;
+#else
+  constexpr int rounds = 1'000;  // a wait parks the thread until a release or the clock ends it: the slow path
+#endif
+  {
+    std::vector<std::jthread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        for (int i = 0; i < rounds; ++i) {
+          std::stop_source stop;
+          if ((i + t) % 5 == 0) stop.request_stop();  // cancelled before (or while) it waits
+          // Try at once, or wait up to max_wait: a release admits it, or the clock ends the wait.
+          auto permit = (i + t) % 3 == 0 ? b.try_acquire() : b.acquire(stop.get_token());
+          if (!permit) {
+            ++empty;
+            continue;
+          }
+          ++admitted;
+          const int now = ++inside;
+          int p = peak.load();
+          while (now > p && !peak.compare_exchange_weak(p, now)) {
+          }
+          std::this_thread::yield();
+          --inside;
+          if (i % 2 == 0) permit.release();  // early, or at scope end
+        }
+        --busy;
+      });
+    }
+    workers.emplace_back([&] {
+      while (busy.load() > 0) {
+        clk.advance(250us);  // waits time out in virtual time
+        std::this_thread::yield();
+      }
+    });
+  }
+  INFO("peak " << peak.load() << " admitted " << admitted.load() << " empty " << empty.load());
+  CHECK(peak.load() <= static_cast<int>(limit));
+  CHECK(admitted + empty == std::uint64_t{threads} * static_cast<std::uint64_t>(rounds));
+  CHECK(admitted.load() > 0);
+  CHECK(b.stats().rejected <= empty.load());  // refusals are counted; cancellations are not
+  CHECK(b.stats().in_flight == 0);            // every slot given back
+  CHECK(b.stats().waiting == 0);
+  CHECK(b.try_acquire());
 }

@@ -21,6 +21,7 @@ using namespace resilience;
 using namespace std::chrono_literals;
 
 #include "sanitizers.hpp"
+#include "spin.hpp"
 #ifdef RESILIENCE_TEST_TSAN
 constexpr int stress_calls = 10'000;  // TSan is ~20x slower; the interleavings are what matter
 #else
@@ -783,7 +784,7 @@ TEST_CASE("copies share state; the registry shares breakers by name", "[circuit_
   CHECK_FALSE(registry.find("test.registry.factor_api"));
 }
 
-TEST_CASE("stress: 8 threads, many transitions, every call and transition accounted for", "[circuit_breaker]") {
+TEST_CASE("stress: 8 threads, many transitions, every call and transition accounted for", "[circuit_breaker][stress]") {
   manual_clock clk;
   auto window = GENERATE(breaker_window::consecutive, breaker_window::count_based, breaker_window::time_based);
   circuit_breaker cb{{.clock = clk,
@@ -851,6 +852,63 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
   CHECK(counted == s.transitions);
   CHECK(s.transitions[0][2] == 0);  // closed never jumps to half_open
   CHECK(s.transitions[1][0] == 0);  // nor open to closed without reset()
+}
+
+TEST_CASE("reset() racing a transition is announced after it: listeners hear the order the state changed", "[circuit_breaker]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1h}};
+  // The first listener keeps the opening thread inside its announcement
+  // until reset() has changed the state: reset() overtook the opening.
+  std::atomic<bool> first{true};
+  cb.on_state_change([&](circuit_state, circuit_state to) {
+    if (to == open && first.exchange(false)) spin_until([&] { return cb.state() == closed; });
+  });
+  transition_log log{cb};
+  std::jthread opener{[&] { fail_n(cb, 1); }};
+  spin_until([&] { return cb.state() == open; });
+  cb.reset();
+  opener.join();
+  using seen = std::vector<std::pair<circuit_state, circuit_state>>;
+  CHECK(log.get() == seen{{closed, open}, {open, closed}});  // not open->closed, then closed->open on a closed breaker
+  CHECK(cb.state() == closed);
+}
+
+TEST_CASE("stress: reset() and isolate() racing transitions, every listener hears one consistent chain", "[circuit_breaker][stress]") {
+  manual_clock clk;
+  circuit_breaker cb{{.clock = clk, .fail_max = 2, .timeout_duration = 1h}};
+  transition_log first{cb}, second{cb};
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int rounds = 3'000;
+#else
+  constexpr int rounds = 100'000;
+#endif
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < rounds; ++i) (void)cb.try_call((i + t) % 3 == 0 ? ok : fail);
+      });
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < rounds / 10; ++i) (i + t) % 2 == 0 ? cb.reset() : cb.isolate();
+      });
+  }
+  const auto s = cb.stats();
+  for (const auto* log : {&first, &second}) {
+    const auto seen = log->get();
+    auto state = closed;
+    bool chained = true;
+    for (const auto& [from, to] : seen) {
+      chained = chained && from == state && from != to;
+      state = to;
+    }
+    CHECK(chained);
+    CHECK(state == cb.state());  // the last state announced is the breaker's
+    CHECK(seen.size() == s.transition_count());
+  }
+  CHECK(first.get() == second.get());
+  CHECK(s.transitions[0][1] > 0);
+  CHECK(s.transitions[1][0] > 0);
 }
 
 TEST_CASE("contention: exactly one thread opens it, half_open admits exactly half_open_max_calls", "[circuit_breaker]") {

@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <memory>
+#include <random>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -174,4 +177,70 @@ TEST_CASE("steady_clock models the clock concepts and its timers fire", "[clock]
   CHECK_FALSE(real.sleep_until(real.now() + 1h, done.get_token()));
   const auto id = real.call_at(real.now() + 1h, [] {});
   CHECK(real.cancel(id));
+}
+
+TEST_CASE("stress: sleepers, timers, cancels and advances at once; each timer fires once or is cancelled", "[clock][stress]") {
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int rounds = 500;
+#else
+  constexpr int rounds = 5'000;
+#endif
+  constexpr int timer_threads = 2, sleeper_threads = 2;
+  manual_clock clk;
+  struct timer_record {
+    std::atomic<int> fired{0};
+    std::atomic<bool> late{false};  // fired before its deadline
+    bool cancelled = false;
+  };
+  auto timers = std::make_unique<timer_record[]>(timer_threads * rounds);
+  std::atomic<int> busy{timer_threads + sleeper_threads};
+  std::atomic<bool> woke_early{false};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < timer_threads; ++t)
+      threads.emplace_back([&, t] {
+        std::minstd_rand rng{static_cast<unsigned>(t + 1)};
+        for (int i = 0; i < rounds; ++i) {
+          auto& rec = timers[t * rounds + i];
+          const auto deadline = clk.now() + std::chrono::microseconds{rng() % 50};
+          const auto id = clk.call_at(deadline, [&rec, &clk, deadline] {
+            if (clk.now() < deadline) rec.late = true;
+            ++rec.fired;
+          });
+          if (rng() % 2 == 0) rec.cancelled = clk.cancel(id);
+        }
+        --busy;
+      });
+    for (int t = 0; t < sleeper_threads; ++t)
+      threads.emplace_back([&, t] {
+        std::minstd_rand rng{static_cast<unsigned>(t + 11)};
+        for (int i = 0; i < rounds; ++i) {
+          std::stop_source stop;
+          if (rng() % 8 == 0) stop.request_stop();
+          const auto deadline = clk.now() + std::chrono::microseconds{rng() % 50};
+          if (clk.sleep_until(deadline, stop.get_token()) && clk.now() < deadline) woke_early = true;
+        }
+        --busy;
+      });
+    threads.emplace_back([&] {
+      while (busy.load() > 0) {
+        clk.advance(10us);
+        std::this_thread::yield();
+      }
+    });
+  }
+  clk.advance(1s);  // fires every timer still pending
+  CHECK_FALSE(woke_early.load());
+  CHECK(clk.pending_timers() == 0);
+  CHECK(clk.sleepers() == 0);
+  int wrong = 0, fired = 0, cancelled = 0;
+  for (int i = 0; i < timer_threads * rounds; ++i) {
+    const auto& rec = timers[i];
+    if (rec.fired.load() + (rec.cancelled ? 1 : 0) != 1 || rec.late.load()) ++wrong;
+    fired += rec.fired.load();
+    cancelled += rec.cancelled ? 1 : 0;
+  }
+  INFO("fired " << fired << " cancelled " << cancelled);
+  CHECK(wrong == 0);  // exactly once, or cancelled (and then never)
+  CHECK(cancelled > 0);
 }

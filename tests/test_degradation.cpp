@@ -111,6 +111,21 @@ TEST_CASE("unknown_service_tier registers unknown services on first report", "[d
   CHECK(h.last_error == "dns failure");
 }
 
+TEST_CASE("an empty service name is refused by every entry point, unknown_service_tier or not", "[degradation]") {
+  manual_clock clk;
+  auto o = immediate(clk);
+  o.unknown_service_tier = tier::core;
+  degradation_manager m{o};
+  circuit_breaker cb{{.clock = clk}};
+  const auto before = m.snapshot().services.size();
+  CHECK_THROWS_WITH(m.register_service("", tier::core), Catch::Contains("register_service") && Catch::Contains("name"));
+  CHECK_THROWS_WITH(m.update_health("", false), Catch::Contains("update_health") && Catch::Contains("name"));
+  CHECK_THROWS_WITH(m.bind(cb, ""), Catch::Contains("bind") && Catch::Contains("name"));
+  CHECK_FALSE(m.has_service(""));
+  CHECK(m.snapshot().services.size() == before);
+  CHECK(m.current_tier() == tier::full);
+}
+
 TEST_CASE("a response slower than the threshold counts as unhealthy", "[degradation]") {
   manual_clock clk;
   degradation_manager m{immediate(clk)};
@@ -386,7 +401,7 @@ TEST_CASE("a guard keeps a user's exception unchanged", "[degradation]") {
   CHECK(caught);
 }
 
-TEST_CASE("stress: many threads report health and call guarded functions", "[degradation]") {
+TEST_CASE("stress: many threads report health and call guarded functions", "[degradation][stress]") {
   manual_clock clk;
   degradation_manager m{{.recover_after_reports = 2, .clock = clk}};
   std::mutex log_mutex;
@@ -568,7 +583,7 @@ TEST_CASE("bind rejects an unknown service; a binding outliving its manager is h
   CHECK(cb.state() == circuit_state::half_open);
 }
 
-TEST_CASE("stress: breakers opening and closing while threads report health and call", "[degradation]") {
+TEST_CASE("stress: breakers opening and closing while threads report health and call", "[degradation][stress]") {
   manual_clock clk;
   degradation_manager m{{.recover_after_reports = 2, .clock = clk}};
   circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .timeout_duration = 1s}};
@@ -619,4 +634,65 @@ TEST_CASE("stress: breakers opening and closing while threads report health and 
   CHECK(changes.back().second == m.current_tier());
   const bool open = cb.state() == circuit_state::open;
   CHECK(m.health("factor_api")->open_breakers == (open ? 1 : 0));
+}
+
+TEST_CASE("stress: concurrent health reports and tier reads, every tier read one the states imply", "[degradation][stress]") {
+  manual_clock clk;
+  auto o = immediate(clk);
+  o.register_defaults = false;
+  degradation_manager m{o};
+  m.register_service("pinned", tier::core);  // unhealthy throughout: the tier is never full
+  m.register_service("llm_api", tier::core);
+  m.register_service("erp_api", tier::read_only);
+  m.update_health("pinned", false);
+  std::mutex mutex;
+  std::vector<std::pair<tier, tier>> changes;
+  m.on_tier_change([&](tier from, tier to) {
+    std::lock_guard lock{mutex};
+    changes.emplace_back(from, to);
+  });
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int reports = 2'000;
+#else
+  constexpr int reports = 20'000;
+#endif
+  const char* const services[] = {"llm_api", "erp_api"};
+  bool last_report[2] = {true, true};
+  std::atomic<int> writers{2};
+  std::atomic<bool> bad_read{false};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        std::minstd_rand rng{static_cast<unsigned>(t + 1)};
+        bool healthy = true;
+        for (int i = 0; i < reports; ++i) {
+          healthy = rng() % 2 == 0;
+          m.update_health(services[t], healthy);
+        }
+        last_report[t] = healthy;  // each service has one writer: its last report is its final health
+        writers.fetch_sub(1);
+      });
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&] {
+        while (writers.load() > 0) {
+          const tier now = m.current_tier();  // only core (pinned, maybe llm_api) or read_only (erp_api) are implied
+          if (now != tier::core && now != tier::read_only) bad_read = true;
+          if (m.allows(tier::full)) bad_read = true;
+        }
+      });
+  }
+  CHECK_FALSE(bad_read.load());
+  const tier expected = last_report[1] ? tier::core : tier::read_only;
+  CHECK(m.current_tier() == expected);
+  CHECK(m.snapshot().current == expected);
+  std::lock_guard lock{mutex};
+  auto state = tier::core;
+  bool chained = true;
+  for (const auto& [from, to] : changes) {
+    chained = chained && from == state && from != to;
+    state = to;
+  }
+  CHECK(chained);  // listeners hear the changes in order
+  CHECK(state == expected);
 }

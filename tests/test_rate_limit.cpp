@@ -23,6 +23,7 @@ using namespace std::chrono_literals;
 // stays flat and reconfiguration allocates nothing. Sanitizer runtimes own
 // operator new themselves: there, only the behaviour is checked.
 #include "sanitizers.hpp"
+#include "spin.hpp"
 
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
@@ -304,7 +305,7 @@ TEST_CASE("invalid configuration is rejected with the field's name", "[rate_limi
   CHECK(clk.sleepers() == 0);
 }
 
-TEST_CASE("stress: concurrent grants never exceed the algorithm's bound", "[rate_limit]") {
+TEST_CASE("stress: concurrent grants never exceed the algorithm's bound", "[rate_limit][stress]") {
   const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
   CAPTURE(to_string(algorithm));
   manual_clock clk;
@@ -484,7 +485,7 @@ TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]
   CHECK(reg.stats("factor_api").allowed == 1'000'000);
 }
 
-TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_limit]") {
+TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_limit][stress]") {
   manual_clock clk;
   rate_limiter reg{clk};
   reg.configure("db", {.requests_per_second = 100, .burst_size = 10, .count_grants = true});
@@ -633,13 +634,90 @@ TEST_CASE("hold: no permit until the upstream's Retry-After has passed", "[rate_
   reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5});
   reg.configure("report", {.algorithm = rate_limit_algorithm::fixed_window});
   CHECK(reg.try_acquire("factor_api", "acme"));
-  CHECK(reg.hold("factor_api", 7s));
-  CHECK_FALSE(reg.hold("report", 7s));  // windows cannot hold
+  reg.hold("factor_api", 7s);
+  reg.hold("report", 7s);
   const auto d = reg.try_acquire("factor_api");
   CHECK(d.retry_after == 7s);
   CHECK(reg.try_acquire("factor_api", "acme").retry_after == 7s);
+  CHECK(reg.try_acquire("report").retry_after == 7s);
   clk.advance(7s);
   CHECK(reg.try_acquire("factor_api"));
+  CHECK(reg.try_acquire("report"));
+}
+
+TEST_CASE("hold: every algorithm, every tenant, exact to the nanosecond", "[rate_limit]") {
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  const bool bucket = algorithm == rate_limit_algorithm::token_bucket || algorithm == rate_limit_algorithm::leaky_bucket;
+  manual_clock clk;
+  rate_limiter reg{clk};
+  // 100 ms per permit, 5 per 500 ms window; one tenant at a time, so a second evicts the first.
+  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .algorithm = algorithm, .max_partitions = 1});
+  CHECK(reg.try_acquire("factor_api", "acme"));
+  clk.advance(250ms + 7ns);  // the hold ends mid-window, off any round number
+  reg.hold("factor_api", 7s);
+  const auto end = clk.now() + 7s;
+  const auto wait = [&] { return end - clk.now(); };
+
+  CHECK(reg.try_acquire("factor_api").retry_after == wait());
+  CHECK(reg.try_acquire("factor_api", "acme").retry_after == wait());
+  CHECK(reg.stats("factor_api").available == 0);
+  clk.advance(3s);
+  CHECK(reg.try_acquire("factor_api", "first_seen").retry_after == wait());  // made during the hold (acme evicted)
+  CHECK(reg.try_acquire("factor_api", "acme").retry_after == wait());        // evicted and back
+  CHECK(reg.partitions("factor_api") == 1);
+  clk.advance(wait() - 1ns);
+  CHECK(reg.try_acquire("factor_api").retry_after == 1ns);
+  CHECK(reg.try_acquire("factor_api", "first_seen").retry_after == 1ns);
+  clk.advance(1ns);
+
+  // At its end: a bucket grants its first permit (then refills); a window
+  // grants what the window allows, and its next permit comes when it ends.
+  // (A fixed window's grid starts when its limiter is made: the key's at 0,
+  // first_seen's 1 ns before the hold's end, when it came back after acme.)
+  const int expected = bucket ? 1 : 5;
+  for (const std::string_view tenant : {"", "first_seen"}) {
+    CAPTURE(tenant);
+    const bool key_grid = algorithm == rate_limit_algorithm::fixed_window && tenant.empty();
+    const auto next = bucket ? duration{100ms}
+                      : key_grid ? duration{250ms - 7ns}
+                      : algorithm == rate_limit_algorithm::fixed_window ? duration{500ms - 1ns}
+                                                                        : duration{500ms};
+    for (int i = 0; i < expected; ++i) CHECK(reg.try_acquire("factor_api", tenant));
+    CHECK(reg.try_acquire("factor_api", tenant).retry_after == next);
+  }
+}
+
+TEST_CASE("hold: a window full past the hold's end answers with the window's end", "[rate_limit]") {
+  const auto algorithm = GENERATE(rate_limit_algorithm::fixed_window, rate_limit_algorithm::sliding_window);
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 5, .algorithm = algorithm});
+  CHECK(drain_key(reg, "erp") == 5);
+  clk.advance(100ms);
+  reg.hold("erp", 100ms);  // ends before the window does: a hold never grants more than the limit
+  CHECK(reg.try_acquire("erp").retry_after == 400ms);
+  reg.hold("erp", 50ms);  // holds only extend
+  clk.advance(399ms);
+  CHECK(reg.try_acquire("erp").retry_after == 1ms);
+  clk.advance(1ms);
+  CHECK(reg.try_acquire("erp"));
+}
+
+TEST_CASE("hold: outlives a change of algorithm", "[rate_limit]") {
+  const auto to = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(to));
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 5, .algorithm = rate_limit_algorithm::fixed_window});
+  reg.hold("erp", 3s);
+  reg.configure("erp", {.requests_per_second = 10, .burst_size = 5, .algorithm = to});
+  CHECK(reg.try_acquire("erp").retry_after == 3s);
+  CHECK(reg.try_acquire("erp", "acme").retry_after == 3s);
+  clk.advance(3s);
+  CHECK(reg.try_acquire("erp"));
+  CHECK(reg.try_acquire("erp", "acme"));
 }
 
 TEST_CASE("adaptive_rate: halves on 429, holds for Retry-After, recovers step by step", "[rate_limit]") {
@@ -679,7 +757,7 @@ TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_lim
     // The next permit stays due at the same instant; the new rate applies after it.
     reg.configure("erp", {.requests_per_second = 10, .burst_size = 5});
     CHECK(reg.try_acquire("erp", "acme"));
-    CHECK(reg.hold("erp", 5s));
+    reg.hold("erp", 5s);
     reg.configure("erp", {.requests_per_second = 1, .burst_size = 5});
     CHECK(reg.try_acquire("erp").retry_after == 5s);
     CHECK(reg.try_acquire("erp", "acme").retry_after == 5s);
@@ -768,7 +846,7 @@ TEST_CASE("a cancelled wait is undone exactly, even across a rate change", "[rat
     CHECK(reg.try_acquire("erp").retry_after == 1s);  // empty at 0, refilled at the new rate
   }
   SECTION("but never earlier than a hold") {
-    CHECK(reg.hold("erp", 5s));
+    reg.hold("erp", 5s);
     stop.request_stop();
     waiter.join();
     CHECK_FALSE(got);
@@ -830,7 +908,7 @@ TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[ra
   CHECK(reg.partitions("llm") == 20);
 }
 
-TEST_CASE("stress: while the rate keeps changing, grants stay within the highest rate in force", "[rate_limit]") {
+TEST_CASE("stress: while the rate keeps changing, grants stay within the highest rate in force", "[rate_limit][stress]") {
   // Two threads take permits of a key and of a tenant while this thread
   // changes the rate four times per virtual millisecond (same burst), so
   // that calls in flight cross reconfigurations. Whatever the interleaving,
@@ -933,4 +1011,68 @@ TEST_CASE("grant counting: off by default, on for good once enabled", "[rate_lim
   CHECK(other.try_acquire("erp"));
   CHECK(other.stats("erp").allowed == 1);
   CHECK_FALSE(other.stats("erp").config.count_grants);
+}
+
+TEST_CASE("stress: time frozen, tenants and key share no budget and never exceed it while the key is reconfigured and held", "[rate_limit][stress]") {
+  const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
+  CAPTURE(to_string(algorithm));
+  manual_clock clk;
+  rate_limiter reg{clk};
+  constexpr std::int64_t burst = 8;
+  auto config = [&](double rate) {
+    return rate_limit_config{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm, .count_grants = true};
+  };
+  reg.configure("db", config(100));
+  // Time never moves: nothing refills, so each limiter grants at most what
+  // it started with (a leaky bucket's try_acquire: one) whatever the
+  // reconfigurations and holds do meanwhile.
+  const std::int64_t budget = algorithm == rate_limit_algorithm::leaky_bucket ? 1 : burst;
+  const std::string tenants[] = {"", "t1", "t2", "t3", "t4", "t5", "t6", "t7"};
+  constexpr int threads = 4;
+#ifdef RESILIENCE_TEST_TSAN
+  constexpr int rounds = 3'000;
+#else
+  constexpr int rounds = 30'000;
+#endif
+  std::atomic<std::int64_t> granted[std::size(tenants)] = {};
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<int> busy{threads}, configured{0}, attempts{0};
+  {
+    std::vector<std::jthread> users;
+    users.emplace_back([&] {
+      bool held = false;
+      for (int i = 0; busy.load() > 0; ++i) {
+        reg.configure("db", config(i % 2 == 0 ? 200 : 100));
+        if (!held && attempts.load() > threads * rounds / 2) {  // once half the calls are made: grants came before
+          reg.hold("db", 1s);
+          held = true;
+        }
+        ++configured;
+        std::this_thread::yield();
+      }
+    });
+    for (int t = 0; t < threads; ++t)
+      users.emplace_back([&, t] {
+        spin_until([&] { return configured.load() > 0; });  // reconfigurations race the first grants
+        for (int i = 0; i < rounds; ++i) {
+          const auto k = static_cast<std::size_t>(i + t) % std::size(tenants);
+          if (reg.try_acquire("db", tenants[k])) ++granted[k];
+          else ++refused;
+          ++attempts;
+        }
+        --busy;
+      });
+  }
+  INFO("reconfigurations " << configured.load());
+  std::uint64_t total = 0;
+  for (std::size_t k = 0; k < std::size(tenants); ++k) {
+    CAPTURE(tenants[k]);
+    CHECK(granted[k].load() <= budget);
+    total += static_cast<std::uint64_t>(granted[k].load());
+  }
+  CHECK(total >= 1);
+  const auto s = reg.stats("db");
+  CHECK(s.allowed == total);
+  CHECK(s.rejected == refused.load());
+  CHECK(s.allowed + s.rejected == std::uint64_t{threads} * rounds);
 }

@@ -912,7 +912,7 @@ class breaker_state {
     const std::uint64_t pending = cb_word::pack(gen, to, false);
     if (!state_.compare_exchange_strong(expected, pending, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
     prepare(to, now);
-    announce(cb_word::phase(expected), to);
+    announce_in_order(gen, cb_word::phase(expected), to);
     std::uint64_t p = pending;
     // A reset() or isolate() may have overtaken us; then the state is theirs.
     state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
@@ -946,6 +946,22 @@ class breaker_state {
     announcing = outer;
   }
 
+  // Announces the change to generation `gen` once every earlier one has
+  // been: a reset() or isolate() can overtake a transition between its CAS
+  // and its announcement, and listeners (event-fed metrics) must hear the
+  // changes in the order they happened, each `from` the previous `to`. Only
+  // the transition path waits, yielding, and only on that race. A listener
+  // that changes the state itself is announced at once, nested in its event.
+  void announce_in_order(std::uint32_t gen, cb_phase from, cb_phase to) noexcept {
+    if (announcing != this)
+      while (gen_newer(gen - 1, announced_.load(std::memory_order_acquire))) std::this_thread::yield();
+    announce(from, to);
+    // Never backwards: a nested announcement may have finished a later generation first.
+    auto done = announced_.load(std::memory_order_relaxed);
+    while (gen_newer(gen, done) && !announced_.compare_exchange_weak(done, gen, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+  }
+
   void force(cb_phase to) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     for (;;) {
@@ -953,7 +969,7 @@ class breaker_state {
       const std::uint32_t gen = cb_word::gen(w) + 1;
       if (state_.compare_exchange_weak(w, cb_word::pack(gen, to, false), std::memory_order_acq_rel, std::memory_order_acquire)) {
         prepare(to, time_point{});
-        announce(cb_word::phase(w), to);
+        announce_in_order(gen, cb_word::phase(w), to);
         std::uint64_t p = cb_word::pack(gen, to, false);
         state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
         return;
@@ -1003,6 +1019,7 @@ class breaker_state {
   std::array<std::atomic<std::uint64_t>, 3> folded_{};  // time window: successes, failures, slow calls of buckets reused or cleared
   std::array<call_counts, stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
+  std::atomic<std::uint32_t> announced_{0};  // the generation whose change was last announced
   event_hub hub_;
 };
 
@@ -1080,10 +1097,12 @@ class circuit_breaker {
   /// This breaker's event hub (circuit_state_changed, circuit_rejected).
   event_hub& events() const noexcept { return st_->hub(); }
 
-  /// Calls fn(from, to) once per transition, on the thread that performs it;
-  /// returns the subscription to pass to events().unsubscribe(). A listener
-  /// that needs the breaker should capture it by reference: a copy stored in
-  /// the breaker's own hub would keep it alive forever.
+  /// Calls fn(from, to) once per transition, on the thread that performs it,
+  /// in the order the state changed (each `from` is the previous `to`, even
+  /// when reset() or isolate() races a transition); returns the subscription
+  /// to pass to events().unsubscribe(). A listener that needs the breaker
+  /// should capture it by reference: a copy stored in the breaker's own hub
+  /// would keep it alive forever.
   event_hub::subscription on_state_change(std::function<void(circuit_state from, circuit_state to)> fn) const {
     return st_->hub().subscribe([fn = std::move(fn)](const event& e) {
       if (const auto* c = std::get_if<circuit_state_changed>(&e)) fn(c->from, c->to);

@@ -213,8 +213,8 @@ class degradation_manager {
   /// than `slow_threshold` counts as unhealthy. Registering a known name
   /// again changes its tier and threshold and keeps its health.
   void register_service(std::string_view name, tier implies, duration slow_threshold = default_slow_threshold) {
+    check_name(name, "register_service");
     check_tier(implies, "implies");
-    if (name.empty()) throw std::invalid_argument{"degradation_manager: service name must not be empty"};
     if (slow_threshold <= duration::zero())
       throw std::invalid_argument{"degradation_manager: slow_threshold of '" + std::string{name} + "' must be > 0"};
     std::unique_lock lock{state_->mutex};
@@ -251,6 +251,7 @@ class degradation_manager {
   /// std::invalid_argument unless options.unknown_service_tier is set.
   tier update_health(std::string_view name, bool healthy, duration response_time = duration::zero(),
                      std::string_view error = {}) {
+    check_name(name, "update_health");
     const time_point now = state_->opts.clock.now();
     std::unique_lock lock{state_->mutex};
     auto it = state_->services.find(name);
@@ -357,6 +358,7 @@ class degradation_manager {
   /// manager's last copy is gone.
   template <class Breaker>
   binding_id bind(const Breaker& breaker, std::string_view service) {
+    check_name(service, "bind");
     {
       std::lock_guard lock{state_->mutex};
       if (!state_->services.contains(service)) {
@@ -412,6 +414,13 @@ class degradation_manager {
 
  private:
   explicit degradation_manager(std::shared_ptr<detail::degradation_state> s) noexcept : state_{std::move(s)} {}
+
+  // The one rule for a service name, checked by every entry point that can
+  // register one (register_service, update_health, bind): not empty.
+  // Lookups (has_service, health, unregister_service) just find no "".
+  static void check_name(std::string_view name, const char* where) {
+    if (name.empty()) throw std::invalid_argument{std::string{"degradation_manager: "} + where + ": service name must not be empty"};
+  }
 
   static void check_tier(tier t, const char* field) {
     const auto v = static_cast<std::uint8_t>(t);

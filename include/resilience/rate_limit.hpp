@@ -317,8 +317,9 @@ class rate_limiter {
   ///    rate sets its length and that of the windows after it. A sliding
   ///    window keeps its log of grants; only the window length changes;
   ///  - a change of algorithm starts afresh (a full bucket, an empty queue or
-  ///    window). It allocates only when the key becomes a sliding window or a
-  ///    sliding window's burst changes (its log of burst_size times);
+  ///    window), but for an active hold. It allocates only when the key
+  ///    becomes a sliding window or a sliding window's burst changes (its log
+  ///    of burst_size times);
   ///  - a change of max_partitions that changes the number of tenant shards
   ///    (max_partitions / 64, from 1 to 16) drops every tenant limiter (they
   ///    start afresh on their next call); otherwise the least recently used
@@ -349,18 +350,24 @@ class rate_limiter {
     e->config = config;
   }
 
-  /// Holds back every permit of `key` (and of its tenants) for `wait` (at
-  /// most 100 years), as an upstream's Retry-After asks. Buckets only:
-  /// returns false (and does nothing) for a window algorithm.
-  bool hold(std::string_view key, duration wait) const {
+  /// Holds back every permit of `key` for `wait` (at most 100 years), as an
+  /// upstream's Retry-After asks, whatever the algorithm: its own limiter,
+  /// every tenant's, and tenants first seen (or evicted and back) before the
+  /// hold ends. A bucket grants its first permit when the hold ends (then
+  /// refills); a window then grants what the window allows. Holds only extend.
+  void hold(std::string_view key, duration wait) const {
     auto& e = entry(key);
     const auto until = detail::ns(clock_.now()) + std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns);
-    if (!e.state.hold_until(until)) return false;
+    // Stored before the shards are locked: a tenant made after a shard's
+    // turn reads it under that shard's lock (with_tenant).
+    auto held = e.held_until.load(std::memory_order_relaxed);
+    while (held < until && !e.held_until.compare_exchange_weak(held, until, std::memory_order_relaxed)) {
+    }
+    e.state.hold_until(until);
     for (auto& shard : e.shards) {
       std::lock_guard lock{shard.mutex};
       for (auto& node : shard.lru) node.state.hold_until(until);
     }
-    return true;
   }
 
   /// True when `key` has been configured.
@@ -503,6 +510,7 @@ class rate_limiter {
     const std::string name;
     const std::size_t hash;
     detail::limiter_state state;  // the key's own limiter, reshaped in place
+    std::atomic<std::int64_t> held_until{std::numeric_limits<std::int64_t>::min()};  // the key's last hold (ns), for tenants made later
     detail::rate_counters counters;
     mutable std::mutex mutex;  // serializes reconfiguration; guards config
     rate_limit_config config;
@@ -585,7 +593,9 @@ class rate_limiter {
         shard->index.erase(shard->lru.back().tenant);
         shard->lru.pop_back();
       }
-      shard->lru.emplace_front(tenant, shard->shape, detail::ns(clock_.now()));
+      const auto now = detail::ns(clock_.now());
+      shard->lru.emplace_front(tenant, shard->shape, now);
+      if (const auto held = e.held_until.load(std::memory_order_relaxed); held > now) shard->lru.front().state.hold_until(held);
       it = shard->index.emplace(shard->lru.front().tenant, shard->lru.begin()).first;
     }
     return fn(it->second->state);
@@ -736,7 +746,7 @@ class adaptive_rate {
       : s_{std::make_shared<shared>(registry, key, validated(options))} {}
 
   /// The upstream said 429: lower the rate now, and hold every permit for
-  /// `retry_after` when the upstream gave one (buckets only).
+  /// `retry_after` when the upstream gave one.
   void on_throttled(std::optional<duration> retry_after = std::nullopt) const {
     std::lock_guard lock{s_->mutex};
     const auto now = s_->registry->clock().now();

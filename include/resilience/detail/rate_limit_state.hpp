@@ -206,6 +206,7 @@ class limiter_state {
         }
         case rate_limit_algorithm::fixed_window: {
           const auto p = window_params();
+          if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]] return held_window(now, cur, 1, p);
           const auto w = window_of(now, cur, p);
           if (w.count + 1 > p.limit) return {false, 0, w.end - now};
           if (word_.compare_exchange_weak(cur, (w.index << p.bits) | static_cast<std::uint64_t>(w.count + 1), std::memory_order_acq_rel,
@@ -255,7 +256,7 @@ class limiter_state {
   //    newest burst_size of them if the burst shrinks); only the window
   //    length changes.
   //  - a change of algorithm starts afresh (a full bucket, an empty queue or
-  //    window or log).
+  //    window or log), but for an active hold (hold_until).
   // Allocates only when a sliding window's burst changes or a limiter becomes
   // a sliding window (its log), and keeps nothing of the old shape.
   void reshape(const limiter_shape& s, std::int64_t now) {
@@ -277,22 +278,24 @@ class limiter_state {
     switch (s.algorithm) {
       case rate_limit_algorithm::token_bucket: {
         auto t = now - p.tau;  // fresh: full
+        const auto held = held_until_.load(std::memory_order_relaxed);
         if (same) {
           const auto empty_at = time_of(cur, old.bias);
           if (empty_at >= now) {
             t = empty_at;  // empty until the same instant (permits booked ahead)...
-            if (held_until_.load(std::memory_order_relaxed) > now && empty_at >= hold_floor(was, old.interval))
+            if (held > now && empty_at >= hold_floor(was, old.interval))
               t = empty_at + old.interval - p.interval;  // ...and an active hold keeps the instant of its first permit
           } else {
             const auto elapsed = now - std::max(empty_at, now - old.tau);
             t = now - rescale(elapsed, old.interval, p.interval, p.limit);
           }
         }
+        if (held > now) t = std::max(t, held - p.interval);  // an active hold outlives any change: first permit at its end
         p.bias = next - static_cast<std::uint64_t>(t);
         break;
       }
       case rate_limit_algorithm::leaky_bucket:
-        p.bias = next - static_cast<std::uint64_t>(same ? std::max(time_of(cur, old.bias), now) : now);
+        p.bias = next - static_cast<std::uint64_t>(std::max({same ? time_of(cur, old.bias) : now, now, held_until_.load(std::memory_order_relaxed)}));
         break;
       case rate_limit_algorithm::fixed_window: {
         // The window `now` falls in keeps its start and its count; the new
@@ -322,16 +325,19 @@ class limiter_state {
       log_.swap(log);  // freed on return, after readers are let go
       head_ = 0;
     }
-    if (!same) held_until_.store(long_ago, std::memory_order_relaxed);
     store_params(p);
     word_.exchange(next, std::memory_order_acq_rel);
     algorithm_.store(s.algorithm, std::memory_order_release);
   }
 
-  // No permit before `until` (ns), e.g. because the upstream said so.
-  // Buckets only; returns false for windows, which cannot express it.
-  bool hold_until(std::int64_t until) noexcept {
-    // Remembered for writers, which keep it exact across a rate change (readers never read it).
+  // No permit before `until` (ns), e.g. because the upstream said so; holds
+  // only ever extend. A bucket puts it in its word (it empties until then:
+  // the first permit is due at `until`, then it refills); a window cannot,
+  // so window readers check held_until_ themselves and, once it has passed,
+  // grant what the window (or the log) allows: a hold never grants a permit
+  // the limit would not have. It outlives any reshape, a change of
+  // algorithm included.
+  void hold_until(std::int64_t until) noexcept {
     auto held = held_until_.load(std::memory_order_relaxed);
     while (held < until && !held_until_.compare_exchange_weak(held, until, std::memory_order_relaxed)) {
     }
@@ -342,12 +348,12 @@ class limiter_state {
         wait_for_writer(spins);
         continue;
       }
-      if (!is_bucket(a)) return false;
+      if (!is_bucket(a)) return;
       // A token bucket's first token appears one interval after "empty".
       const auto target = a == rate_limit_algorithm::token_bucket ? until - interval_.load(std::memory_order_relaxed) : until;
       const auto bias = bias_.load(std::memory_order_relaxed);
-      if (time_of(cur, bias) >= target) return true;
-      if (word_.compare_exchange_strong(cur, word_of(target, bias), std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+      if (time_of(cur, bias) >= target) return;
+      if (word_.compare_exchange_strong(cur, word_of(target, bias), std::memory_order_acq_rel, std::memory_order_acquire)) return;
     }
   }
 
@@ -362,12 +368,14 @@ class limiter_state {
       const auto w = word_.load(std::memory_order_acquire);
       const auto p = load_params(std::memory_order_acquire);
       if (p.algorithm == rate_limit_algorithm::sliding_window) return sliding_available(now);
-      if (p.algorithm != writing && word_.load(std::memory_order_relaxed) == w) return available(now, w, p);
+      if (p.algorithm != writing && word_.load(std::memory_order_relaxed) == w) return held_window_now(now, p.algorithm) ? 0.0 : available(now, w, p);
     }
     const auto a = lock_params();
     auto p = load_params();
     p.algorithm = a;
-    const auto result = a == rate_limit_algorithm::sliding_window ? sliding_available(now) : available(now, word_.load(std::memory_order_acquire), p);
+    const auto result = held_window_now(now, a)                        ? 0.0
+                        : a == rate_limit_algorithm::sliding_window ? sliding_available(now)
+                                                                    : available(now, word_.load(std::memory_order_acquire), p);
     algorithm_.store(a, std::memory_order_release);  // no parameter changed: the word needs no step
     return result;
   }
@@ -501,6 +509,7 @@ class limiter_state {
       }
       case rate_limit_algorithm::fixed_window: {
         const auto p = window_params();
+        if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]] return {true, held_window(now, cur, n, p)};
         const auto w = window_of(now, cur, p);
         if (w.count + permits > p.limit) return {true, {false, 0, w.end - now}};
         const auto next = (w.index << p.bits) | static_cast<std::uint64_t>(w.count + permits);
@@ -530,8 +539,23 @@ class limiter_state {
     }
   }
 
+  // A window algorithm under an active hold (a bucket's word says it itself).
+  bool held_window_now(std::int64_t now, rate_limit_algorithm a) const noexcept {
+    return !is_bucket(a) && now < held_until_.load(std::memory_order_relaxed);
+  }
+
+  // A fixed window refusing n permits at `now`, before the hold ends: they
+  // come at the hold's end if the window then current has room, or else when
+  // that window ends.
+  [[gnu::noinline]] reservation held_window(std::int64_t now, std::uint64_t cur, std::uint32_t n, const params& p) const noexcept {
+    const auto held = held_until_.load(std::memory_order_relaxed);
+    const auto w = window_of(held, cur, p);
+    return {false, 0, (w.count + static_cast<std::int64_t>(n) > p.limit ? w.end : held) - now};
+  }
+
   // Under the log mutex.
   double sliding_available(std::int64_t now) const noexcept {
+    if (now < held_until_.load(std::memory_order_relaxed)) return 0.0;
     const auto tau = tau_.load(std::memory_order_relaxed);
     const auto in_window = std::count_if(log_.begin(), log_.end(), [&](std::int64_t t) { return t + tau > now; });
     return static_cast<double>(limit() - in_window);
@@ -602,9 +626,9 @@ class limiter_state {
     } else {
       now = std::max(now, last_);  // a caller that read the clock late still keeps the ring sorted
       const auto nth_oldest = log_[(head_ + n - 1) % size];
-      const auto tau = tau_.load(std::memory_order_relaxed);
-      if (nth_oldest + tau > now) {
-        r = {false, 0, nth_oldest + tau - now};
+      const auto free_at = std::max(nth_oldest + tau_.load(std::memory_order_relaxed), held_until_.load(std::memory_order_relaxed));
+      if (free_at > now) {
+        r = {false, 0, free_at - now};
       } else {
         for (std::uint32_t i = 0; i < n; ++i) {
           log_[head_] = now;
@@ -640,7 +664,7 @@ class limiter_state {
   std::vector<std::int64_t> log_;
   std::size_t head_ = 0;
   std::int64_t last_ = long_ago;
-  std::atomic<std::int64_t> held_until_{long_ago};  // the last hold's end; writers only
+  std::atomic<std::int64_t> held_until_{long_ago};  // the last hold's end: bucket writers, window readers
 };
 
 }  // namespace detail
