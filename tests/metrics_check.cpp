@@ -54,6 +54,10 @@ int main() {
   // A breaker name with every character the format escapes.
   auto odd = circuit_breakers().get_or_create("sap \"prod\"\\eu\nwest", {.clock = clk, .fail_max = 1});
   (void)odd.try_call([]() -> int { throw std::runtime_error{"down"}; });
+  // Names that are not valid UTF-8 (a byte 0xff, an overlong form, a
+  // surrogate, a truncated sequence): promtool rejected the whole scrape.
+  auto latin1 = circuit_breakers().get_or_create("caf\xe9 \xc0\xaf \xed\xa0\x80 \xe2\x82", {.clock = clk, .fail_max = 1});
+  (void)latin1.try_call([]() -> int { throw std::runtime_error{"down"}; });
 
   // Rate limiting: the factor API allows bursts of 3, per tenant too.
   limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 3});
@@ -76,6 +80,7 @@ int main() {
   auto report = resilient{[]() -> std::string { throw std::runtime_error{"database unavailable"}; },
                           fallback{default_value{std::string{"report queued"}}}};
   (void)report.try_call_with({.operation = "report_generation"});
+  (void)report.try_call_with({.operation = "report\xff"});
 
   // Bulkhead: one report at a time; a second one is refused while the first runs.
   bulkhead reports{{.name = "report_generator", .max_concurrent_calls = 1}};

@@ -1,4 +1,7 @@
 #include <resilience/logging.hpp>
+#include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -274,4 +277,19 @@ TEST_CASE("every event of the process, as JSON lines, into a log file", "[loggin
   CHECK(j["event"] == "circuit_state_changed");
   CHECK(j["level"] == "error");
   CHECK(j["to"] == "open");
+}
+
+TEST_CASE("log lines carry the operation a wrapper or its timeout names", "[logging]") {
+  manual_clock clk{manual_clock::auto_advance};
+  std::vector<std::string> lines;
+  const retry r{{.max_retries = 1, .base_delay = 10ms}};
+  r.events().subscribe(json_logger{[&](std::string_view line) { lines.emplace_back(line); }});
+  auto failing = []() -> int { throw std::runtime_error{"503"}; };
+  (void)resilient{failing, r, timeout{operation_type::factor_lookup}}.with_clock(clk).try_call();
+  (void)resilient{failing, r}.with_clock(clk).with_operation("erp_sync").try_call();
+  REQUIRE(lines.size() == 4);  // retry_attempted and retries_exhausted, twice
+  CHECK(json::parse(lines[0])["operation"] == "factor_lookup");
+  CHECK(json::parse(lines[1])["operation"] == "factor_lookup");
+  CHECK(json::parse(lines[2])["operation"] == "erp_sync");
+  CHECK(json::parse(lines[3])["operation"] == "erp_sync");
 }

@@ -3,6 +3,9 @@
 #include <resilience/metrics.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/presets.hpp>
+#include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -351,7 +354,8 @@ TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, d
   CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="failure"})") == 2);
   CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="erp_api",status="rejected"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="erp_api",from="closed",to="open"})") == 1);
-  CHECK(e.at(R"(greenlang_circuit_breaker_failure_rate{name="erp_api"})") == Approx(2.0 / 3.0));
+  // Consecutive mode: open after fail_max failures in a row reads 1 (it read 2/3, a lifetime ratio).
+  CHECK(e.at(R"(greenlang_circuit_breaker_failure_rate{name="erp_api"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="0.05"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="2.5"})") == 3);
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="erp_api"})") == 3);  // rejections are not timed
@@ -449,4 +453,236 @@ TEST_CASE("bad names from a collector are refused, not written", "[metrics]") {
   CHECK_THROWS_AS(s.add("ok", metric_type::gauge, "", {{"le", "x"}}, 1), std::invalid_argument);
   s.declare("twice", metric_type::gauge, "");
   CHECK_THROWS_AS(s.declare("twice", metric_type::counter, ""), std::logic_error);
+}
+
+TEST_CASE("a collector may call watch() and add_collector() on its own registry", "[metrics]") {
+  metrics_registry m{local_only()};
+  bulkhead db{{.name = "database", .max_concurrent_calls = 2}};
+  bool added = false;
+  m.add_collector([&](metric_snapshot&) {
+    if (added) return;
+    added = true;
+    m.watch(db);  // deadlocked before: render held the registry's lock while collecting
+    m.add_collector([](metric_snapshot& s) { s.add("late_gauge", metric_type::gauge, "Added by a collector.", {}, 7); });
+  });
+  auto e = parse(m.render());
+  CHECK_FALSE(e.has(R"(greenlang_bulkhead_max_concurrent_calls{name="database"})"));  // in force from the next scrape
+  e = parse(m.render());
+  CHECK(e.at(R"(greenlang_bulkhead_max_concurrent_calls{name="database"})") == 2);
+  CHECK(e.at("greenlang_late_gauge") == 7);
+}
+
+TEST_CASE("a collector that renders its own registry gets std::logic_error, not a hang", "[metrics]") {
+  metrics_registry m{local_only()};
+  metrics_registry other{local_only()};
+  other.add_collector([](metric_snapshot& s) { s.add("other_gauge", metric_type::gauge, "", {}, 1); });
+  bool threw = false;
+  std::string nested;
+  m.add_collector([&](metric_snapshot&) {
+    nested = other.render();  // another registry: fine
+    try {
+      (void)m.render();
+    } catch (const std::logic_error& e) {
+      threw = std::string{e.what()}.find("render()") != std::string::npos;
+    }
+  });
+  (void)m.render();
+  CHECK(threw);
+  CHECK(nested.find("other_gauge 1") != std::string::npos);
+  // A collector that lets it through fails that scrape only.
+  metrics_registry r{local_only()};
+  r.add_collector([&](metric_snapshot&) { (void)r.render(); });
+  CHECK_THROWS_AS(r.render(), std::logic_error);
+  CHECK_THROWS_AS(r.render(), std::logic_error);  // and the next: nothing stayed marked
+}
+
+namespace {
+
+// Independent of the library's decoder: a strict UTF-8 check (RFC 3629).
+bool strict_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if (b < 0x80) n = 1, cp = b;
+    else if ((b & 0xE0) == 0xC0) n = 2, cp = b & 0x1Fu;
+    else if ((b & 0xF0) == 0xE0) n = 3, cp = b & 0x0Fu;
+    else if ((b & 0xF8) == 0xF0) n = 4, cp = b & 0x07u;
+    else return false;
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3Fu);
+    }
+    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("label values with invalid UTF-8 are written as U+FFFD, one series per value as read", "[metrics]") {
+  hub_owner policy;
+  metrics_registry m{local_only()};
+  m.count_events_of(policy);
+  const std::string fffd = "\xef\xbf\xbd";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"a\xff", "a" + fffd},                             // a byte that never starts a character
+      {"b\xc0\xaf", "b" + fffd + fffd},                   // overlong '/'
+      {"c\xe0\x80\xaf", "c" + fffd + fffd + fffd},        // overlong, 3 bytes
+      {"d\xed\xa0\x80", "d" + fffd + fffd + fffd},        // UTF-16 surrogate
+      {"e\xf4\x90\x80\x80", "e" + fffd + fffd + fffd + fffd},  // beyond U+10FFFF
+      {"f\xe2\x82", "f" + fffd + fffd},                   // truncated at the end
+      {"\xe2\x82" "g", fffd + fffd + "g"},                // truncated at the start
+      {"CO\xe2\x82\x82" "e", "CO\xe2\x82\x82" "e"},       // valid: unchanged
+  };
+  for (const auto& c : cases)  // (clang 14 cannot capture a structured binding)
+    detail::emit(&policy.events(), [&] { return retry_attempted{c.first, 1, 1s, "503"}; });
+  // Two names that read the same once sanitised are one series, counted together.
+  detail::emit(&policy.events(), [] { return retry_attempted{"a\xfe", 1, 1s, "503"}; });
+  detail::emit(&policy.events(), [] { return circuit_state_changed{"cb\xff", circuit_state::closed, circuit_state::open}; });
+
+  const auto text = m.render();
+  CHECK(strict_utf8(text));
+  const auto e = parse(text);  // fails on a duplicate series
+  for (const auto& [raw, shown] : cases) {
+    INFO(shown);
+    CHECK(e.at("greenlang_retry_attempts_total{operation=\"" + shown + "\"}") == (shown == "a" + fffd ? 2 : 1));
+  }
+  CHECK(e.at("greenlang_circuit_breaker_state{name=\"cb" + fffd + "\"}") == 1);
+}
+
+TEST_CASE("a watched object's name with invalid UTF-8 is sanitised too", "[metrics]") {
+  metrics_registry m{local_only()};
+  circuit_breaker cb{{.name = "erp\xff"}};
+  token_bucket tb{{.requests_per_second = 5, .burst_size = 1}, {}, "tb\xc0"};
+  bulkhead bh{{.name = "bh\xed\xa0\x80", .max_concurrent_calls = 1}};
+  m.watch(cb);
+  m.watch(tb);
+  m.watch(bh);
+  const auto text = m.render();
+  CHECK(strict_utf8(text));
+  const auto e = parse(text);
+  CHECK(e.at("greenlang_circuit_breaker_state{name=\"erp\xef\xbf\xbd\"}") == 0);
+  CHECK(e.at("greenlang_rate_limiter_tokens{key=\"tb\xef\xbf\xbd\"}") == 1);
+  CHECK(e.at("greenlang_bulkhead_max_concurrent_calls{name=\"bh\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}") == 1);
+}
+
+TEST_CASE("two watched objects of one kind with one name: the second is refused by name", "[metrics]") {
+  metrics_registry m{local_only()};
+  const auto refused = [](auto&& watch_it, std::string_view name) {
+    try {
+      watch_it();
+    } catch (const std::invalid_argument& e) {
+      return std::string{e.what()}.find(name) != std::string::npos;
+    }
+    return false;
+  };
+
+  bulkhead db1{{.name = "database", .max_concurrent_calls = 2}};
+  bulkhead db2{{.name = "database", .max_concurrent_calls = 3}};
+  m.watch(db1);
+  m.watch(db1);  // the same bulkhead again: nothing
+  CHECK(refused([&] { m.watch(db2); }, "database"));
+
+  manual_clock clk;
+  token_bucket erp1{{.requests_per_second = 5, .burst_size = 1}, clk, "erp_api"};
+  token_bucket erp2{{.requests_per_second = 5, .burst_size = 2}, clk, "erp_api"};
+  m.watch(erp1);
+  m.watch(token_bucket{erp1});  // a copy shares the state: the same limiter
+  CHECK(refused([&] { m.watch(erp2); }, "erp_api"));
+
+  circuit_breaker cb1{{.name = "llm_api"}};
+  circuit_breaker cb2{{.name = "llm_api"}};
+  m.watch(cb1);
+  m.watch(cb1);
+  CHECK(refused([&] { m.watch(cb2); }, "llm_api"));
+
+  // Names that would read the same in the scrape collide as well.
+  bulkhead x1{{.name = "x\xff", .max_concurrent_calls = 1}};
+  bulkhead x2{{.name = "x\xfe", .max_concurrent_calls = 1}};
+  m.watch(x1);
+  CHECK_THROWS_AS(m.watch(x2), std::invalid_argument);
+
+  const auto e = parse(m.render());  // fails on a duplicate series
+  CHECK(e.at(R"(greenlang_bulkhead_max_concurrent_calls{name="database"})") == 2);
+  CHECK(e.at(R"(greenlang_rate_limiter_tokens{key="erp_api"})") == 1);
+}
+
+TEST_CASE("limiter registries sharing a key: the first watched writes it, once", "[metrics]") {
+  manual_clock clk;
+  rate_limiter a{clk};
+  rate_limiter b{clk};
+  a.configure("shared", {.requests_per_second = 5, .burst_size = 1});
+  b.configure("shared", {.requests_per_second = 5, .burst_size = 3});
+  b.configure("only_b", {.requests_per_second = 5, .burst_size = 4});
+  token_bucket standalone{{.requests_per_second = 5, .burst_size = 9}, clk, "only_b"};
+  metrics_registry m{local_only()};
+  m.watch(a);
+  m.watch(a);  // the same registry again: nothing
+  m.watch(b);
+  m.watch(standalone);
+  const auto e = parse(m.render());  // fails on a duplicate series
+  CHECK(e.at(R"(greenlang_rate_limiter_tokens{key="shared"})") == 1);
+  CHECK(e.at(R"(greenlang_rate_limiter_tokens{key="only_b"})") == 4);
+}
+
+TEST_CASE("failure_rate of a consecutive-mode breaker is what it decides on", "[metrics]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "factor_api", .clock = clk, .fail_max = 5}};
+  metrics_registry m{local_only()};
+  m.watch(cb);
+  const auto rate = [&] { return parse(m.render()).at(R"(greenlang_circuit_breaker_failure_rate{name="factor_api"})"); };
+  for (int i = 0; i < 100; ++i) (void)cb.try_call([] { return 1; });
+  CHECK(rate() == 0);
+  for (int i = 0; i < 2; ++i) (void)cb.try_call([]() -> int { throw std::runtime_error{"503"}; });
+  CHECK(rate() == Approx(0.4));  // 2 in a row of the 5 that open it
+  for (int i = 0; i < 3; ++i) (void)cb.try_call([]() -> int { throw std::runtime_error{"503"}; });
+  REQUIRE(cb.state() == circuit_state::open);
+  CHECK(rate() == 1);  // was 5 / 105 = 0.048, a lifetime ratio
+  cb.reset();
+  CHECK(rate() == 0);
+}
+
+TEST_CASE("a wrapper names its calls: with_operation, or the timeout's operation type", "[metrics]") {
+  manual_clock clk{manual_clock::auto_advance};
+  metrics_registry m{local_only()};
+  const retry r{{.max_retries = 1, .base_delay = 10ms}};
+  m.count_events_of(r);
+  auto failing = []() -> int { throw std::runtime_error{"503"}; };
+
+  auto by_type = resilient{failing, r, timeout{operation_type::llm_inference}}.with_clock(clk);
+  (void)by_type.try_call();
+  auto named = resilient{failing, r}.with_clock(clk).with_operation("factor_lookup");
+  (void)named.try_call();
+  (void)named.try_call_with({.operation = "per_call"});  // the call's own name wins
+  auto piped = pipeline{r}.with_clock(clk).with_operation("erp_sync");
+  (void)piped.try_execute(failing);
+  (void)piped.wrap(failing).try_call();
+
+  const auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="llm_inference"})") == 1);
+  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="factor_lookup"})") == 1);
+  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="per_call"})") == 1);
+  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="erp_sync"})") == 2);
+  CHECK_FALSE(e.has(R"(greenlang_retry_attempts_total{operation=""})"));
+}
+
+TEST_CASE("presets::make names its calls after the operation type", "[metrics]") {
+  manual_clock clk{manual_clock::auto_advance};
+  circuit_breaker_registry breakers;
+  rate_limiter limits{clk};
+  const presets::sources src{.breakers = &breakers, .limits = &limits, .clock = clk};
+  metrics_registry m;  // global events: the preset's own retry is counted
+  auto query = presets::make(operation_type::database_query, environment::production,
+                             [](std::stop_token) -> int { throw std::runtime_error{"connection refused"}; }, src);
+  CHECK(query.policies().operation() == "database_query");
+  (void)query.try_call();
+  const auto e = parse(m.render());
+  CHECK(e.at(R"(greenlang_retry_attempts_total{operation="database_query"})") == 3);
+  CHECK(e.at(R"(greenlang_retry_exhausted_total{operation="database_query"})") == 1);
 }

@@ -114,7 +114,7 @@ struct circuit_breaker_options {
 struct circuit_breaker_stats {
   circuit_state state = circuit_state::closed;  ///< the state at the time of the snapshot
   bool isolated = false;                        ///< forced open by isolate()
-  double failure_rate = 0;    ///< failures / recorded calls: over the window in rate modes, over the breaker's life in consecutive mode
+  double failure_rate = 0;    ///< the rate it decides on: failures / calls in the window (rate modes); failures in a row / fail_max while closed, 1 while open or half-open (consecutive mode)
   double slow_call_rate = 0;  ///< slow calls / recorded calls in the window (rate modes; 0 otherwise)
   std::size_t window_calls = 0;         ///< recorded calls in the window (rate modes)
   int consecutive_failures = 0;         ///< failures in a row so far (consecutive mode, closed)
@@ -365,8 +365,10 @@ class breaker_state {
       const auto c = consecutive_.load(std::memory_order_relaxed);
       if (cb_word::phase(w) == cb_phase::closed && cb_word::gen(c) == cb_word::gen(w))
         s.consecutive_failures = static_cast<int>(static_cast<std::uint32_t>(c));
-      const auto recorded = s.successful + s.failed;
-      s.failure_rate = recorded == 0 ? 0.0 : static_cast<double>(s.failed) / static_cast<double>(recorded);
+      // The count the breaker decides on, as a share of the count that opens it.
+      s.failure_rate = s.state == circuit_state::closed
+                           ? static_cast<double>(s.consecutive_failures) / static_cast<double>(opts_.fail_max)
+                           : 1.0;
     } else {
       const auto [calls, failures, slow] = window_counts(cb_word::gen(w), opts_.clock.now());
       s.window_calls = calls;

@@ -12,7 +12,8 @@
 // characters become escapes, and bytes that are not valid UTF-8 (an exception
 // message from a C library, a truncated multi-byte character) each become
 // "\ufffd", the replacement character, so every line is valid UTF-8 JSON
-// whatever the input.
+// whatever the input (the escaping is shared with metrics.hpp, in
+// detail/text_escape.hpp).
 #pragma once
 
 #include <fmt/format.h>
@@ -32,6 +33,7 @@
 #include <utility>
 #include <variant>
 
+#include "detail/text_escape.hpp"
 #include "events.hpp"
 
 namespace resilience {
@@ -78,72 +80,6 @@ constexpr log_level level_of(const event& e) noexcept {
 }
 
 namespace detail {
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes
-// there are not one (stray continuation byte, overlong form, surrogate,
-// beyond U+10FFFF, truncated).
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const auto cont = [&](std::size_t k) { return k < s.size() && (byte(k) & 0xC0u) == 0x80u; };
-  const unsigned char b0 = byte(i);
-  if (b0 < 0x80u) return 1;
-  if (b0 >= 0xC2u && b0 <= 0xDFu) return cont(i + 1) ? 2 : 0;
-  if (b0 >= 0xE0u && b0 <= 0xEFu) {
-    if (!cont(i + 1) || !cont(i + 2)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xE0u && b1 < 0xA0u) return 0;  // overlong
-    if (b0 == 0xEDu && b1 > 0x9Fu) return 0;  // UTF-16 surrogate
-    return 3;
-  }
-  if (b0 >= 0xF0u && b0 <= 0xF4u) {
-    if (!cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xF0u && b1 < 0x90u) return 0;  // overlong
-    if (b0 == 0xF4u && b1 > 0x8Fu) return 0;  // beyond U+10FFFF
-    return 4;
-  }
-  return 0;  // 0x80..0xC1 and 0xF5..0xFF never start a character
-}
-
-// Appends s as a JSON string literal, quotes included.
-inline void append_json_string(fmt::memory_buffer& out, std::string_view s) {
-  out.push_back('"');
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    switch (c) {
-      case '"': out.append(std::string_view{"\\\""}); ++i; continue;
-      case '\\': out.append(std::string_view{"\\\\"}); ++i; continue;
-      case '\n': out.append(std::string_view{"\\n"}); ++i; continue;
-      case '\r': out.append(std::string_view{"\\r"}); ++i; continue;
-      case '\t': out.append(std::string_view{"\\t"}); ++i; continue;
-      case '\b': out.append(std::string_view{"\\b"}); ++i; continue;
-      case '\f': out.append(std::string_view{"\\f"}); ++i; continue;
-      default: break;
-    }
-    if (c < 0x20u || c == 0x7Fu) {  // other control characters; DEL too, for terminals
-      fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<unsigned>(c));
-      ++i;
-      continue;
-    }
-    const std::size_t n = utf8_sequence_length(s, i);
-    if (n == 0) {
-      out.append(std::string_view{"\\ufffd"});  // one replacement per invalid byte
-      ++i;
-      continue;
-    }
-    // U+2028 and U+2029 are valid JSON but end lines in JavaScript and some log viewers.
-    if (n == 3 && c == 0xE2u && static_cast<unsigned char>(s[i + 1]) == 0x80u &&
-        (static_cast<unsigned char>(s[i + 2]) & 0xFEu) == 0xA8u) {
-      fmt::format_to(std::back_inserter(out), "\\u{:04x}", 0x2028u + (static_cast<unsigned char>(s[i + 2]) - 0xA8u));
-      i += 3;
-      continue;
-    }
-    out.append(s.substr(i, n));
-    i += n;
-  }
-  out.push_back('"');
-}
 
 // Writes the fields of one event as `,"key":value` pairs.
 class json_fields {

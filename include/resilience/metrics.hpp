@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -34,9 +35,12 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -45,6 +49,7 @@
 #include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "degradation.hpp"
+#include "detail/text_escape.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "rate_limit.hpp"
@@ -81,47 +86,36 @@ inline void append_number(std::string& out, std::uint64_t v) {
   out.append(buf.data(), r.ptr);
 }
 
-// Label values: backslash, double quote and newline are escaped (the format's
-// three escapes); everything else, any UTF-8, is written as is.
-inline void append_label_value(std::string& out, std::string_view v) {
-  for (const char c : v) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default: out += c;
-    }
-  }
-}
+// Label values and HELP text go through the escaping shared with the JSON
+// logger: invalid UTF-8 becomes U+FFFD, so one bad byte in an operation name
+// cannot make a scraper reject every later scrape.
+inline void append_label_value(std::string& out, std::string_view v) { append_prometheus_label_value(out, v); }
+inline void append_help(std::string& out, std::string_view v) { append_prometheus_help(out, v); }
 
-// HELP text escapes only backslash and newline.
-inline void append_help(std::string& out, std::string_view v) {
-  for (const char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-}
-
-inline bool valid_metric_name(std::string_view n) noexcept {
-  if (n.empty()) return false;
-  const auto ok = [](char c, bool first) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
-  };
-  if (!ok(n.front(), true)) return false;
-  return std::all_of(n.begin() + 1, n.end(), [&](char c) { return ok(c, false); });
-}
+inline bool valid_metric_name(std::string_view n) noexcept { return valid_prometheus_metric_name(n); }
 
 // Label names: [a-zA-Z_][a-zA-Z0-9_]*, and "le" belongs to histograms.
-inline bool valid_label_name(std::string_view n) noexcept {
-  return valid_metric_name(n) && n.find(':') == std::string_view::npos && n != "le";
+inline bool valid_label_name(std::string_view n) noexcept { return valid_prometheus_label_name(n) && n != "le"; }
+
+// Hashes std::string and std::string_view alike (heterogeneous lookup).
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view v) const noexcept { return std::hash<std::string_view>{}(v); }
+};
+
+// A name as it reads in a label value: the key under which two objects collide.
+inline std::string label_text(std::string_view v) {
+  std::string out;
+  append_prometheus_label_value(out, v);
+  return out;
 }
 
 }  // namespace detail
 
 /// The samples of one scrape, grouped into families. Collectors add to it;
 /// the registry writes it. Names given here have no prefix: the registry adds
-/// "<prefix>_".
+/// "<prefix>_". A series already in the snapshot is not added again (the
+/// first wins), so a scrape never repeats one.
 class metric_snapshot {
  public:
   /// Declares a family (idempotent) so that its HELP and TYPE lines appear even without samples.
@@ -130,23 +124,34 @@ class metric_snapshot {
   /// Adds one counter or gauge sample.
   void add(std::string_view name, metric_type type, std::string_view help, std::initializer_list<metric_label> labels,
            double value) {
+    check_labels(labels);
     auto& f = family_for(name, type, help);
-    f.samples.push_back({std::string{}, render_labels(labels, {}), value});
+    const std::size_t start = f.body.size();
+    append_labels(f.body, labels, {});
+    f.finish(start, value);
   }
 
   /// Adds one histogram: cumulative bucket counts for `bounds` (seconds), then sum and count.
   void add_histogram(std::string_view name, std::string_view help, std::initializer_list<metric_label> labels,
                      const std::vector<double>& bounds, const std::vector<std::uint64_t>& cumulative, double sum,
                      std::uint64_t count) {
+    check_labels(labels);
     auto& f = family_for(name, metric_type::histogram, help);
+    const auto line = [&](std::string_view suffix, std::string_view le, double value) {
+      const std::size_t start = f.body.size();
+      f.body += suffix;
+      append_labels(f.body, labels, le);
+      f.finish(start, value);
+    };
+    std::string le;
     for (std::size_t i = 0; i < bounds.size(); ++i) {
-      std::string le;
+      le.clear();
       detail::append_number(le, bounds[i]);
-      f.samples.push_back({"_bucket", render_labels(labels, le), static_cast<double>(cumulative[i])});
+      line("_bucket", le, static_cast<double>(cumulative[i]));
     }
-    f.samples.push_back({"_bucket", render_labels(labels, "+Inf"), static_cast<double>(count)});
-    f.samples.push_back({"_sum", render_labels(labels, {}), sum});
-    f.samples.push_back({"_count", render_labels(labels, {}), static_cast<double>(count)});
+    line("_bucket", "+Inf", static_cast<double>(count));
+    line("_sum", {}, sum);
+    line("_count", {}, static_cast<double>(count));
   }
 
   /// Writes every family in the text format, names prefixed with "<prefix>_".
@@ -162,28 +167,71 @@ class metric_snapshot {
       out += "\n# TYPE ";
       out += full;
       out += f.type == metric_type::counter ? " counter\n" : f.type == metric_type::gauge ? " gauge\n" : " histogram\n";
-      for (const auto& s : f.samples) {
+      for (std::size_t i = 0; i < f.lines.size(); ++i) {
+        const std::size_t end = i + 1 < f.lines.size() ? f.lines[i + 1].start : f.body.size();
         out += full;
-        out += s.suffix;
-        out += s.labels;
-        out += ' ';
-        detail::append_number(out, s.value);
-        out += '\n';
+        out.append(f.body, f.lines[i].start, end - f.lines[i].start);
       }
     }
   }
 
  private:
-  struct sample {
-    std::string suffix;
-    std::string labels;  // "{a=\"x\",b=\"y\"}" or empty
-    double value;
-  };
+  // One family's samples as text, each line without the family name
+  // ("_bucket{a=\"x\",le=\"1\"} 3\n"), in one buffer: a scrape of many
+  // series allocates per family, not per sample. An open-addressing table of
+  // line indices finds a repeated series.
   struct family {
+    struct line {
+      std::size_t start;       // in body
+      std::size_t series_len;  // the part before " value\n"
+      std::size_t hash;
+    };
     std::string name;
-    metric_type type;
+    metric_type type = metric_type::gauge;
     std::string help;
-    std::vector<sample> samples;
+    std::string body;
+    std::vector<line> lines;
+    struct slot {
+      std::uint32_t line = 0;  // 0 empty, else line index + 1
+      std::uint32_t tag = 0;   // the hash's high bits: most mismatches never touch `lines`
+    };
+    std::vector<slot> table;  // a power of two, at most half full
+
+    std::string_view series(const line& l) const { return std::string_view{body}.substr(l.start, l.series_len); }
+
+    // body holds a new series from `start`: writes its value, or drops it when the series is already here.
+    void finish(std::size_t start, double value) {
+      const std::string_view s = std::string_view{body}.substr(start);
+      const std::size_t h = std::hash<std::string_view>{}(s);
+      if (table.size() < 2 * (lines.size() + 1)) grow();
+      const std::size_t mask = table.size() - 1;
+      const auto tag = static_cast<std::uint32_t>(static_cast<std::uint64_t>(h) >> 32);
+      std::size_t i = h & mask;
+      for (; table[i].line != 0; i = (i + 1) & mask) {
+        if (table[i].tag != tag) continue;
+        const line& l = lines[table[i].line - 1];
+        if (l.hash == h && series(l) == s) {
+          body.resize(start);
+          return;
+        }
+      }
+      table[i] = {static_cast<std::uint32_t>(lines.size() + 1), tag};
+      lines.push_back({start, s.size(), h});
+      body += ' ';
+      detail::append_number(body, value);
+      body += '\n';
+    }
+
+    void grow() {
+      std::vector<slot> t(std::max<std::size_t>(64, table.size() * 2));
+      const std::size_t mask = t.size() - 1;
+      for (std::size_t k = 0; k < lines.size(); ++k) {
+        std::size_t i = lines[k].hash & mask;
+        while (t[i].line != 0) i = (i + 1) & mask;
+        t[i] = {static_cast<std::uint32_t>(k + 1), static_cast<std::uint32_t>(static_cast<std::uint64_t>(lines[k].hash) >> 32)};
+      }
+      table.swap(t);
+    }
   };
 
   family& family_for(std::string_view name, metric_type type, std::string_view help) {
@@ -193,17 +241,25 @@ class metric_snapshot {
         return f;
       }
     if (!detail::valid_metric_name(name)) throw std::invalid_argument{"metrics: invalid metric name " + std::string{name}};
-    families_.push_back({std::string{name}, type, std::string{help}, {}});
-    return families_.back();
+    auto& f = families_.emplace_back();
+    f.name = name;
+    f.type = type;
+    f.help = help;
+    return f;
   }
 
-  static std::string render_labels(std::initializer_list<metric_label> labels, std::string_view le) {
-    if (labels.size() == 0 && le.empty()) return {};
-    std::string out{"{"};
-    bool first = true;
-    for (const auto& l : labels) {
+  static void check_labels(std::initializer_list<metric_label> labels) {
+    for (const auto& l : labels)
       if (!detail::valid_label_name(l.name))
         throw std::invalid_argument{"metrics: invalid label name " + std::string{l.name}};
+  }
+
+  // Appends "{a=\"x\",le=\"1\"}", or nothing without labels; names checked already.
+  static void append_labels(std::string& out, std::initializer_list<metric_label> labels, std::string_view le) {
+    if (labels.size() == 0 && le.empty()) return;
+    out += '{';
+    bool first = true;
+    for (const auto& l : labels) {
       if (!first) out += ',';
       first = false;
       out += l.name;
@@ -218,10 +274,9 @@ class metric_snapshot {
       out += '"';
     }
     out += '}';
-    return out;
   }
 
-  std::vector<family> families_;  // in declaration order: the output is stable between scrapes
+  std::deque<family> families_;  // in declaration order: the output is stable between scrapes
 };
 
 /// Upper bounds, in seconds, of the call-duration histogram's buckets by
@@ -300,6 +355,20 @@ class labeled_counter {
   explicit labeled_counter(std::size_t arity) : arity_{arity} {}
 
   void inc(std::initializer_list<std::string_view> values, std::uint64_t by = 1) {
+    inc(std::span<const std::string_view>{values.begin(), values.size()}, by);
+  }
+
+  void inc(std::span<const std::string_view> values, std::uint64_t by = 1) {
+    // Values are counted as they will read: two names that differ only in
+    // invalid UTF-8 bytes are one series, so the scrape never repeats one.
+    if (!std::all_of(values.begin(), values.end(), valid_utf8)) {
+      std::array<std::string, 4> fixed;
+      std::array<std::string_view, 4> views;
+      const std::size_t n = std::min(values.size(), fixed.size());
+      for (std::size_t i = 0; i < n; ++i) views[i] = fixed[i] = sanitized_utf8(values[i]);
+      inc(std::span<const std::string_view>{views.data(), n}, by);
+      return;
+    }
     std::array<char, 256> stack{};
     std::string heap;
     std::string_view key = make_key(values, stack, heap);
@@ -334,7 +403,7 @@ class labeled_counter {
 
   // Label values, each prefixed by its length so that no value can imitate a
   // boundary; small keys stay on the stack.
-  static std::string_view make_key(std::initializer_list<std::string_view> values, std::array<char, 256>& stack,
+  static std::string_view make_key(std::span<const std::string_view> values, std::array<char, 256>& stack,
                                    std::string& heap) {
     std::size_t need = 0;
     for (auto v : values) need += v.size() + sizeof(std::uint32_t);
@@ -419,6 +488,7 @@ struct event_counters {
 
   template <class Map, class V>
   static void remember(Map& m, std::string_view key, V v) {
+    if (!valid_utf8(key)) return remember(m, std::string_view{sanitized_utf8(key)}, v);
     if (auto it = m.find(key); it != m.end()) it->second = v;
     else m.emplace(std::string{key}, v);
   }
@@ -437,7 +507,7 @@ struct event_counters {
 ///   circuit_breaker_calls_total{name,status}         counter
 ///   circuit_breaker_state_transitions_total{name,from,to} counter
 ///   circuit_breaker_call_duration_seconds{name}      histogram (metrics_options::duration_buckets)
-///   circuit_breaker_failure_rate{name}               gauge, 0..1
+///   circuit_breaker_failure_rate{name}               gauge, 0..1: the rate it decides on (circuit_breaker_stats::failure_rate)
 ///   circuit_breaker_slow_calls_total{name}           counter
 ///   bulkhead_rejections_total{name}                  counter
 ///   bulkhead_in_flight_calls{name}                   gauge
@@ -498,7 +568,7 @@ class metrics_registry {
   /// transitions, failure rate, and (see call_durations) feeds
   /// circuit_breaker_call_duration_seconds through on_call_recorded.
   /// Watching the same breaker again does nothing; another breaker with the
-  /// same name throws std::logic_error.
+  /// same name throws std::invalid_argument naming it.
   void watch(const circuit_breaker& breaker, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
     adopt_breaker(breaker, durations);
@@ -511,19 +581,30 @@ class metrics_registry {
   /// outlive this one (circuit_breakers() does).
   void watch(const circuit_breaker_registry& breakers, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
+    for (const auto& [reg, d] : breaker_registries_)
+      if (reg == &breakers) return;  // watching it again does nothing
     breaker_registries_.push_back({&breakers, durations});
   }
 
   /// Reads a bulkhead at each scrape: calls in flight, callers waiting, the
-  /// limit, and rejections.
+  /// limit, and rejections. Watching the same bulkhead again does nothing;
+  /// another bulkhead with the same name throws std::invalid_argument naming it.
   void watch(const bulkhead& b) {
     auto keep = std::make_shared<const bulkhead>(b);
+    {
+      std::lock_guard lock{mutex_};
+      const auto [it, inserted] = bulkhead_names_.try_emplace(detail::label_text(b.name()), b);
+      if (!inserted) {
+        if (it->second == b) return;
+        throw std::invalid_argument{"metrics_registry: already watching another bulkhead named '" + it->first + "'"};
+      }
+    }
     add_watcher(
         [keep](metric_snapshot& s, covered& c) {
           using enum metric_type;
           const std::string& name = keep->name();
           const auto st = keep->stats();
-          c.bulkheads.push_back(name);
+          c.add(c.bulkheads, name);
           s.add("bulkhead_in_flight_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.in_flight));
           s.add("bulkhead_waiting_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.waiting));
           s.add("bulkhead_max_concurrent_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.max_concurrent_calls));
@@ -537,8 +618,14 @@ class metrics_registry {
   /// rate_limit_stats). Turns on grant counting for every key, present and
   /// future (requests_total{result="allowed"} needs it; it is off by
   /// default): grants are counted from this call on. The registry is not
-  /// copyable: it must outlive this one.
+  /// copyable: it must outlive this one. Watching it again does nothing. A
+  /// key already written in a scrape (by a limiter or registry watched
+  /// earlier) is not written again: the first watched wins.
   void watch(const rate_limiter& limits) {
+    {
+      std::lock_guard lock{mutex_};
+      if (!limiter_registries_.insert(&limits).second) return;
+    }
     limits.enable_grant_counting();
     add_watcher(
         [&limits](metric_snapshot& s, covered& c) {
@@ -549,8 +636,18 @@ class metrics_registry {
 
   /// Reads one stand-alone limiter (token_bucket, sliding_window...) at each
   /// scrape, labelled key="<its name>". Turns on its grant counting, as for
-  /// a registry.
+  /// a registry. Watching the same limiter again does nothing; another
+  /// limiter with the same name throws std::invalid_argument naming it.
   void watch(const limiter& l) {
+    {
+      std::lock_guard lock{mutex_};
+      // name() points into the state copies share: equal pointers, same limiter.
+      const auto [it, inserted] = limiter_names_.try_emplace(detail::label_text(l.name()), l.name().data());
+      if (!inserted) {
+        if (it->second == l.name().data()) return;
+        throw std::invalid_argument{"metrics_registry: already watching another limiter named '" + it->first + "'"};
+      }
+    }
     l.enable_grant_counting();
     auto keep = std::make_shared<const limiter>(l);
     add_watcher([keep](metric_snapshot& s, covered& c) { add_limiter(s, c, keep->name(), keep->stats()); },
@@ -579,11 +676,14 @@ class metrics_registry {
   }
 
   /// Adds a collector that contributes samples at every scrape (names
-  /// without the prefix). For user metrics beside the library's.
+  /// without the prefix). For user metrics beside the library's. Collectors
+  /// run without the registry's lock: one may call watch() or
+  /// add_collector() (in force from the next scrape); render() of this same
+  /// registry from its own collector throws std::logic_error.
   void add_collector(std::function<void(metric_snapshot&)> collect) {
     if (!collect) throw std::invalid_argument{"metrics_registry: collector must not be empty"};
     std::lock_guard lock{mutex_};
-    collectors_.push_back(std::move(collect));
+    collectors_.push_back(std::make_shared<const collector>(std::move(collect)));
   }
 
   /// The metrics text, every family with HELP and TYPE lines.
@@ -595,15 +695,27 @@ class metrics_registry {
 
   /// Appends the metrics text to out.
   void render(std::string& out) const {
+    const render_guard guard{this};
     metric_snapshot s;
     declare_families(s);
-    std::lock_guard lock{mutex_};
+    // What to read is copied under the lock; reading runs without it, so a
+    // collector that calls back into this registry cannot deadlock.
+    std::vector<std::shared_ptr<const collector>> collectors;
+    std::vector<std::shared_ptr<const watcher>> watched;
+    std::vector<watched_breaker> breakers;
+    {
+      std::lock_guard lock{mutex_};
+      for (const auto& [reg, durations] : breaker_registries_)
+        for (const auto& b : reg->all()) adopt_breaker(b, durations, /*from_registry=*/true);
+      collectors = collectors_;
+      watched = watched_;
+      breakers = breakers_;
+    }
     covered c;
-    for (const auto& collect : collectors_) collect(s);
-    for (const auto& [reg, durations] : breaker_registries_)
-      for (const auto& b : reg->all()) adopt_breaker(b, durations, /*from_registry=*/true);
-    for (const auto& b : breakers_) add_breaker(s, c, b);
-    for (const auto& w : watched_) w(s, c);
+    c.breakers.reserve(breakers.size());
+    for (const auto& collect : collectors) (*collect)(s);
+    for (const auto& b : breakers) add_breaker(s, c, b);
+    for (const auto& w : watched) (*w)(s, c);
     add_event_metrics(s, c);
     s.write(out, options_.prefix);
   }
@@ -614,18 +726,47 @@ class metrics_registry {
  private:
   // Names whose series came from a watched object: the event-derived series
   // for the same names are left out, so no series appears twice.
+  // Hash sets, so that a scrape stays linear in the number of series. Names
+  // are kept as they read in the scrape (sanitised), viewing the watched
+  // objects' own strings, which live through the scrape.
   struct covered {
-    std::vector<std::string> breakers, breaker_transitions, limiters, bulkheads;
+    using names = std::unordered_set<std::string_view>;
+    names breakers, limiters, bulkheads;
+    std::deque<std::string> sanitised;  // the few names that were not valid UTF-8
     bool degradation = false;
-    static bool has(const std::vector<std::string>& v, std::string_view n) {
-      return std::find(v.begin(), v.end(), n) != v.end();
+    // Adds a name; false when it was there already.
+    bool add(names& v, std::string_view n) {
+      if (!detail::valid_utf8(n)) n = sanitised.emplace_back(detail::sanitized_utf8(n));
+      return v.insert(n).second;
     }
+    // Event-derived names are sanitised when counted.
+    static bool has(const names& v, std::string_view n) { return v.find(n) != v.end(); }
   };
   using watcher = std::function<void(metric_snapshot&, covered&)>;
+  using collector = std::function<void(metric_snapshot&)>;
+
+  // Marks the registries this thread is rendering: a collector that renders
+  // its own registry would recurse forever, so it gets an exception instead.
+  struct render_guard {
+    explicit render_guard(const metrics_registry* r) : self{r}, outer{top()} {
+      for (const render_guard* g = outer; g != nullptr; g = g->outer)
+        if (g->self == r) throw std::logic_error{"metrics_registry: render() called from one of its own collectors"};
+      top() = this;
+    }
+    ~render_guard() { top() = outer; }
+    render_guard(const render_guard&) = delete;
+    render_guard& operator=(const render_guard&) = delete;
+    static const render_guard*& top() noexcept {
+      static thread_local const render_guard* innermost = nullptr;
+      return innermost;
+    }
+    const metrics_registry* self;
+    const render_guard* outer;
+  };
 
   void add_watcher(watcher w, event_hub* hub, std::shared_ptr<const void> keep) {
     std::lock_guard lock{mutex_};
-    watched_.push_back(std::move(w));
+    watched_.push_back(std::make_shared<const watcher>(std::move(w)));
     if (keep) keep_alive_.push_back(std::move(keep));
     if (hub != nullptr && !options_.count_global_events) subscribe_locked(*hub);
   }
@@ -638,12 +779,14 @@ class metrics_registry {
   // Requires mutex_. Breakers named by a registry may be seen again at every
   // scrape; those are matched by identity and never throw.
   void adopt_breaker(const circuit_breaker& b, call_durations durations, bool from_registry = false) const {
-    for (const auto& w : breakers_) {
-      if (w.breaker == b) return;
-      if (w.breaker.name() == b.name()) {
-        if (from_registry) return;
-        throw std::logic_error{"metrics_registry: already watching another circuit breaker named '" + b.name() + "'"};
-      }
+    // The common case at every scrape, a registry's breaker seen before: found by its plain name, nothing escaped.
+    if (const auto it = breaker_index_.find(std::string_view{b.name()});
+        it != breaker_index_.end() && breakers_[it->second].breaker == b)
+      return;
+    auto key = detail::label_text(b.name());
+    if (const auto it = breaker_index_.find(key); it != breaker_index_.end()) {
+      if (breakers_[it->second].breaker == b || from_registry) return;
+      throw std::invalid_argument{"metrics_registry: already watching another circuit breaker named '" + key + "'"};
     }
     std::shared_ptr<duration_histogram> h;
     if (durations == call_durations::always || (durations == call_durations::when_timed && b.tracks_slow_calls())) {
@@ -651,6 +794,7 @@ class metrics_registry {
       // The observer keeps the histogram alive: observers stay as long as the breaker.
       b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
     }
+    breaker_index_.emplace(std::move(key), breakers_.size());
     breakers_.push_back({b, std::move(h)});
   }
 
@@ -658,8 +802,7 @@ class metrics_registry {
     using enum metric_type;
     const std::string& name = w.breaker.name();
     const auto st = w.breaker.stats();
-    c.breakers.push_back(name);
-    c.breaker_transitions.push_back(name);
+    c.add(c.breakers, name);
     s.add("circuit_breaker_state", gauge, {}, {{"name", name}}, static_cast<double>(static_cast<int>(st.state)));
     const std::pair<call_status, std::uint64_t> calls[] = {{call_status::success, st.successful},
                                                            {call_status::failure, st.failed},
@@ -685,7 +828,7 @@ class metrics_registry {
 
   static void add_limiter(metric_snapshot& s, covered& c, std::string_view key, const rate_limit_stats& st) {
     using enum metric_type;
-    c.limiters.emplace_back(key);
+    if (!c.add(c.limiters, key)) return;  // already written by a limiter watched earlier
     s.add("rate_limiter_tokens", gauge, {}, {{"key", key}}, st.available);
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}}, static_cast<double>(st.allowed));
     s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}}, static_cast<double>(st.rejected));
@@ -697,7 +840,7 @@ class metrics_registry {
     s.declare("circuit_breaker_calls_total", counter, "Calls seen by a circuit breaker, by outcome.");
     s.declare("circuit_breaker_state_transitions_total", counter, "Circuit breaker state transitions.");
     s.declare("circuit_breaker_call_duration_seconds", histogram, "Duration of calls through a circuit breaker.");
-    s.declare("circuit_breaker_failure_rate", gauge, "Failure rate in the circuit breaker's window, 0 to 1.");
+    s.declare("circuit_breaker_failure_rate", gauge, "Failure rate the circuit breaker decides on, 0 to 1: its window's, or failures in a row / fail_max.");
     s.declare("circuit_breaker_slow_calls_total", counter, "Calls slower than the circuit breaker's slow_call_duration.");
     s.declare("bulkhead_rejections_total", counter, "Calls a bulkhead refused because it was full.");
     s.declare("bulkhead_in_flight_calls", gauge, "Calls running inside a bulkhead now.");
@@ -719,7 +862,7 @@ class metrics_registry {
     using enum metric_type;
     const auto& ev = *events_;
     const auto counter_1 = [&](const detail::labeled_counter& lc, std::string_view name, std::string_view label,
-                               const std::vector<std::string>* skip) {
+                               const covered::names* skip) {
       lc.for_each([&](const std::vector<std::string>& v, std::uint64_t n) {
         if (skip != nullptr && covered::has(*skip, v[0])) return;
         s.add(name, counter, {}, {{label, v[0]}}, static_cast<double>(n));
@@ -734,7 +877,7 @@ class metrics_registry {
     counter_1(ev.rate_violations, "rate_limiter_violations_total", "key", &c.limiters);
     counter_1(ev.bulkhead_rejections, "bulkhead_rejections_total", "name", &c.bulkheads);
     ev.breaker_transitions.for_each([&](const std::vector<std::string>& v, std::uint64_t n) {
-      if (covered::has(c.breaker_transitions, v[0])) return;
+      if (covered::has(c.breakers, v[0])) return;
       s.add("circuit_breaker_state_transitions_total", counter, {}, {{"name", v[0]}, {"from", v[1]}, {"to", v[2]}},
             static_cast<double>(n));
     });
@@ -774,12 +917,17 @@ class metrics_registry {
   metrics_options options_;
   std::shared_ptr<detail::event_counters> events_;
   mutable std::mutex mutex_;  // guards the vectors below; render holds it while collecting
-  std::vector<std::function<void(metric_snapshot&)>> collectors_;
-  std::vector<watcher> watched_;
+  std::vector<std::shared_ptr<const collector>> collectors_;  // shared: render copies the lists, not the functions
+  std::vector<std::shared_ptr<const watcher>> watched_;
   std::vector<std::shared_ptr<const void>> keep_alive_;
   std::vector<std::pair<event_hub*, event_hub::subscription>> subscriptions_;
   bool watching_degradation_ = false;
   mutable std::vector<watched_breaker> breakers_;  // grows during render when a watched registry gains breakers
+  // Watched names as they read in a label (escaped, sanitised): two objects that would write one series collide here.
+  mutable std::unordered_map<std::string, std::size_t, detail::string_hash, std::equal_to<>> breaker_index_;  // -> breakers_
+  std::unordered_map<std::string, bulkhead, detail::string_hash, std::equal_to<>> bulkhead_names_;
+  std::unordered_map<std::string, const char*, detail::string_hash, std::equal_to<>> limiter_names_;  // -> identity
+  std::unordered_set<const rate_limiter*> limiter_registries_;
   std::vector<std::pair<const circuit_breaker_registry*, call_durations>> breaker_registries_;
 };
 

@@ -294,7 +294,8 @@ auto build(const settings& s, F&& fn, const sources& src, Fallback&&... fb) {
   }
   return resilient{std::forward<F>(fn), std::forward<Fallback>(fb)..., retry{retry_settings(s)}, std::move(breaker), std::move(limit),
                    timeout{timeout_settings(s)}}
-      .with_clock(src.clock);
+      .with_clock(src.clock)
+      .with_operation(std::string{to_string(s.operation)});
 }
 
 }  // namespace detail

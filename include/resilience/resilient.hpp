@@ -207,8 +207,11 @@ concept policy_for = std::invocable<Next&, call_context&> && requires(const P& p
 template <class... Policies>
 class pipeline {
  public:
-  /// The policies, outermost first.
-  explicit pipeline(Policies... policies) : policies_{std::move(policies)...} {}
+  /// The policies, outermost first. The default operation name is the first
+  /// one a policy knows (default_operation(), e.g. a timeout built from an operation_type).
+  explicit pipeline(Policies... policies) : policies_{std::move(policies)...} {
+    std::apply([this](const Policies&... p) { (adopt_operation(p), ...); }, policies_);
+  }
 
   /// Runs the callable `inner(ctx) -> outcome<T>` through every policy.
   template <class Inner>
@@ -234,6 +237,7 @@ class pipeline {
   auto try_execute_with(const call_options& options, F&& f, Args&&... args) const noexcept {
     call_context ctx{clock_, options};
     ctx.executor = &executor_;
+    if (ctx.operation.empty()) ctx.operation = operation_;
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f, c, args...); };
     const detail::bound_call<std::remove_reference_t<F>, pipeline, std::remove_reference_t<Args>...> call{&f, this, {args...}};
     return step<0>(ctx, inner, call);
@@ -252,6 +256,7 @@ class pipeline {
   auto async_with(const call_options& options, F&& f, Args&&... args) const {
     using owned = detail::owned_call<std::decay_t<F>, pipeline, std::decay_t<Args>...>;
     call_context base{clock_, options};
+    if (base.operation.empty()) base.operation = operation_;
     return owned::start(std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...),
                         executor_);
   }
@@ -262,7 +267,8 @@ class pipeline {
     return std::apply([&](const Policies&... ps) { return resilient<std::decay_t<F>, Policies...>{std::forward<F>(f), ps...}; },
                       policies_)
         .with_clock(clock_)
-        .with_executor(executor_);
+        .with_executor(executor_)
+        .with_operation(operation_);
   }
 
   /// Runs detached timeouts and async calls on `ex` (default: default_executor()).
@@ -289,10 +295,29 @@ class pipeline {
   /// The clock of this pipeline's calls.
   const clock_ref& clock() const noexcept { return clock_; }
 
+  /// Names every call that gives no call_options::operation (for metrics,
+  /// logs and events). Default: the first a policy knows, else "".
+  pipeline& with_operation(std::string operation) & {
+    operation_ = std::move(operation);
+    return *this;
+  }
+  pipeline&& with_operation(std::string operation) && {
+    operation_ = std::move(operation);
+    return std::move(*this);
+  }
+  /// The operation name of calls that give none.
+  const std::string& operation() const noexcept { return operation_; }
+
   /// The policies, outermost first.
   const std::tuple<Policies...>& policies() const noexcept { return policies_; }
 
  private:
+  template <class P>
+  void adopt_operation(const P& p) {
+    if constexpr (requires { std::string_view{p.default_operation()}; })
+      if (operation_.empty()) operation_ = std::string_view{p.default_operation()};
+  }
+
   template <class, class...>
   friend class resilient;
   template <class, class, class...>
@@ -319,6 +344,7 @@ class pipeline {
   std::tuple<Policies...> policies_;
   clock_ref clock_;
   executor_ref executor_;
+  std::string operation_;
 };
 
 namespace detail {
@@ -515,6 +541,7 @@ class resilient {
   auto try_call_with(const call_options& options, Args&&... args) const noexcept {
     call_context ctx{pipeline_.clock(), options};
     ctx.executor = &pipeline_.executor();
+    if (ctx.operation.empty()) ctx.operation = pipeline_.operation();
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f_, c, args...); };
     const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{&f_, &pipeline_, {args...}};
     return pipeline_.template step<0>(ctx, inner, call);
@@ -543,6 +570,18 @@ class resilient {
   }
   resilient&& with_executor(executor_ref ex) && noexcept {
     pipeline_.with_executor(std::move(ex));
+    return std::move(*this);
+  }
+
+  /// Names every call that gives no call_options::operation (for metrics,
+  /// logs and events), e.g. with_operation("factor_lookup"). Default: the
+  /// first name a policy knows (a timeout built from an operation_type), else "".
+  resilient& with_operation(std::string operation) & {
+    pipeline_.with_operation(std::move(operation));
+    return *this;
+  }
+  resilient&& with_operation(std::string operation) && {
+    pipeline_.with_operation(std::move(operation));
     return std::move(*this);
   }
 

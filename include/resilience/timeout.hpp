@@ -109,7 +109,9 @@ class timeout {
       : timeout{timeout_options{checked(limit), mode, {}}} {}
   /// The seed's default for an operation type, named after it.
   explicit timeout(operation_type op, timeout_mode mode = timeout_mode::automatic)
-      : timeout{timeout_options{default_timeout(op), mode, std::string{to_string(op)}}} {}
+      : timeout{timeout_options{default_timeout(op), mode, std::string{to_string(op)}}} {
+    operation_ = to_string(op);
+  }
 
   /// The limit.
   duration limit() const noexcept { return limit_; }
@@ -117,6 +119,9 @@ class timeout {
   timeout_mode mode() const noexcept { return mode_; }
   /// The name given in the options ("" by default; the operation type's name when built from one).
   const std::string& name() const noexcept { return shared_->name; }
+  /// The operation type's name when built from one, else "": a wrapper names
+  /// calls that give no operation after it.
+  std::string_view default_operation() const noexcept { return operation_; }
   /// This policy's events (timeout_occurred); copies of the policy share it.
   event_hub& events() const noexcept { return shared_->hub; }
 
@@ -342,6 +347,7 @@ class timeout {
   duration limit_;
   timeout_mode mode_;
   std::shared_ptr<const shared_state> shared_;
+  std::string_view operation_{};  // to_string(operation_type): static storage
 };
 
 }  // namespace v1
