@@ -678,9 +678,10 @@ class rate_limit {
   /// Limits by `key` of `registry` (which must outlive the policy). Throws
   /// std::invalid_argument when the key is not configured yet.
   rate_limit(const rate_limiter& registry, std::string_view key, rate_limit_options options = {})
-      : registry_{&registry}, entry_{&registry.entry(key)}, options_{validated(options)} {}
+      : registry_{&registry}, entry_{&registry.entry(key)}, options_{validated(options)}, clock_{&registry.clock()} {}
   /// Limits by a single limiter (shared with every copy of it); tenants are ignored.
-  explicit rate_limit(limiter single, rate_limit_options options = {}) : single_{std::move(single)}, options_{validated(options)} {}
+  explicit rate_limit(limiter single, rate_limit_options options = {})
+      : single_{std::move(single)}, options_{validated(options)}, clock_{&single_->clock()} {}
 
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
@@ -707,7 +708,7 @@ class rate_limit {
   /// The key (or the limiter's name).
   std::string_view key() const noexcept { return registry_ ? std::string_view{entry_->name} : single_->name(); }
   /// The clock of the registry or limiter (a pipeline's clock must be the same).
-  const clock_ref& clock() const noexcept { return registry_ ? registry_->clock() : single_->clock(); }
+  const clock_ref& clock() const noexcept { return *clock_; }
 
  private:
   static rate_limit_options validated(rate_limit_options o) {
@@ -718,6 +719,7 @@ class rate_limit {
   rate_limiter::key_entry* entry_ = nullptr;
   std::optional<limiter> single_;
   rate_limit_options options_;
+  const clock_ref* clock_;  // the registry's, or in the limiter's shared state: stable across copies
 };
 
 /// Options of adaptive_rate.
