@@ -6,7 +6,10 @@
 //   auto r  = fetch.try_call("electricity");  // outcome<double>, never throws
 //
 // Policies are listed outermost first: resilient{f, retry, timeout} retries a
-// call that each attempt times out on its own. A policy is any type with
+// call that each attempt times out on its own. What a policy, or a hook it
+// runs, throws becomes its outcome's failure: try_call never terminates.
+// Stateful policies run on the pipeline's one clock (see with_clock).
+// A policy is any type with
 //
 //   template <class Next> auto execute(call_context& ctx, Next&& next) const -> outcome<T>;
 //
