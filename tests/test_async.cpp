@@ -246,3 +246,103 @@ TEST_CASE("async on the default pool with the real clock", "[async]") {
   for (int i = 0; i < 50; ++i) fs.push_back(r.async(i));
   for (int i = 0; i < 50; ++i) CHECK(fs[static_cast<std::size_t>(i)].get() == i + 1);
 }
+
+namespace {
+
+// Posts to a manual_executor, but refuses the n-th task.
+struct refusing_nth {
+  manual_executor* ex;
+  int refuse;
+  std::shared_ptr<int> posts = std::make_shared<int>(0);
+  void post(task t) {
+    if (++*posts == refuse) throw std::runtime_error{"pool closed"};
+    ex->post(std::move(t));
+  }
+};
+
+// Virtual time whose timers cannot be set.
+struct no_timers_clock final : clock_source {
+  manual_clock time;
+  time_point now() const noexcept override { return time.now(); }
+  bool sleep_until(time_point t, std::stop_token stop) const override { return time.sleep_until(t, std::move(stop)); }
+  timer_id call_at(time_point, std::function<void()>) const override { throw std::runtime_error{"no timers"}; }
+  bool cancel(timer_id) const noexcept override { return false; }
+};
+
+}  // namespace
+
+TEST_CASE("async retry: what the executor or the clock throws completes the future with it, once", "[async][hooks]") {
+  const auto flaky = [attempts = std::make_shared<int>(0)] {
+    if (++*attempts < 3) throw erp_error{"busy"};
+    return 5;
+  };
+  {
+    manual_clock clk;
+    manual_executor ex;
+    resilient r{flaky, retry{{.max_retries = 3, .base_delay = 1s}}};
+    r.with_clock(clk).with_executor(executor_ref::adapt(refusing_nth{&ex, 2}));  // the retry's wake-up is refused
+    auto f = r.async();
+    ex.run_all();
+    clk.advance(1s);  // the timer posts on the advancing thread; the refusal must not escape there
+    REQUIRE(f.wait_for(0s) == std::future_status::ready);
+    CHECK_THROWS_WITH(f.get(), "pool closed");
+    CHECK(ex.run_all() == 0);
+  }
+  {
+    manual_executor ex;
+    resilient r{flaky, retry{{.max_retries = 3, .base_delay = 1s}}};
+    r.with_clock(clock_ref{std::make_shared<no_timers_clock>()}).with_executor(ex);
+    auto f = r.async();
+    ex.run_all();
+    REQUIRE(f.wait_for(0s) == std::future_status::ready);
+    CHECK_THROWS_WITH(f.get(), "no timers");
+  }
+  {
+    manual_executor ex;
+    int calls = 0;
+    resilient r{[&calls] {
+                  ++calls;
+                  throw erp_error{"busy"};
+                  return 0;
+                },
+                retry{{.max_retries = 3, .base_delay = 1s, .on_retry = [](int, duration, const retry_failure&) { throw std::logic_error{"listener"}; }}}};
+    r.with_executor(ex);
+    auto f = r.async();
+    ex.run_all();
+    CHECK_THROWS_AS(f.get(), std::logic_error);
+    CHECK(calls == 1);
+  }
+}
+
+TEST_CASE("async retry on an auto-advancing manual_clock: the waits advance time", "[async][clock]") {
+  // Issue #11, item 13: the waits were timers, which auto-advance never fired.
+  manual_clock clk{manual_clock::auto_advance};
+  manual_executor ex;
+  int attempts = 0;
+  resilient r{[&attempts] {
+                if (++attempts < 3) throw erp_error{"busy"};
+                return 5;
+              },
+              retry{{.max_retries = 3, .base_delay = 1s}}};
+  r.with_clock(clk).with_executor(ex);
+  const auto t0 = clk.now();
+  auto f = r.async();
+  // A deadline on the test: a bounded number of executor rounds, no real wait.
+  for (int round = 0; round < 100 && f.wait_for(0s) != std::future_status::ready; ++round) ex.run_all();
+  REQUIRE(f.wait_for(0s) == std::future_status::ready);
+  CHECK(f.get() == 5);
+  CHECK(attempts == 3);
+  CHECK(clk.now() - t0 == 3s);  // 1 s + 2 s of backoff
+
+  // Earlier timers fire on the way, in deadline order, each at its deadline.
+  const auto t1 = clk.now();
+  duration timer_saw{};
+  clk.call_at(t1 + 500ms, [&] { timer_saw = clk.now() - t1; });
+  attempts = 0;
+  auto g = r.async();
+  for (int round = 0; round < 100 && g.wait_for(0s) != std::future_status::ready; ++round) ex.run_all();
+  REQUIRE(g.wait_for(0s) == std::future_status::ready);
+  CHECK(g.get() == 5);
+  CHECK(timer_saw == 500ms);
+  CHECK(clk.now() - t1 == 3s);
+}

@@ -965,3 +965,29 @@ TEST_CASE("a listener may call through the breaker it listens to", "[circuit_bre
   CHECK(probes == 1);
   CHECK(cb.stats().transitions[2][0] == 1);
 }
+
+TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock; a wrapper follows its breaker's clock",
+          "[circuit_breaker][clock]") {
+  // Issue #11, item 12: a wrapper on a manual clock advanced 61 s left a
+  // breaker built without a clock open forever (it read the real clock).
+  manual_clock clk;
+  bool fail = true;
+  const auto call = [&fail] {
+    if (fail) throw std::runtime_error{"factor api 503"};
+    return 1.0;
+  };
+  circuit_breaker real_time{{.name = "factor_api", .fail_max = 1, .timeout_duration = 60s}};
+  resilient mismatched{call, real_time};
+  CHECK_THROWS_WITH(mismatched.with_clock(clk), Catch::Matchers::Contains("policy 1 (circuit_breaker 'factor_api') reads another clock"));
+  CHECK_THROWS_AS(mismatched.with_clock(clk), std::invalid_argument);
+
+  circuit_breaker virtual_time{{.name = "factor_api", .clock = clk, .fail_max = 1, .timeout_duration = 60s}};
+  resilient wrapped{call, virtual_time};  // no with_clock: the pipeline's clock is the breaker's
+  wrapped.with_clock(clk);                // and saying it again is fine
+  CHECK(wrapped.try_call().has_exception());
+  CHECK(virtual_time.state() == circuit_state::open);
+  clk.advance(61s);
+  fail = false;
+  CHECK(wrapped.try_call().has_value());
+  CHECK(virtual_time.state() == circuit_state::closed);
+}

@@ -2,10 +2,18 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -243,4 +251,69 @@ TEST_CASE("stress: sleepers, timers, cancels and advances at once; each timer fi
   INFO("fired " << fired << " cancelled " << cancelled);
   CHECK(wrong == 0);  // exactly once, or cancelled (and then never)
   CHECK(cancelled > 0);
+
+TEST_CASE("a timer callback may advance, schedule and cancel on its own clock", "[clock]") {
+  // Issue #11, item 4: advance() inside a call_at callback deadlocked.
+  manual_clock clk;
+  const auto t0 = clk.now();
+  std::vector<int> order;
+  const timer_id later = clk.call_at(t0 + 10s, [&] { order.push_back(10); });
+  clk.call_at(t0 + 1s, [&] {
+    order.push_back(1);
+    clk.call_at(t0 + 3s, [&] { order.push_back(3); });
+    CHECK(clk.cancel(later));
+    clk.advance(4s);  // nested: fires the 2 s and 3 s timers in order, on this thread
+    order.push_back(5);
+  });
+  clk.call_at(t0 + 2s, [&] { order.push_back(2); });
+  clk.advance(2s);
+  CHECK(order == std::vector<int>{1, 2, 3, 5});
+  CHECK(clk.now() - t0 == 5s);  // the nested advance went further than the outer one
+  CHECK(clk.pending_timers() == 0);
+}
+
+namespace {
+
+// Runs this test program again with only `test_name`, its output
+// discarded; returns the child's wait status.
+int run_alone(const char* test_name) {
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&files, 2, "/dev/null", O_WRONLY, 0);
+  std::string self = "/proc/self/exe", name = test_name;
+  char* argv[] = {self.data(), name.data(), nullptr};
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, "/proc/self/exe", &files, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&files);
+  if (err != 0) return -1;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+bool aborted(int status) { return status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT; }
+
+}  // namespace
+
+// Hidden: run only by the test below, in a child process.
+TEST_CASE("child: a steady-clock timer callback throws", "[.][clock_child]") {
+  clock_ref real;
+  std::stop_source after;
+  real.call_at(real.now(), [] { throw std::runtime_error{"timer"}; });
+  real.call_at(real.now(), [&] { after.request_stop(); });  // runs only if the throw did not end the process
+  real.sleep_until(real.now() + 1h, after.get_token());
+}
+
+TEST_CASE("child: a manual_clock timer callback throws", "[.][clock_child]") {
+  manual_clock clk;
+  clk.call_at(clk.now() + 1s, [] { throw std::runtime_error{"timer"}; });
+  clk.advance(1s);
+}
+
+TEST_CASE("a timer callback that throws calls std::terminate, on the steady and the manual clock alike", "[clock]") {
+  // Issue #11, item 5: the steady clock terminated while the manual clock
+  // handed the exception to advance()'s caller.
+  CHECK(aborted(run_alone("child: a steady-clock timer callback throws")));
+  CHECK(aborted(run_alone("child: a manual_clock timer callback throws")));
 }

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -227,4 +228,59 @@ TEST_CASE("fallback outside retry and timeout replaces what they finally return"
               retry{{.max_retries = 2, .base_delay = 1s}}, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
   r.with_clock(clk);
   CHECK(r("a") == 0.5);
+}
+
+namespace {
+
+std::string failure_text(const auto& o) {
+  try {
+    o.throw_if_failed();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no failure";
+}
+
+// A value whose conversion to double throws, as a default_value's may.
+struct bad_default {
+  explicit operator double() const { throw std::domain_error{"no default"}; }
+};
+
+}  // namespace
+
+TEST_CASE("a throwing when_result predicate becomes the call's failure, not std::terminate", "[fallback][hooks]") {
+  // The reproducer of issue #11, item 1.
+  resilient f{[] { return 1; }, fallback{default_value{0}}.when_result([](const int&) -> bool { throw std::logic_error{"p"}; })};
+  const auto o = f.try_call();
+  REQUIRE(o.has_exception());
+  CHECK(failure_text(o) == "p");
+  CHECK_THROWS_AS(f(), std::logic_error);  // the user's exception, unchanged
+}
+
+TEST_CASE("a throwing default_value conversion and cached key function become the call's failure", "[fallback][hooks]") {
+  resilient conv{[]() -> double { throw factor_api_error{"503"}; }, fallback{default_value{bad_default{}}}};
+  CHECK(failure_text(conv.try_call()) == "no default");
+
+  result_cache<std::string, double> cache;
+  int calls = 0;
+  resilient keyed{[&calls](const std::string&) -> double {
+                    if (++calls > 1) throw factor_api_error{"503"};
+                    return 2.5;
+                  },
+                  fallback{cached{cache, [&calls](const std::string& s) -> std::string {
+                             if (calls > 1) throw std::length_error{"key"};
+                             return s;
+                           }}}};
+  CHECK(keyed("grid") == 2.5);
+  CHECK(failure_text(keyed.try_call("grid")) == "key");  // the recovery path's key throws
+}
+
+TEST_CASE("async: a throwing when_result predicate completes the future with its exception", "[fallback][hooks][async]") {
+  manual_executor ex;
+  resilient f{[] { return 1; }, fallback{default_value{0}}.when_result([](const int&) -> bool { throw std::logic_error{"p"}; })};
+  f.with_executor(ex);
+  auto fut = f.async();
+  ex.run_all();
+  REQUIRE(fut.wait_for(0s) == std::future_status::ready);
+  CHECK_THROWS_AS(fut.get(), std::logic_error);
 }

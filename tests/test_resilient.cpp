@@ -1,10 +1,17 @@
+#include <resilience/bulkhead.hpp>
+#include <resilience/executor.hpp>
+#include <resilience/rate_limit.hpp>
 #include <resilience/resilient.hpp>
+#include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace resilience;
@@ -220,4 +227,95 @@ TEST_CASE("deadline helpers on the context", "[resilient][context]") {
   CHECK(ctx.remaining() == 10s);
   clk.advance(4s);
   CHECK(ctx.remaining() == 6s);
+}
+
+namespace {
+
+std::string failure_text(const auto& o) {
+  try {
+    o.throw_if_failed();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no failure";
+}
+
+// A policy whose own code throws (a user hook it runs, say).
+struct throwing_policy {
+  template <class Next>
+  auto execute(call_context&, Next&&) const -> decltype(std::declval<Next&>()(std::declval<call_context&>())) {
+    throw std::out_of_range{"hook"};
+  }
+};
+
+// An executor that refuses every task.
+struct refusing_executor {
+  void post(task) { throw std::runtime_error{"executor full"}; }
+};
+
+// Virtual time whose sleeps throw, as a user's clock_source may.
+struct throwing_sleep_clock final : clock_source {
+  manual_clock time;
+  time_point now() const noexcept override { return time.now(); }
+  bool sleep_until(time_point, std::stop_token) const override { throw std::system_error{std::make_error_code(std::errc::interrupted)}; }
+  timer_id call_at(time_point t, std::function<void()> fn) const override { return time.call_at(t, std::move(fn)); }
+  bool cancel(timer_id id) const noexcept override { return time.cancel(id); }
+};
+
+}  // namespace
+
+TEST_CASE("what a policy's own code throws becomes the call's failure; try_call never terminates", "[resilient][hooks]") {
+  resilient r{[] { return 1; }, throwing_policy{}};
+  const auto o = r.try_call();
+  REQUIRE(o.has_exception());
+  CHECK(failure_text(o) == "hook");
+  CHECK_THROWS_AS(r(), std::out_of_range);
+  pipeline p{repeat{2}, throwing_policy{}};
+  CHECK(p.try_execute([] { return 2; }).has_exception());
+}
+
+TEST_CASE("an executor whose post throws fails a detached timeout's call, and an async call", "[resilient][hooks]") {
+  resilient r{[] { return 1; }, timeout{5s, timeout_mode::detached}};
+  r.with_executor(executor_ref::adapt(refusing_executor{}));
+  CHECK(failure_text(r.try_call()) == "executor full");
+
+  resilient a{[] { return 1; }, retry{}};
+  a.with_executor(executor_ref::adapt(refusing_executor{}));
+  auto f = a.async();
+  REQUIRE(f.wait_for(0s) == std::future_status::ready);
+  CHECK_THROWS_WITH(f.get(), "executor full");
+}
+
+TEST_CASE("a clock that throws in a waiting rate limit fails the call and gives the booked permit back", "[resilient][hooks]") {
+  auto clk = std::make_shared<throwing_sleep_clock>();
+  limiter one{{.requests_per_second = 1, .burst_size = 1}, clock_ref{clk}, "erp"};
+  REQUIRE(one.try_acquire());
+  resilient r{[] { return 1; }, rate_limit{one, {.max_wait = 2s}}};
+  const auto o = r.try_call();
+  REQUIRE(o.has_exception());
+  CHECK_THROWS_AS(o.throw_if_failed(), std::system_error);
+  clk->time.advance(1s);
+  CHECK(one.try_acquire());  // the permit booked for the failed wait was refunded
+}
+
+TEST_CASE("time reaches stateful policies through the pipeline's one clock", "[resilient][clock]") {
+  manual_clock clk;
+  bulkhead real_time{{.name = "erp_pool", .max_concurrent_calls = 1, .max_wait = 1s}};
+  // A policy on another clock than with_clock's is an error, naming the policy.
+  resilient r{[] { return 1; }, retry{}, real_time};
+  CHECK_THROWS_MATCHES(r.with_clock(clk), std::invalid_argument,
+                       Catch::Matchers::Message("with_clock: policy 2 (bulkhead 'erp_pool') reads another clock than this pipeline; "
+                                                "build it on the pipeline's clock (its options' clock)"));
+  CHECK(r.policies().clock().is_steady());  // unchanged
+
+  // Built on the manual clock, the pipeline adopts it.
+  bulkhead virtual_time{{.clock = clk, .max_concurrent_calls = 1, .max_wait = 1s}};
+  resilient v{[] { return 1; }, virtual_time};
+  CHECK(v.policies().clock() == clock_ref{clk});
+  CHECK_NOTHROW(v.with_clock(clk));
+  // Two policies on two clocks cannot share a pipeline.
+  CHECK_THROWS_AS((resilient{[] { return 1; }, virtual_time, real_time}), std::invalid_argument);
+  // coarse_clock() and the steady clock are one time line.
+  limiter coarse{{}, coarse_clock(), "coarse"};
+  CHECK_NOTHROW(resilient{[] { return 1; }, rate_limit{coarse}}.with_clock(steady_clock{}));
 }

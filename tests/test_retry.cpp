@@ -899,12 +899,22 @@ struct throws_on_second {
 };
 }  // namespace
 
-TEST_CASE("an inner policy that throws ends the retrying with its exception as the outcome", "[retry]") {
+TEST_CASE("an inner policy that throws fails that attempt with its exception, which retry judges like the callable's own",
+          "[retry]") {
+  // The pipeline turns what a policy throws into its outcome (issue #11,
+  // item 1), so retry's predicates decide, as for any exception.
   manual_clock clk{manual_clock::auto_advance};
   throws_on_second inner;
-  auto fetch = resilient{flaky{100}, retry{}, inner}.with_clock(clk);
+  auto fetch = resilient{flaky{100}, retry{{.never_retry = exceptions<std::logic_error>{}}}, inner}.with_clock(clk);
   auto out = fetch.try_call();
   REQUIRE(out.has_exception());
   CHECK(out.what() == "broken policy");
   CHECK(*inner.calls == 2);
+
+  throws_on_second retried;
+  auto again = resilient{flaky{100}, retry{}, retried}.with_clock(clk);
+  out = again.try_call();
+  REQUIRE(out.has_exception());
+  CHECK(out.what() == "service unavailable (attempt 3)");  // attempts 1, 3 and 4 reached the callable
+  CHECK(*retried.calls == 4);
 }

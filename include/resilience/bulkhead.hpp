@@ -227,6 +227,8 @@ class bulkhead {
   const std::string& name() const noexcept { return st_->options().name; }
   /// Its configuration.
   const bulkhead_options& options() const noexcept { return st_->options(); }
+  /// The clock max_wait is measured on (a pipeline's clock must be the same).
+  const clock_ref& clock() const noexcept { return st_->options().clock; }
   /// A snapshot of its counters.
   bulkhead_stats stats() const noexcept { return st_->stats(); }
   /// This bulkhead's event hub (bulkhead_rejected).

@@ -1086,6 +1086,8 @@ class circuit_breaker {
   const std::string& name() const noexcept { return st_->options().name; }
   /// Its configuration.
   const circuit_breaker_options& options() const noexcept { return st_->options(); }
+  /// The clock its state runs on (a pipeline's clock must be the same).
+  const clock_ref& clock() const noexcept { return st_->options().clock; }
   /// True when it times every call for slow-call tracking (a count or time
   /// window with slow_call_duration set); other breakers never read their clock
   /// on a closed-state call unless a call observer is attached.

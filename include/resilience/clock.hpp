@@ -71,11 +71,26 @@ class clock_source {
   /// Blocks until deadline (returns true) or until stop is requested (false).
   virtual bool sleep_until(time_point deadline, std::stop_token stop) const = 0;
   /// Runs fn at deadline, on a thread of the clock's choosing; a deadline in
-  /// the past runs it as soon as possible.
+  /// the past runs it as soon as possible. fn must not throw (see call_at below).
   virtual timer_id call_at(time_point deadline, std::function<void()> fn) const = 0;
   /// Cancels a timer; true when it had not started yet and never will.
   virtual bool cancel(timer_id id) const noexcept = 0;
+  /// True when now() reads the real steady time (a cheaper view of it, say):
+  /// such a clock and the steady clock are one time line.
+  virtual bool reads_steady_time() const noexcept { return false; }
+  /// True when time jumps forward by itself whenever a thread sleeps on it
+  /// (manual_clock::auto_advance); async retry then waits by sleeping.
+  virtual bool auto_advancing() const noexcept { return false; }
 };
+
+namespace detail {
+// Runs a timer callback. Timer callbacks must not throw, on every clock: an
+// exception escaping one calls std::terminate, as one escaping a
+// std::thread's function does. Nobody could catch it on the steady clock's
+// timer thread, and on manual_clock it would leave later timers unfired.
+// The library's own callbacks catch and route failures into their call.
+inline void run_timer_callback(std::function<void()>& fn) noexcept { fn(); }
+}  // namespace detail
 
 namespace detail {
 
@@ -142,7 +157,7 @@ class steady_timer_thread {
       auto fn = std::move(timers_.begin()->second);
       timers_.erase(timers_.begin());
       lock.unlock();
-      fn();
+      run_timer_callback(fn);
       lock.lock();
     }
   }
@@ -173,6 +188,8 @@ struct steady_clock {
     return !cv.wait_until(lock, stop, deadline, [] { return false; }) && !stop.stop_requested();
   }
 
+  /// Runs fn on the shared timer thread at deadline; fn must not throw
+  /// (an exception escaping it calls std::terminate, as in a std::thread).
   timer_id call_at(time_point deadline, std::function<void()> fn) const {
     return detail::steady_timer_thread::instance().call_at(deadline, std::move(fn));
   }
@@ -195,6 +212,8 @@ class manual_clock_state final : public clock_source {
       advance_to(deadline);
       return true;
     }
+    if (advancer_.load(std::memory_order_relaxed) == std::this_thread::get_id())
+      throw std::logic_error{"manual_clock: sleep_until in a timer callback would wait for its own advance()"};
     std::unique_lock lock{mutex_};
     const timer_id id = ++last_id_;
     bool woken = false;
@@ -212,7 +231,7 @@ class manual_clock_state final : public clock_source {
     const timer_id id = ++last_id_;
     if (deadline <= now()) {
       lock.unlock();
-      fn();
+      run_timer_callback(fn);
       return id;
     }
     queue_.emplace(key{deadline, id}, entry{std::move(fn), nullptr});
@@ -231,17 +250,35 @@ class manual_clock_state final : public clock_source {
     return false;
   }
 
+  bool auto_advancing() const noexcept override { return auto_advance_; }
+
   // Moves time to t, waking sleepers and firing timers in deadline order
   // (first in, first out on ties), with now() set to each deadline first.
+  // Callbacks run with no lock held, so they may call_at, cancel, or
+  // advance the clock again: a nested advance runs on the advancing thread,
+  // within the outer one, and the order stays total.
   void advance_to(time_point t) const {
-    std::unique_lock lock{advance_mutex_};  // one advancer at a time keeps the order total
+    std::unique_lock lock{advance_mutex_, std::defer_lock};  // one advancer at a time keeps the order total
+    struct owner {
+      const manual_clock_state* self;
+      bool outer;
+      ~owner() {
+        if (outer) self->advancer_.store(std::thread::id{}, std::memory_order_relaxed);
+      }
+    };
+    const bool nested = advancer_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    if (!nested) {
+      lock.lock();
+      advancer_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    }
+    const owner own{this, !nested};
     std::unique_lock q{mutex_};
     while (!queue_.empty() && queue_.begin()->first.first <= t) {
       auto node = queue_.extract(queue_.begin());
       store_max(node.key().first);
       if (node.mapped().fn) {
         q.unlock();
-        node.mapped().fn();
+        run_timer_callback(node.mapped().fn);
         q.lock();
       } else {
         *node.mapped().woken = true;
@@ -289,6 +326,7 @@ class manual_clock_state final : public clock_source {
   mutable std::atomic<duration::rep> now_;
   bool auto_advance_;
   mutable std::mutex advance_mutex_;
+  mutable std::atomic<std::thread::id> advancer_{};  // the thread inside advance_to, if any
   mutable std::mutex mutex_;
   mutable std::condition_variable_any wake_cv_;
   mutable std::condition_variable parked_cv_;
@@ -307,7 +345,8 @@ class manual_clock {
   using time_point = resilience::time_point;
 
   /// Tag: in auto-advance mode a sleep jumps time to its deadline at once
-  /// (firing earlier timers in order); meant for single-threaded tests.
+  /// (firing earlier timers in order); meant for single-threaded tests. An
+  /// async() retry's wait is such a sleep on this clock, not a timer.
   struct auto_advance_t {
     explicit auto_advance_t() = default;
   };
@@ -322,7 +361,9 @@ class manual_clock {
   time_point now() const noexcept { return state_->now(); }
   /// Parks the calling thread until time reaches deadline (true) or stop is requested (false).
   bool sleep_until(time_point deadline, std::stop_token stop = {}) const { return state_->sleep_until(deadline, std::move(stop)); }
-  /// Runs fn on the advancing thread when time reaches deadline (at once if already due).
+  /// Runs fn on the advancing thread when time reaches deadline (at once if
+  /// already due). fn may call_at, cancel and advance this clock; it must
+  /// not throw (std::terminate, as on the steady clock).
   timer_id call_at(time_point deadline, std::function<void()> fn) const { return state_->call_at(deadline, std::move(fn)); }
   bool cancel(timer_id id) const noexcept { return state_->cancel(id); }
 
@@ -379,6 +420,14 @@ class clock_ref {
   bool cancel(timer_id id) const noexcept { return source_ ? source_->cancel(id) : steady_clock{}.cancel(id); }
   /// True for the real steady clock.
   bool is_steady() const noexcept { return source_ == nullptr; }
+  /// True for a manual_clock in auto-advance mode.
+  bool auto_advancing() const noexcept { return source_ && source_->auto_advancing(); }
+  /// True when both clocks tell the same time: one clock, or two views of
+  /// the real steady time (steady_clock, coarse_clock()).
+  bool same_time_line(const clock_ref& o) const noexcept {
+    const auto real = [](const clock_ref& c) { return !c.source_ || c.source_->reads_steady_time(); };
+    return source_ == o.source_ || (real(*this) && real(o));
+  }
 
   friend bool operator==(const clock_ref& a, const clock_ref& b) noexcept { return a.source_ == b.source_; }
 

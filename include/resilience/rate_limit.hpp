@@ -101,6 +101,7 @@ struct coarse_clock_source final : clock_source {
   bool sleep_until(time_point deadline, std::stop_token stop) const override { return steady_clock{}.sleep_until(deadline, std::move(stop)); }
   timer_id call_at(time_point deadline, std::function<void()> fn) const override { return steady_clock{}.call_at(deadline, std::move(fn)); }
   bool cancel(timer_id id) const noexcept override { return steady_clock{}.cancel(id); }
+  bool reads_steady_time() const noexcept override { return true; }
 };
 
 // Grant/refusal counters. Kept on their own cache line, apart from the CAS word.
@@ -148,7 +149,14 @@ rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const 
     const reservation r = reserve(ns(now), ns(deadline));
     if (r.granted) {
       const time_point at{duration{r.at}};
-      if (at <= now || clk.sleep_until(at, stop)) return {true, duration::zero()};
+      bool reached = at <= now;
+      try {
+        reached = reached || clk.sleep_until(at, stop);
+      } catch (...) {
+        refund(r.cost);  // a throwing clock must not keep the booked permits
+        throw;
+      }
+      if (reached) return {true, duration::zero()};
       refund(r.cost);
       cancelled = true;
       return {false, duration::zero()};
@@ -680,9 +688,10 @@ class rate_limit {
   /// Limits by `key` of `registry` (which must outlive the policy). Throws
   /// std::invalid_argument when the key is not configured yet.
   rate_limit(const rate_limiter& registry, std::string_view key, rate_limit_options options = {})
-      : registry_{&registry}, entry_{&registry.entry(key)}, options_{validated(options)} {}
+      : registry_{&registry}, entry_{&registry.entry(key)}, options_{validated(options)}, clock_{&registry.clock()} {}
   /// Limits by a single limiter (shared with every copy of it); tenants are ignored.
-  explicit rate_limit(limiter single, rate_limit_options options = {}) : single_{std::move(single)}, options_{validated(options)} {}
+  explicit rate_limit(limiter single, rate_limit_options options = {})
+      : single_{std::move(single)}, options_{validated(options)}, clock_{&single_->clock()} {}
 
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
@@ -708,6 +717,8 @@ class rate_limit {
   event_hub& events() const noexcept { return registry_ ? registry_->events() : single_->events(); }
   /// The key (or the limiter's name).
   std::string_view key() const noexcept { return registry_ ? std::string_view{entry_->name} : single_->name(); }
+  /// The clock of the registry or limiter (a pipeline's clock must be the same).
+  const clock_ref& clock() const noexcept { return *clock_; }
 
  private:
   static rate_limit_options validated(rate_limit_options o) {
@@ -718,6 +729,7 @@ class rate_limit {
   rate_limiter::key_entry* entry_ = nullptr;
   std::optional<limiter> single_;
   rate_limit_options options_;
+  const clock_ref* clock_;  // the registry's, or in the limiter's shared state: stable across copies
 };
 
 /// Options of adaptive_rate.

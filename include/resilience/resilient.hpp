@@ -6,7 +6,10 @@
 //   auto r  = fetch.try_call("electricity");  // outcome<double>, never throws
 //
 // Policies are listed outermost first: resilient{f, retry, timeout} retries a
-// call that each attempt times out on its own. A policy is any type with
+// call that each attempt times out on its own. What a policy, or a hook it
+// runs, throws becomes its outcome's failure: try_call never terminates.
+// Stateful policies run on the pipeline's one clock (see with_clock).
+// A policy is any type with
 //
 //   template <class Next> auto execute(call_context& ctx, Next&& next) const -> outcome<T>;
 //
@@ -25,6 +28,7 @@
 // Any other policy runs its sync execute on an executor thread.
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <exception>
 #include <functional>
@@ -32,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <stop_token>
 #include <tuple>
 #include <type_traits>
@@ -41,6 +46,7 @@
 #include "context.hpp"
 #include "executor.hpp"
 #include "outcome.hpp"
+#include "predicates.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -119,6 +125,25 @@ using outcome_value_t = typename std::remove_cvref_t<O>::value_type;
 
 template <class F, class Pipeline, class... A>
 struct owned_call;
+
+template <class T>
+class once_callback;
+
+/// A stateful policy that reads time: `p.clock()` is the clock its state
+/// runs on (circuit_breaker, bulkhead, rate_limit).
+template <class P>
+concept reads_clock = requires(const P& p) {
+  { p.clock() } -> std::convertible_to<const clock_ref&>;
+};
+
+// "circuit_breaker" for resilience::v1::circuit_breaker.
+template <class T>
+std::string policy_name() {
+  std::string name = type_name<T>();
+  for (const std::string_view ns : {std::string_view{"resilience::v1::"}, std::string_view{"resilience::"}})
+    if (std::string_view{name}.substr(0, ns.size()) == ns) name.erase(0, ns.size());
+  return name;
+}
 
 }  // namespace detail
 
@@ -207,10 +232,14 @@ concept policy_for = std::invocable<Next&, call_context&> && requires(const P& p
 template <class... Policies>
 class pipeline {
  public:
-  /// The policies, outermost first. The default operation name is the first
-  /// one a policy knows (default_operation(), e.g. a timeout built from an operation_type).
+  /// The policies, outermost first. A stateful policy's clock becomes the
+  /// pipeline's: time reaches every policy through one clock. Throws
+  /// std::invalid_argument naming the policy when two policies read
+  /// different clocks. The default operation name is the first one a policy
+  /// knows (default_operation(), e.g. a timeout built from an operation_type).
   explicit pipeline(Policies... policies) : policies_{std::move(policies)...} {
-    std::apply([this](const Policies&... p) { (adopt_operation(p), ...); }, policies_);
+    std::apply([this](const Policies&... ps) { (adopt_clock(ps), ...); (adopt_operation(ps), ...); }, policies_);
+    check_clock(clock_, "resilient");
   }
 
   /// Runs the callable `inner(ctx) -> outcome<T>` through every policy.
@@ -283,12 +312,17 @@ class pipeline {
   /// The executor of this pipeline's detached and async work (empty = default).
   const executor_ref& executor() const noexcept { return executor_; }
 
-  /// Uses `clk` for every call's context (the default is the real steady clock).
-  pipeline& with_clock(clock_ref clk) & noexcept {
+  /// Uses `clk` for every call's context (the default is the real steady
+  /// clock, or the clock of the stateful policies). Throws
+  /// std::invalid_argument naming the policy when a stateful policy reads
+  /// another clock: a breaker on the real clock would never see `clk` move.
+  pipeline& with_clock(clock_ref clk) & {
+    check_clock(clk, "with_clock");
     clock_ = std::move(clk);
     return *this;
   }
-  pipeline&& with_clock(clock_ref clk) && noexcept {
+  pipeline&& with_clock(clock_ref clk) && {
+    check_clock(clk, "with_clock");
     clock_ = std::move(clk);
     return std::move(*this);
   }
@@ -323,6 +357,37 @@ class pipeline {
   template <class, class, class...>
   friend struct detail::owned_call;
 
+  template <class P>
+  void adopt_clock(const P& p) noexcept {
+    if constexpr (detail::reads_clock<P>) {
+      if (!adopted_) clock_ = p.clock();
+      adopted_ = true;
+    }
+  }
+
+  // Throws when a stateful policy's time line is not clk's.
+  void check_clock(const clock_ref& clk, std::string_view where) const {
+    std::size_t index = 0;
+    std::apply([&](const Policies&... ps) { (check_policy_clock(ps, ++index, clk, where), ...); }, policies_);
+  }
+
+  template <class P>
+  static void check_policy_clock(const P& p, std::size_t index, const clock_ref& clk, std::string_view where) {
+    if constexpr (detail::reads_clock<P>) {
+      if (p.clock().same_time_line(clk)) return;
+      std::string what{where};
+      what += ": policy " + std::to_string(index) + " (" + detail::policy_name<P>();
+      std::string_view name;
+      if constexpr (requires { std::string_view{p.name()}; })
+        name = p.name();
+      else if constexpr (requires { std::string_view{p.key()}; })
+        name = p.key();
+      if (!name.empty()) what += " '" + std::string{name} + "'";
+      what += ") reads another clock than this pipeline; build it on the pipeline's clock (its options' clock)";
+      throw std::invalid_argument{what};
+    }
+  }
+
   template <std::size_t I, class Inner, class Call>
   auto step(call_context& ctx, Inner& inner, const Call& call) const {
     if constexpr (I == sizeof...(Policies)) {
@@ -331,12 +396,26 @@ class pipeline {
       auto next = [this, &inner, &call](call_context& c) { return step<I + 1>(c, inner, call); };
       const auto& p = std::get<I>(policies_);
       const call_view<I, Call> view{call};
+      // What a policy's own code or a user hook it runs (a predicate, a key
+      // function, an executor's post, a clock) throws becomes this call's
+      // failure: try_call never terminates. next() never throws (the level
+      // inside catches too), so this catches only level I's own throws; on
+      // the happy path a try block costs nothing with table-based unwinding.
       if constexpr (requires { p.execute(ctx, next, view); }) {
-        return p.execute(ctx, next, view);
+        using O = std::remove_cvref_t<decltype(p.execute(ctx, next, view))>;
+        try {
+          return p.execute(ctx, next, view);
+        } catch (...) {
+          return O{std::current_exception()};
+        }
       } else {
-        static_assert(detail::is_outcome<std::remove_cvref_t<decltype(p.execute(ctx, next))>>::value,
-                      "a policy's execute(ctx, next) must return resilience::outcome<T>");
-        return p.execute(ctx, next);
+        using O = std::remove_cvref_t<decltype(p.execute(ctx, next))>;
+        static_assert(detail::is_outcome<O>::value, "a policy's execute(ctx, next) must return resilience::outcome<T>");
+        try {
+          return p.execute(ctx, next);
+        } catch (...) {
+          return O{std::current_exception()};
+        }
       }
     }
   }
@@ -345,6 +424,7 @@ class pipeline {
   clock_ref clock_;
   executor_ref executor_;
   std::string operation_;
+  bool adopted_ = false;  // clock_ came from a policy
 };
 
 namespace detail {
@@ -357,6 +437,25 @@ using owned_outcome_t = decltype(std::declval<Owned&>().template run_sync<I>(std
 template <class P, class U>
 concept scheduled_retry = requires(const P& p, const call_context& ctx, const outcome<U>& o, typename P::state& s) {
   { p.next_delay(ctx, o, s) } -> std::same_as<std::optional<duration>>;
+};
+
+// An async step's done, callable from several paths (the policy's own
+// done, a throw from its code, a throw from its continuation): the first
+// call wins.
+template <class T>
+class once_callback {
+ public:
+  explicit once_callback(async_callback<T> done) noexcept : done_{std::move(done)} {}
+  void fire(outcome<T>&& o) {
+    if (fired_.exchange(true, std::memory_order_acq_rel)) return;
+    auto done = std::move(done_);
+    done(std::move(o));
+  }
+  void fail(std::exception_ptr e) { fire(outcome<T>{std::move(e)}); }
+
+ private:
+  async_callback<T> done_;
+  std::atomic<bool> fired_{false};
 };
 
 template <class T>
@@ -421,7 +520,25 @@ struct owned_call {
       auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
       const call_view<I, bound_type> view{self->bound};
       if constexpr (requires { p.execute_async(c, next, view, std::move(done)); }) {
-        p.execute_async(c, next, view, std::move(done));
+        // The policy's done, its continuations and execute_async itself may
+        // run user code that throws: the first of done(outcome) or a throw
+        // ends level I, with that exception as its failure; later ones are dropped.
+        using R = outcome_value_t<owned_outcome_t<Self, I>>;
+        auto once = std::make_shared<once_callback<R>>(std::move(done));
+        auto guarded = [self, once](call_context& c2, async_callback<U> d) {
+          start_async<I + 1>(self, c2, async_callback<U>{[once, d = std::move(d)](outcome<U> o) mutable {
+            try {
+              d(std::move(o));
+            } catch (...) {
+              once->fail(std::current_exception());
+            }
+          }});
+        };
+        try {
+          p.execute_async(c, guarded, view, async_callback<R>{[once](outcome<R> o) { once->fire(std::move(o)); }});
+        } catch (...) {
+          once->fail(std::current_exception());
+        }
       } else if constexpr (scheduled_retry<P, U> && std::is_same_v<U, outcome_value_t<owned_outcome_t<owned_call, I>>>) {
         auto loop = std::make_shared<retry_loop<I, P>>(self, p, c, std::move(done));
         loop->attempt();
@@ -440,7 +557,7 @@ struct owned_call {
 
     void attempt() {
       if (last && ctx->stop.stop_requested()) {  // cancelled during the wait: the last failure stands
-        done(std::move(*last));
+        finish(std::move(*last));
         return;
       }
       last.reset();
@@ -448,22 +565,43 @@ struct owned_call {
       start_async<I + 1>(self, *ctx, [me = this->shared_from_this()](outcome<U> o) { me->after(std::move(o)); });
     }
 
+    // What next_delay (on_retry, predicates), the clock or the executor
+    // throws ends the loop with that exception as the call's failure.
     void after(outcome<U> o) {
-      std::optional<duration> delay;
       try {
-        delay = p->next_delay(*ctx, o, st);
+        const std::optional<duration> delay = p->next_delay(*ctx, o, st);
+        if (!delay) {
+          finish(std::move(o));
+          return;
+        }
+        last.emplace(std::move(o));
+        const time_point now = ctx->now();
+        const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
+        const clock_ref& clk = ctx->clock();
+        if (clk.auto_advancing()) {
+          // Nothing else to do but wait: auto-advance jumps to `when`,
+          // firing earlier timers (an outer timeout's) in deadline order first.
+          clk.sleep_until(when, ctx->stop);
+          self->exec.post([me = this->shared_from_this()] { me->attempt(); });
+          return;
+        }
+        clk.call_at(when, [me = this->shared_from_this()] {
+          // On the clock's timer thread: a throwing post must not escape there.
+          try {
+            me->self->exec.post([me] { me->attempt(); });
+          } catch (...) {
+            me->finish(outcome<U>{std::current_exception()});
+          }
+        });
       } catch (...) {
-        done(outcome<U>{std::current_exception()});
-        return;
+        finish(outcome<U>{std::current_exception()});
       }
-      if (!delay) {
-        done(std::move(o));
-        return;
-      }
-      last.emplace(std::move(o));
-      const time_point now = ctx->now();
-      const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
-      post_at(ctx->clock(), when, self->exec, [me = this->shared_from_this()] { me->attempt(); });
+    }
+
+    // Calls done once; a second end (a post that ran the task, then threw) is dropped.
+    void finish(outcome<U>&& o) {
+      if (finished.exchange(true, std::memory_order_acq_rel)) return;
+      done(std::move(o));
     }
 
     std::shared_ptr<owned_call> self;
@@ -472,6 +610,7 @@ struct owned_call {
     typename P::state st{};
     async_callback<U> done;
     std::optional<outcome<U>> last;
+    std::atomic<bool> finished{false};
   };
 
   // Posts the whole call to the executor; the future gets its outcome.
@@ -480,9 +619,17 @@ struct owned_call {
     std::promise<T> promise;
     auto future = promise.get_future();
     auto* s = self.get();
-    s->exec.post([self = std::move(self), promise = std::move(promise)]() mutable {
-      start_async<0>(self, self->ctx, [promise = std::move(promise)](outcome<T> o) mutable { fulfil(promise, std::move(o)); });
-    });
+    try {
+      s->exec.post([self = std::move(self), promise = std::move(promise)]() mutable {
+        start_async<0>(self, self->ctx, [promise = std::move(promise)](outcome<T> o) mutable { fulfil(promise, std::move(o)); });
+      });
+    } catch (...) {
+      // The executor refused the task (and destroyed it, promise and all):
+      // the call's failure is what post threw.
+      std::promise<T> failed;
+      failed.set_exception(std::current_exception());
+      return failed.get_future();
+    }
     return future;
   }
 
@@ -585,12 +732,14 @@ class resilient {
     return std::move(*this);
   }
 
-  /// Uses `clk` for every call's context (the default is the real steady clock).
-  resilient& with_clock(clock_ref clk) & noexcept {
+  /// Uses `clk` for every call's context (the default is the real steady
+  /// clock, or the clock of the stateful policies); throws
+  /// std::invalid_argument naming a stateful policy that reads another clock.
+  resilient& with_clock(clock_ref clk) & {
     pipeline_.with_clock(std::move(clk));
     return *this;
   }
-  resilient&& with_clock(clock_ref clk) && noexcept {
+  resilient&& with_clock(clock_ref clk) && {
     pipeline_.with_clock(std::move(clk));
     return std::move(*this);
   }
