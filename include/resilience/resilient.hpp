@@ -436,7 +436,7 @@ struct owned_call {
       }
       last.emplace(std::move(o));
       const time_point now = ctx->now();
-      const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
+      const time_point when = std::min(saturating_add(now, *delay), ctx->deadline);  // never past the deadline
       post_at(ctx->clock(), when, self->exec, [me = this->shared_from_this()] { me->attempt(); });
     }
 
