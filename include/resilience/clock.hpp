@@ -75,7 +75,7 @@ constexpr duration saturating_add(duration a, duration b) noexcept {
 /// A user's duration (any chrono type) in nanoseconds; throws
 /// std::invalid_argument naming `field` when it is NaN or longer than
 /// max_duration either way, instead of wrapping in the conversion
-/// (std::chrono::hours{5'124'096} is 2^64 ns and more).
+/// (std::chrono::hours{5'124'096} is about 2^64 ns).
 template <class Rep, class Period>
 duration checked_duration(std::chrono::duration<Rep, Period> d, std::string_view field) {
   // Compared in long double, where the conversion itself cannot overflow.
