@@ -95,6 +95,24 @@ TEST_CASE("huge retry numbers saturate instead of overflowing", "[backoff]") {
   CHECK(backoff{}.delay(-5) == 1s);
 }
 
+TEST_CASE("decorrelated jitter near duration::max() saturates instead of overflowing", "[backoff]") {
+  const backoff b{{.strategy = backoff_strategy::decorrelated_jitter, .base_delay = 1h, .max_delay = duration::max(),
+                   .random = seeded_random(3)}};
+  for (int i = 0; i < 1000; ++i) {
+    // random(base, 3 x previous) with 3 x previous saturated: a draw rounding to the top used to wrap below zero.
+    const duration d = b.delay(i + 1, duration::max() - duration{i});
+    REQUIRE(d >= 1h);
+  }
+  const backoff huge_base{{.strategy = backoff_strategy::decorrelated_jitter, .base_delay = max_duration,
+                           .max_delay = duration::max(), .random = seeded_random(5)}};
+  for (int i = 0; i < 1000; ++i) REQUIRE(huge_base.delay(INT_MAX, duration::max()) >= max_duration);
+}
+
+TEST_CASE("a base_delay past 100 years is rejected naming the field", "[backoff]") {
+  CHECK_THROWS_WITH((backoff{{.base_delay = duration::max(), .max_delay = duration::max()}}),
+                    "backoff: base_delay must be within 100 years (resilience::max_duration)");
+}
+
 TEST_CASE("full and equal jitter stay in bounds over 10,000 seeded draws", "[backoff]") {
   const auto draws = 10'000;
   for (const duration base : {duration{1s}, duration{250ms}}) {

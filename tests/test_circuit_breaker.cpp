@@ -531,6 +531,42 @@ TEST_CASE("half_open retry_after counts the grown break, and a late trial failur
   CHECK(cb.try_call(ok).rejection().retry_after == 15s);  // 30 s + 20 s - 35 s
 }
 
+TEST_CASE("a break or half-open wait of duration::max() saturates instead of wrapping", "[circuit_breaker]") {
+  SECTION("max_wait_in_half_open = duration::max(): half-open until a trial answers, retry_after stays positive") {
+    manual_clock clk;
+    circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = duration::max()}};
+    fail_n(cb, 1);
+    clk.advance(10s);
+    auto trial = cb.enter();
+    const auto refused = cb.try_call(ok);
+    REQUIRE(refused.has_rejection());
+    CHECK(refused.rejection().retry_after > max_duration);  // "never", not -9223372035854775809 ns
+    clk.advance(24h * 365 * 50);
+    CHECK(cb.state() == half_open);
+    CHECK(cb.try_call(ok).rejection().retry_after > max_duration);
+    trial.success();
+    CHECK(cb.state() == closed);
+  }
+  SECTION("a grown break capped at duration::max() keeps the breaker open") {
+    manual_clock clk;
+    circuit_breaker cb{{.clock = clk,
+                        .fail_max = 1,
+                        .timeout_duration = max_duration,
+                        .break_duration_multiplier = 1e6,
+                        .max_break_duration = duration::max()}};
+    fail_n(cb, 1);
+    CHECK(cb.try_call(ok).rejection().retry_after == max_duration);
+    clk.advance(max_duration);
+    fail_n(cb, 1);  // the trial fails: the next break is duration::max()
+    CHECK(cb.state() == open);  // before, now + break wrapped and it was half-open at once
+    const auto refused = cb.try_call(ok);
+    REQUIRE(refused.has_rejection());
+    CHECK(refused.rejection().retry_after > max_duration);
+    clk.advance(24h * 365 * 50);
+    CHECK(cb.state() == open);
+  }
+}
+
 TEST_CASE("a retry waits out a half-open breaker's retry_after, and then its trial passes", "[circuit_breaker]") {
   manual_clock clk{manual_clock::auto_advance};
   circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
@@ -718,6 +754,14 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   CHECK_THAT(message({.max_wait_in_half_open = 0s}), Contains("max_wait_in_half_open"));
   CHECK_THAT(message({.break_duration_multiplier = 0.5}), Contains("break_duration_multiplier"));
   CHECK_THAT(message({.break_duration_multiplier = 2.0, .max_break_duration = 1s}), Contains("max_break_duration"));
+  // Periods beyond max_duration (100 years) are mistakes; caps may be duration::max().
+  CHECK_THAT(message({.timeout_duration = duration::max()}), Contains("timeout_duration"));
+  CHECK_THAT(message({.timeout_duration = max_duration + 1ns}), Contains("timeout_duration"));
+  CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = duration::max()}), Contains("window_duration"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .slow_call_duration = duration::max()}), Contains("slow_call_duration"));
+  CHECK(message({.timeout_duration = max_duration}) == "accepted");
+  CHECK(message({.max_wait_in_half_open = duration::max(), .break_duration_multiplier = 2.0, .max_break_duration = duration::max()}) ==
+        "accepted");
   CHECK(message({.timeout_duration = 1h}) == "accepted");  // the cap matters only for a growing break
   CHECK(message({}) == "accepted");
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -316,4 +317,49 @@ TEST_CASE("a timer callback that throws calls std::terminate, on the steady and 
   // handed the exception to advance()'s caller.
   CHECK(aborted(run_alone("child: a steady-clock timer callback throws")));
   CHECK(aborted(run_alone("child: a manual_clock timer callback throws")));
+
+TEST_CASE("manual_clock::advance(duration::max()) stops at the end of time instead of wrapping", "[clock]") {
+  manual_clock clk;
+  int fired = 0;
+  clk.call_at(clk.now() + 1h, [&] { ++fired; });
+  clk.advance(duration::max());
+  CHECK(fired == 1);
+  CHECK(clk.now() == time_point::max());  // == no_deadline; before, now + max wrapped to the past and nothing moved
+  clk.advance(1s);
+  CHECK(clk.now() == time_point::max());
+}
+
+TEST_CASE("saturating time arithmetic clamps instead of wrapping", "[clock]") {
+  const time_point t{1h};
+  CHECK(saturating_add(t, 5s) == t + 5s);
+  CHECK(saturating_add(t, -5s) == t - 5s);
+  CHECK(saturating_add(t, duration::max()) == time_point::max());
+  CHECK(saturating_add(no_deadline, 1ns) == no_deadline);
+  CHECK(saturating_add(time_point{-1h}, duration::min()) == time_point::min());
+  CHECK(saturating_sub(t, duration::min()) == time_point::max());
+  CHECK(saturating_sub(time_point::min(), 1ns) == time_point::min());
+  CHECK(saturating_sub(t, 5s) == t - 5s);
+  CHECK(saturating_sub(no_deadline, t) == duration{time_point::max().time_since_epoch() - 1h});
+  CHECK(saturating_sub(no_deadline, time_point{-1h}) == duration::max());
+  CHECK(saturating_sub(time_point{-1h}, no_deadline) == duration::min());
+  CHECK(saturating_add(duration::max(), 1ns) == duration::max());
+  CHECK(saturating_add(duration::min(), -1ns) == duration::min());
+  CHECK(saturating_add(1s, 2s) == 3s);
+  static_assert(saturating_add(time_point::max(), duration::max()) == time_point::max());
+}
+
+TEST_CASE("checked_duration converts what fits and names the field otherwise", "[clock]") {
+  using hours = std::chrono::hours;
+  CHECK(checked_duration(2s, "f") == 2s);
+  CHECK(checked_duration(max_duration, "f") == max_duration);
+  CHECK(checked_duration(std::chrono::duration<double>{1.5}, "f") == 1500ms);
+  CHECK(checked_duration(std::chrono::duration<unsigned, std::milli>{7}, "f") == 7ms);
+  // 2^64 ns and more: the plain conversion wraps to 1526 s.
+  CHECK_THROWS_WITH(checked_duration(hours{5'124'096}, "timeout: limit"), "timeout: limit must be within 100 years (resilience::max_duration)");
+  CHECK_THROWS_AS(checked_duration(hours{24 * 365 * 300}, "f"), std::invalid_argument);
+  CHECK_THROWS_AS(checked_duration(-hours{24 * 365 * 300}, "f"), std::invalid_argument);
+  CHECK_THROWS_AS(checked_duration(max_duration + 1ns, "f"), std::invalid_argument);
+  CHECK_THROWS_AS(checked_duration(duration::max(), "f"), std::invalid_argument);
+  CHECK_THROWS_AS(checked_duration(std::chrono::duration<double>{std::nan("")}, "f"), std::invalid_argument);
+  CHECK_THROWS_AS(checked_duration(std::chrono::duration<double>{1e300}, "f"), std::invalid_argument);
 }

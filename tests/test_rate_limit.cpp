@@ -749,6 +749,21 @@ TEST_CASE("adaptive_rate: halves on 429, holds for Retry-After, recovers step by
   CHECK_THROWS_WITH((adaptive_rate{reg, "nope"}), Catch::Matchers::Contains("'nope'"));
 }
 
+TEST_CASE("adaptive_rate: a huge recovery_interval is rejected, a huge Retry-After is clamped, neither wraps", "[rate_limit]") {
+  manual_clock clk;
+  rate_limiter reg{clk};
+  reg.configure("llm", {.requests_per_second = 10, .burst_size = 1});
+  CHECK_THROWS_WITH((adaptive_rate{reg, "llm", {.recovery_interval = duration::max()}}),
+                    "adaptive_rate: recovery_interval must be within 100 years (resilience::max_duration)");
+  adaptive_rate adapt{reg, "llm", {.decrease_factor = 0.5, .recovery_interval = 10s}};
+  adapt.on_throttled(duration::max());  // now + Retry-After + interval used to wrap into the past
+  CHECK(adapt.rate() == 5);
+  clk.advance(24h);
+  adapt.on_success();
+  CHECK(adapt.rate() == 5);  // still held back: the quiet stretch starts after the (clamped) Retry-After
+  CHECK_FALSE(reg.try_acquire("llm"));
+}
+
 TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};

@@ -680,6 +680,23 @@ TEST_CASE("next_delay drives a retry loop step by step", "[retry]") {
   CHECK(clk.now() == call_context{clk}.now());  // next_delay never sleeps
 }
 
+TEST_CASE("max_retries = INT_MAX stops at the last int attempt number instead of overflowing", "[retry]") {
+  manual_clock clk;
+  call_context ctx{clk};
+  const retry r{{.max_retries = INT_MAX, .max_delay = 1h}};
+  const outcome<int> failed{std::make_exception_ptr(service_error{1})};
+  // A loop that has failed INT_MAX - 3 times already (2^31 real attempts would take minutes).
+  retry::state s{.attempt = INT_MAX - 2, .previous_delay = 1h};
+  CHECK(r.next_delay(ctx, failed, s) == duration{1h});  // backoff saturated at max_delay
+  CHECK(s.attempt == INT_MAX - 1);
+  CHECK(r.next_delay(ctx, failed, s) == duration{1h});
+  CHECK(s.attempt == INT_MAX);
+  // Attempt INT_MAX is the last: before, it was retried and the counter wrapped to INT_MIN, never ending.
+  CHECK(r.next_delay(ctx, failed, s) == std::nullopt);
+  CHECK(s.attempt == INT_MAX);
+  CHECK(r.next_delay(ctx, outcome<int>{7}, s) == std::nullopt);  // a success still just ends it
+}
+
 TEST_CASE("bad retry options throw std::invalid_argument naming the field", "[retry]") {
   CHECK(invalid_argument_of([] { retry{{.max_retries = -1}}; }) == "retry: max_retries must be >= 0");
   CHECK(invalid_argument_of([] { retry{{.base_delay = -1ms}}; }) == "retry: base_delay must be >= 0");
@@ -692,6 +709,9 @@ TEST_CASE("bad retry options throw std::invalid_argument naming the field", "[re
         "retry: multiplier must be finite and >= 1");
   CHECK(invalid_argument_of([] { retry{{.strategy = static_cast<backoff_strategy>(200)}}; }) ==
         "retry: strategy is not a backoff_strategy");
+  CHECK(invalid_argument_of([] { retry{{.base_delay = duration::max(), .max_delay = duration::max()}}; }) ==
+        "retry: base_delay must be within 100 years (resilience::max_duration)");
+  CHECK(invalid_argument_of([] { retry{{.base_delay = max_duration, .max_delay = duration::max()}}; }) == "no error");
   CHECK(invalid_argument_of([] { retry{{.max_retries = 0, .base_delay = 0s}}; }) == "no error");
   CHECK(invalid_argument_of([] { retry{{.max_retries = INT_MAX}}; }) == "no error");
 }

@@ -69,6 +69,16 @@ TEST_CASE("a limit <= 0 or NaN is rejected when the timeout is built", "[timeout
   CHECK(timeout{std::chrono::duration<double>{0.25}}.limit() == 250ms);
 }
 
+TEST_CASE("a limit that does not fit in nanoseconds or passes 100 years is rejected, not wrapped", "[timeout]") {
+  using std::chrono::hours;
+  const std::string too_long = "timeout: limit must be within 100 years (resilience::max_duration)";
+  CHECK_THROWS_WITH(timeout{hours{5'124'096}}, too_long);         // used to become a 1526 s limit
+  CHECK_THROWS_WITH(timeout{hours{24 * 365 * 300}}, too_long);    // used to say "limit must be > 0"
+  CHECK_THROWS_WITH(timeout{std::chrono::duration<double>{1e300}}, too_long);
+  CHECK_THROWS_WITH(timeout{{.limit = duration::max()}}, too_long);
+  CHECK(timeout{hours{24 * 365 * 100}}.limit() == max_duration);
+}
+
 TEST_CASE("cooperative: a call within the limit returns its value and leaves no timer", "[timeout]") {
   manual_clock clk;
   resilient r{[](std::stop_token st, int x) { return st.stop_requested() ? -1 : x * 2; }, timeout{5s}};

@@ -124,9 +124,9 @@ inline random_source seeded_random(std::uint64_t seed) {
 /// The settings of a backoff; defaults match retry_options.
 struct backoff_options {
   backoff_strategy strategy = backoff_strategy::exponential;  ///< default: exponential
-  duration base_delay = std::chrono::seconds{1};              ///< the first delay; default 1 s
+  duration base_delay = std::chrono::seconds{1};              ///< the first delay; default 1 s, in [0, max_duration]
   double multiplier = 2.0;                                    ///< growth factor of exponential; default 2, must be >= 1
-  duration max_delay = std::chrono::minutes{5};               ///< cap on every computed delay; default 5 min
+  duration max_delay = std::chrono::minutes{5};               ///< cap on every computed delay; default 5 min (duration::max(): no cap)
   jitter_mode jitter = jitter_mode::none;                     ///< default none (production presets turn it on)
   random_source random{};                                     ///< jitter's random numbers; default per-thread generator
 };
@@ -144,6 +144,7 @@ class backoff {
   static void validate(const backoff_options& o, const char* who) {
     auto fail = [who](const char* what) { throw std::invalid_argument{std::string{who} + ": " + what}; };
     if (o.base_delay < duration::zero()) fail("base_delay must be >= 0");
+    checked_duration(o.base_delay, std::string{who} + ": base_delay");
     if (o.max_delay < duration::zero()) fail("max_delay must be >= 0");
     if (o.max_delay < o.base_delay) fail("max_delay must be >= base_delay");
     if (!(o.multiplier >= 1.0) || !std::isfinite(o.multiplier)) fail("multiplier must be finite and >= 1");
@@ -212,7 +213,8 @@ class backoff {
     const duration base = o_.base_delay;
     if (previous < base) previous = base;
     const duration hi = detail::saturating_mul(previous, 3);
-    const duration d = base + detail::saturate_ns(o_.random.uniform() * static_cast<double>((hi - base).count()));
+    // Saturating: the draw rounds up to duration::max() when hi is near it.
+    const duration d = saturating_add(base, detail::saturate_ns(o_.random.uniform() * static_cast<double>((hi - base).count())));
     return d < o_.max_delay ? d : o_.max_delay;
   }
 

@@ -38,7 +38,7 @@ struct bulkhead_options {
   std::string name{};                   ///< names the bulkhead in rejections, events and stats
   clock_ref clock{};                    ///< measures max_wait (default: the real steady clock)
   std::size_t max_concurrent_calls = 25;  ///< calls allowed to run at once (>= 1)
-  duration max_wait = duration::zero();   ///< how long a call may wait for a slot (0 = reject at once; >= 0)
+  duration max_wait = duration::zero();   ///< how long a call may wait for a slot (0 = reject at once; >= 0; duration::max(): no cap)
 };
 
 /// A snapshot of a bulkhead's counters.
@@ -115,7 +115,7 @@ class bulkhead_state {
   [[gnu::noinline]] wait_result take_waiting(const std::stop_token& stop, time_point deadline) noexcept {
     if (opts_.max_wait > duration::zero() && !stop.stop_requested()) {
       const time_point now = opts_.clock.now();
-      const time_point until = opts_.max_wait >= deadline - now ? deadline : now + opts_.max_wait;
+      const time_point until = std::min(saturating_add(now, opts_.max_wait), deadline);
       if (until > now) {
         wait_result r = wait_result::full;
         try {

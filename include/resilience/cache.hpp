@@ -28,10 +28,10 @@ inline namespace v1 {
 
 /// Settings of a result_cache.
 struct cache_options {
-  /// How long an entry is fresh (served by get()); default 5 min, must be > 0.
+  /// How long an entry is fresh (served by get()); default 5 min, must be in (0, max_duration].
   duration ttl = std::chrono::minutes{5};
   /// How old an entry may be and still be served on failure (get_stale());
-  /// older entries are dropped. Default 24 h, must be >= ttl.
+  /// older entries are dropped. Default 24 h, must be >= ttl (duration::max(): kept forever).
   duration max_age = std::chrono::hours{24};
   /// The most entries kept; the least recently used one is evicted first.
   /// Default 10,000, must be > 0.
@@ -134,6 +134,7 @@ class result_cache {
 
   static cache_options checked(cache_options o) {
     if (o.ttl <= duration::zero()) throw std::invalid_argument{"result_cache: ttl must be > 0"};
+    checked_duration(o.ttl, "result_cache: ttl");
     if (o.max_age < o.ttl) throw std::invalid_argument{"result_cache: max_age must be >= ttl"};
     if (o.max_entries == 0) throw std::invalid_argument{"result_cache: max_entries must be > 0"};
     return o;
@@ -144,7 +145,7 @@ class result_cache {
     std::lock_guard lock{s_->mutex};
     auto it = s_->map.find(key);
     if (it == s_->map.end()) return std::nullopt;
-    const duration age = now - it->second.stored;
+    const duration age = saturating_sub(now, it->second.stored);
     if (age >= s_->options.max_age) {  // too old to ever serve: free it now
       s_->lru.erase(it->second.lru);
       s_->map.erase(it);

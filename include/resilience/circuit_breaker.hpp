@@ -87,7 +87,7 @@ struct circuit_breaker_options {
 
   breaker_window window = breaker_window::consecutive;  ///< what opens the breaker (default: failures in a row)
   int fail_max = 5;                                     ///< consecutive mode: failures in a row that open it (>= 1)
-  duration timeout_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0)
+  duration timeout_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
 
   std::size_t window_size = 100;                       ///< count_based: calls in the window (1..65535)
   duration window_duration = std::chrono::seconds{60};  ///< time_based: length of the window (> 0)
@@ -99,10 +99,10 @@ struct circuit_breaker_options {
 
   int half_open_max_calls = 1;  ///< trial calls allowed at the same time in half_open (>= 1)
   int success_threshold = 1;    ///< successful trials that close it (>= 1)
-  duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0)
+  duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0; duration::max(): never)
 
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
-  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1)
+  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1; duration::max(): no cap)
 
   exception_predicate record_exceptions{};  ///< exceptions that count as failures (unset: all); others count as successes
   exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (unset: none); checked first
@@ -227,6 +227,10 @@ inline void validate(const circuit_breaker_options& o) {
   if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.timeout_duration)
     fail("max_break_duration must be >= timeout_duration");
   if (o.slow_call_duration < duration::zero()) fail("slow_call_duration must be >= 0");
+  // Periods are bounded; the max_ options are caps and may be duration::max() (never).
+  checked_duration(o.timeout_duration, "circuit_breaker: timeout_duration");
+  checked_duration(o.window_duration, "circuit_breaker: window_duration");
+  checked_duration(o.slow_call_duration, "circuit_breaker: slow_call_duration");
   check_rate(o.failure_rate_threshold, "failure_rate_threshold");
   check_rate(o.slow_call_rate_threshold, "slow_call_rate_threshold");
   switch (o.window) {
@@ -460,7 +464,7 @@ class breaker_state {
           if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
           const time_point now = opts_.clock.now();
           const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
-          if (now < until) return reject(circuit_state::open, until - now);
+          if (now < until) return reject(circuit_state::open, saturating_sub(until, now));
           transition(w, cb_phase::half_open, now);
           continue;
         }
@@ -480,14 +484,14 @@ class breaker_state {
           // max_wait_in_half_open after it began and a trial passes one break
           // later. A period still being announced began just now.
           const std::uint32_t opens = opens_in_a_row_.load(std::memory_order_relaxed);
-          const duration at_latest = opts_.max_wait_in_half_open + break_duration(opens + 1);
+          const duration at_latest = saturating_add(opts_.max_wait_in_half_open, break_duration(opens + 1));
           if (!cb_word::ready(w)) return reject(circuit_state::half_open, at_latest);
           const time_point now = opts_.clock.now();
           if (stuck_in_half_open(now)) {
             transition(w, cb_phase::open, reopen_time(now));
             continue;
           }
-          return reject(circuit_state::half_open, half_open_since() + at_latest - now);
+          return reject(circuit_state::half_open, saturating_sub(saturating_add(half_open_since(), at_latest), now));
         }
       }
     }
@@ -860,13 +864,13 @@ class breaker_state {
 
   time_point half_open_since() const noexcept { return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}}; }
 
-  bool stuck_in_half_open(time_point now) const noexcept { return now - half_open_since() >= opts_.max_wait_in_half_open; }
+  bool stuck_in_half_open(time_point now) const noexcept { return saturating_sub(now, half_open_since()) >= opts_.max_wait_in_half_open; }
 
   // When a half-open period that ends in a reopening ended: now, or the
   // moment it got stuck if nobody looked since. The break starts there, so
   // a refused caller's retry_after holds however late the breaker notices.
   time_point reopen_time(time_point now) const noexcept {
-    return std::min(now, half_open_since() + opts_.max_wait_in_half_open);
+    return std::min(now, saturating_add(half_open_since(), opts_.max_wait_in_half_open));
   }
 
   void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
@@ -923,7 +927,7 @@ class breaker_state {
     switch (to) {
       case cb_phase::open: {
         const auto opens = opens_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
-        open_until_.store((now + break_duration(opens)).time_since_epoch().count(), std::memory_order_relaxed);
+        open_until_.store(saturating_add(now, break_duration(opens)).time_since_epoch().count(), std::memory_order_relaxed);
         break;
       }
       case cb_phase::half_open: half_open_since_.store(now.time_since_epoch().count(), std::memory_order_relaxed); break;

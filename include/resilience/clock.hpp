@@ -24,6 +24,8 @@
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -37,6 +39,52 @@ using duration = std::chrono::nanoseconds;
 using time_point = std::chrono::time_point<std::chrono::steady_clock, duration>;
 /// "No deadline".
 inline constexpr time_point no_deadline = time_point::max();
+
+/// The longest duration an option accepts: 100 years of 365 days (options
+/// that cap a wait also take duration::max(), meaning no cap). Anything longer
+/// is a mistake, and the library's time arithmetic saturates anyway.
+inline constexpr duration max_duration = std::chrono::hours{24 * 365 * 100};
+
+/// t + d clamped to [time_point::min(), time_point::max()]: `now + d` never
+/// wraps, and a result of time_point::max() is no_deadline.
+constexpr time_point saturating_add(time_point t, duration d) noexcept {
+  if (d > duration::zero() ? t > time_point::max() - d : t < time_point::min() - d)
+    return d > duration::zero() ? time_point::max() : time_point::min();
+  return t + d;
+}
+/// t - d clamped like saturating_add.
+constexpr time_point saturating_sub(time_point t, duration d) noexcept {
+  if (d < duration::zero() ? t > time_point::max() + d : t < time_point::min() + d)
+    return d < duration::zero() ? time_point::max() : time_point::min();
+  return t - d;
+}
+/// a - b clamped to [duration::min(), duration::max()] (deadline - now with no_deadline stays huge, not negative).
+constexpr duration saturating_sub(time_point a, time_point b) noexcept {
+  const auto x = a.time_since_epoch().count(), y = b.time_since_epoch().count();
+  constexpr auto hi = duration::max().count(), lo = duration::min().count();
+  if (y < 0 ? x > hi + y : x < lo + y) return y < 0 ? duration::max() : duration::min();
+  return duration{x - y};
+}
+/// a + b clamped to [duration::min(), duration::max()].
+constexpr duration saturating_add(duration a, duration b) noexcept {
+  if (b > duration::zero() ? a > duration::max() - b : a < duration::min() - b)
+    return b > duration::zero() ? duration::max() : duration::min();
+  return a + b;
+}
+
+/// A user's duration (any chrono type) in nanoseconds; throws
+/// std::invalid_argument naming `field` when it is NaN or longer than
+/// max_duration either way, instead of wrapping in the conversion
+/// (std::chrono::hours{5'124'096} is about 2^64 ns).
+template <class Rep, class Period>
+duration checked_duration(std::chrono::duration<Rep, Period> d, std::string_view field) {
+  // Compared in long double, where the conversion itself cannot overflow.
+  const long double ns = std::chrono::duration<long double, std::nano>{d}.count();
+  constexpr auto bound = static_cast<long double>(max_duration.count());
+  if (!(ns >= -bound && ns <= bound))  // also NaN
+    throw std::invalid_argument{std::string{field} + " must be within 100 years (resilience::max_duration)"};
+  return std::chrono::duration_cast<duration>(d);
+}
 
 /// Identifies a timer scheduled with call_at; 0 is never a valid id.
 using timer_id = std::uint64_t;
@@ -367,10 +415,10 @@ class manual_clock {
   timer_id call_at(time_point deadline, std::function<void()> fn) const { return state_->call_at(deadline, std::move(fn)); }
   bool cancel(timer_id id) const noexcept { return state_->cancel(id); }
 
-  /// Moves time forward by d (negative d is an error).
+  /// Moves time forward by d (negative d is an error); stops at time_point::max().
   void advance(duration d) const {
     if (d < duration::zero()) throw std::invalid_argument{"manual_clock::advance: negative duration"};
-    state_->advance_to(now() + d);
+    state_->advance_to(saturating_add(now(), d));
   }
   /// Moves time forward to t; t before now() is an error (time never goes back).
   void set(time_point t) const {

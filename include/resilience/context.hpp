@@ -43,7 +43,7 @@ class call_context {
   /// clock().now().
   time_point now() const noexcept { return clock_->now(); }
   /// Time left until the deadline (duration::max() without one; zero or less once passed).
-  duration remaining() const noexcept { return deadline == no_deadline ? duration::max() : deadline - now(); }
+  duration remaining() const noexcept { return deadline == no_deadline ? duration::max() : saturating_sub(deadline, now()); }
   /// Tightens the deadline to `d` if `d` is earlier; never loosens it.
   void narrow_deadline(time_point d) noexcept {
     if (d < deadline) deadline = d;

@@ -197,6 +197,7 @@ class degradation_manager {
       throw std::invalid_argument{"degradation_manager: recover_after_reports must be >= 1"};
     if (options.recover_after_time < duration::zero())
       throw std::invalid_argument{"degradation_manager: recover_after_time must be >= 0"};
+    checked_duration(options.recover_after_time, "degradation_manager: recover_after_time");
     if (options.unknown_service_tier) check_tier(*options.unknown_service_tier, "unknown_service_tier");
     const bool defaults = options.register_defaults;
     state_ = std::make_shared<detail::degradation_state>(std::move(options));
@@ -217,6 +218,7 @@ class degradation_manager {
     check_tier(implies, "implies");
     if (slow_threshold <= duration::zero())
       throw std::invalid_argument{"degradation_manager: slow_threshold of '" + std::string{name} + "' must be > 0"};
+    checked_duration(slow_threshold, "degradation_manager: slow_threshold of '" + std::string{name} + "'");
     std::unique_lock lock{state_->mutex};
     auto it = state_->services.find(name);
     if (it == state_->services.end())
@@ -281,7 +283,7 @@ class degradation_manager {
       ++s.h.consecutive_healthy;
       if (!s.streak_start) s.streak_start = now;
       if (!s.h.healthy && s.h.consecutive_healthy >= state_->opts.recover_after_reports &&
-          now - *s.streak_start >= state_->opts.recover_after_time) {
+          saturating_sub(now, *s.streak_start) >= state_->opts.recover_after_time) {
         s.h.healthy = true;
         s.h.last_error.clear();
       }
@@ -459,7 +461,7 @@ class degradation_manager {
     degradation_manager m{std::move(st)};
     const bool open = b->state() == circuit_state::open;
     if (open) {
-      const time_point due = b->clock.now() + b->break_duration();
+      const time_point due = saturating_add(b->clock.now(), b->break_duration());
       if (due > b->timer_for) {
         b->timer_for = due;
         b->clock.call_at(due, [ws, wb] { refresh(ws, wb); });

@@ -299,7 +299,7 @@ class pool_state final : public executor_source {
         const std::uint64_t seen = posts_.load(std::memory_order_relaxed);
         lock.unlock();
         const clock_ref real;
-        spin_until(real, real.now() + spin_, [&] { return posts_.load(std::memory_order_relaxed) != seen; });
+        spin_until(real, saturating_add(real.now(), spin_), [&] { return posts_.load(std::memory_order_relaxed) != seen; });
         lock.lock();
         spinning_ = false;
         continue;
@@ -421,7 +421,7 @@ class thread_pool {
  private:
   static duration checked_spin(duration spin) {
     if (spin < duration::zero()) throw std::invalid_argument{"thread_pool: spin must be >= 0"};
-    return spin;
+    return checked_duration(spin, "thread_pool: spin");
   }
 
   std::shared_ptr<detail::pool_state> state_;
@@ -722,7 +722,7 @@ class deadline_timer_thread {
         fire(lock, due, t);
         continue;
       }
-      if (active_) target = std::min(target, poll_ >= no_deadline - t ? no_deadline : t + poll_);
+      if (active_) target = std::min(target, saturating_add(t, poll_));
       active_ = false;
       poll_ = duration::max();
       // Publish the plan, then look again: a thread that armed a slot before

@@ -144,7 +144,7 @@ template <class Reserve, class Refund>
 rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const std::stop_token& stop, Reserve&& reserve,
                                  Refund&& refund, bool& cancelled) {
   auto now = clk.now();
-  const auto deadline = max_wait >= no_deadline - now ? no_deadline : now + std::max(max_wait, duration::zero());
+  const auto deadline = saturating_add(now, std::max(max_wait, duration::zero()));
   for (;;) {
     const reservation r = reserve(ns(now), ns(deadline));
     if (r.granted) {
@@ -162,8 +162,8 @@ rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const 
       return {false, duration::zero()};
     }
     const duration wait{r.retry_after};
-    if (r.final || wait > deadline - now) return {false, wait};
-    if (!clk.sleep_until(now + wait, stop)) {
+    if (r.final || wait > saturating_sub(deadline, now)) return {false, wait};
+    if (!clk.sleep_until(saturating_add(now, wait), stop)) {
       cancelled = true;
       return {false, wait};
     }
@@ -737,7 +737,7 @@ struct adaptive_rate_options {
   double decrease_factor = 0.5;   ///< the rate is multiplied by this on each upstream 429; in (0, 1)
   double min_fraction = 0.05;     ///< the rate never drops below this fraction of the configured one; in (0, 1]
   double recovery_step = 0.1;     ///< fraction of the configured rate given back per quiet interval; > 0
-  duration recovery_interval = std::chrono::seconds{5};  ///< a 429-free stretch that earns one step back; > 0
+  duration recovery_interval = std::chrono::seconds{5};  ///< a 429-free stretch that earns one step back; > 0, <= max_duration
 };
 
 /// Lowers a registry key's rate when the upstream answers 429 (multiplicative
@@ -763,9 +763,10 @@ class adaptive_rate {
     std::lock_guard lock{s_->mutex};
     const auto now = s_->registry->clock().now();
     set_rate(std::max(s_->target.requests_per_second * s_->options.min_fraction, s_->rate * s_->options.decrease_factor));
-    if (retry_after) s_->registry->hold(s_->key, *retry_after);
-    s_->next_step_at.store(detail::ns(now + retry_after.value_or(duration::zero()) + s_->options.recovery_interval),
-                           std::memory_order_release);
+    // A Retry-After past max_duration (or below zero) is a server bug: clamped, so the sum below cannot wrap.
+    const duration wait = std::clamp(retry_after.value_or(duration::zero()), duration::zero(), max_duration);
+    if (retry_after) s_->registry->hold(s_->key, wait);
+    s_->next_step_at.store(detail::ns(saturating_add(saturating_add(now, wait), s_->options.recovery_interval)), std::memory_order_release);
   }
 
   /// The upstream answered normally: after each quiet recovery_interval,
@@ -776,7 +777,7 @@ class adaptive_rate {
     std::lock_guard lock{s_->mutex};
     if (now < s_->next_step_at.load(std::memory_order_relaxed) || s_->rate >= s_->target.requests_per_second) return;
     set_rate(std::min(s_->target.requests_per_second, s_->rate + s_->target.requests_per_second * s_->options.recovery_step));
-    s_->next_step_at.store(now + s_->options.recovery_interval.count(), std::memory_order_release);
+    s_->next_step_at.store(detail::ns(saturating_add(time_point{duration{now}}, s_->options.recovery_interval)), std::memory_order_release);
   }
 
   /// The rate in force now.
@@ -803,6 +804,7 @@ class adaptive_rate {
     if (!(o.min_fraction > 0.0 && o.min_fraction <= 1.0)) throw std::invalid_argument{"adaptive_rate: min_fraction must be in (0, 1]"};
     if (!(o.recovery_step > 0.0) || !std::isfinite(o.recovery_step)) throw std::invalid_argument{"adaptive_rate: recovery_step must be a finite number > 0"};
     if (o.recovery_interval <= duration::zero()) throw std::invalid_argument{"adaptive_rate: recovery_interval must be > 0"};
+    checked_duration(o.recovery_interval, "adaptive_rate: recovery_interval");
     return o;
   }
 

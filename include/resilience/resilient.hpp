@@ -576,7 +576,7 @@ struct owned_call {
         }
         last.emplace(std::move(o));
         const time_point now = ctx->now();
-        const time_point when = *delay >= ctx->deadline - now ? ctx->deadline : now + *delay;  // never past the deadline
+        const time_point when = std::min(saturating_add(now, *delay), ctx->deadline);  // never past the deadline
         const clock_ref& clk = ctx->clock();
         if (clk.auto_advancing()) {
           // Nothing else to do but wait: auto-advance jumps to `when`,

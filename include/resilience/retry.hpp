@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -34,15 +35,6 @@
 
 namespace resilience {
 inline namespace v1 {
-
-namespace detail {
-
-// now + d without passing no_deadline.
-inline time_point saturating_add(time_point now, duration d) noexcept {
-  return d >= no_deadline - now ? no_deadline : now + d;
-}
-
-}  // namespace detail
 
 /// The failed attempt as on_retry sees it: an exception, a rejection, or a
 /// result that retry_on_result asked to retry. Views into the attempt's
@@ -79,14 +71,15 @@ class retry_failure {
 /// the retry is built.
 struct retry_options {
   /// Retries after the first attempt (0 = try once); default 3, must be >= 0.
+  /// Attempts are numbered in int, so INT_MAX means INT_MAX - 1 retries.
   int max_retries = 3;
-  /// The first delay; default 1 s, must be >= 0.
+  /// The first delay; default 1 s, must be in [0, max_duration].
   duration base_delay = std::chrono::seconds{1};
   /// How delays grow; default exponential (1, 2, 4, 8 s).
   backoff_strategy strategy = backoff_strategy::exponential;
   /// Growth factor of exponential backoff; default 2, must be finite and >= 1.
   double multiplier = 2.0;
-  /// Cap on a computed delay (not on a server's Retry-After); default 5 min, must be >= base_delay.
+  /// Cap on a computed delay (not on a server's Retry-After); default 5 min, must be >= base_delay (duration::max(): no cap).
   duration max_delay = std::chrono::minutes{5};
   /// Randomization of the delay; default none (the production preset turns it on).
   jitter_mode jitter = jitter_mode::none;
@@ -210,7 +203,7 @@ class retry {
         const std::optional<duration> delay = next_delay(ctx, result, s);
         if (!delay) return;
         // Clamped: the clock moved on since next_delay measured the time left.
-        if (!ctx.clock().sleep_until(std::min(detail::saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
+        if (!ctx.clock().sleep_until(std::min(saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
           give_up(ctx, retry_failure{result}, s.attempt - 1);
           return;
         }
@@ -240,8 +233,10 @@ class retry {
                                   "' but the call returns '" + detail::type_name<T>() + "'"};
   }
 
+  // Attempt numbers are ints: attempt INT_MAX is the last one whatever
+  // max_retries says, so ++s.attempt never overflows.
   bool out_of_attempts(const call_context& ctx, const state& s) const noexcept {
-    return s.attempt > options_.max_retries || ctx.stop.stop_requested();
+    return s.attempt > options_.max_retries || s.attempt == std::numeric_limits<int>::max() || ctx.stop.stop_requested();
   }
 
   bool retryable(const std::exception_ptr& e) const {

@@ -89,7 +89,7 @@ inline constexpr duration detached_spin = std::chrono::microseconds{20};
 
 /// Settings of a timeout policy.
 struct timeout_options {
-  duration limit = std::chrono::seconds{10};    ///< the time a call may take (> 0); default 10 s
+  duration limit = std::chrono::seconds{10};    ///< the time a call may take (> 0, <= max_duration); default 10 s
   timeout_mode mode = timeout_mode::automatic;  ///< see timeout_mode
   std::string name{};                           ///< reported as the rejection's source and in timeout_error
 };
@@ -102,8 +102,9 @@ class timeout {
   /// A timeout from options; throws std::invalid_argument when limit <= 0.
   explicit timeout(timeout_options options) : limit_{options.limit}, mode_{options.mode}, shared_{make_shared(std::move(options.name))} {
     if (limit_ <= duration::zero()) throw std::invalid_argument{"timeout: limit must be > 0"};
+    checked_duration(limit_, "timeout: limit");
   }
-  /// A timeout of `limit` (any chrono duration; <= 0 or NaN is rejected).
+  /// A timeout of `limit` (any chrono duration; <= 0, NaN or > max_duration is rejected).
   template <class Rep, class Period>
   explicit timeout(std::chrono::duration<Rep, Period> limit, timeout_mode mode = timeout_mode::automatic)
       : timeout{timeout_options{checked(limit), mode, {}}} {}
@@ -197,9 +198,8 @@ class timeout {
     if constexpr (std::is_floating_point_v<Rep>) {
       if (std::isnan(d.count())) throw std::invalid_argument{"timeout: limit must not be NaN"};
       if (!(d.count() > 0)) throw std::invalid_argument{"timeout: limit must be > 0"};
-      if (d >= std::chrono::duration<double>{duration::max()}) return duration::max();
     }
-    return std::chrono::duration_cast<duration>(d);
+    return checked_duration(d, "timeout: limit");
   }
 
   static rejection rejection_for(const shared_state& s, duration limit) noexcept {
@@ -212,7 +212,7 @@ class timeout {
 
   time_point deadline_from(const call_context& ctx) const noexcept {
     const time_point now = ctx.now();
-    return limit_ >= no_deadline - now ? no_deadline : now + limit_;
+    return saturating_add(now, limit_);
   }
 
   // Restores the caller's deadline when the attempt ends, so that an outer
@@ -332,7 +332,7 @@ class timeout {
       // costs no kernel wake-up. Other clocks sleep at once, so a test sees
       // the caller parked.
       const bool quick = ctx.clock().is_steady() &&
-                         detail::spin_until(ctx.clock(), std::min(deadline, ctx.now() + detached_spin), [&] {
+                         detail::spin_until(ctx.clock(), std::min(deadline, saturating_add(ctx.now(), detached_spin)), [&] {
                            return done() || slot->stop.stop_requested();
                          });
       if (!quick) ctx.clock().sleep_until(deadline, slot->stop.get_token());
