@@ -22,7 +22,6 @@
 #include <string>
 #include <vector>
 
-#include "readable.hpp"
 
 using namespace std::chrono_literals;
 using resilience::tier;
@@ -57,7 +56,7 @@ class factor_api {
       std::printf("             GET /factors/%s -> no answer in 5 s\n", activity.c_str());
       throw http_error{"factor API: abandoned"};
     }
-    std::printf("             GET /factors/%s -> 200 in %s\n", activity.c_str(), examples::readable(latency).c_str());
+    std::printf("             GET /factors/%s -> 200 in %s\n", activity.c_str(), resilience::format_duration(latency).c_str());
     return factors_.at(activity);
   }
 
@@ -99,7 +98,7 @@ int main() {
   std::string source;  // how the last lookup was answered, for the printout
   resilience::fallback from_cache{resilience::cached{factor_cache},
                                   {.on_activated = [&](const resilience::fallback_info& i) {
-                                    source = "cached " + examples::readable(*i.age) + " ago, because: " + examples::explain(i.cause);
+                                    source = "cached " + resilience::format_duration(*i.age) + " ago, because: " + i.cause.what();
                                   }}};
 
   resilience::resilient lookup{
@@ -126,7 +125,7 @@ int main() {
         std::printf("[t=%6.1fs]   %-17s %9.1f x %.3f = %9.1f kgCO2e  (%s)\n", now_s(), line.activity.c_str(), line.quantity, *factor,
                     line.quantity * *factor, source.c_str());
       } else {
-        std::printf("[t=%6.1fs]   %-17s no factor: %s\n", now_s(), line.activity.c_str(), examples::explain(factor).c_str());
+        std::printf("[t=%6.1fs]   %-17s no factor: %s\n", now_s(), line.activity.c_str(), factor.what().c_str());
       }
     }
     std::printf("             total %.1f kgCO2e; breaker %s; tier %s\n", total, std::string{to_string(breaker.state())}.c_str(),
@@ -152,7 +151,7 @@ int main() {
   calculate("4. the breaker lets a trial through; it succeeds and closes", {{"road_freight_tkm", 70000}, {"steel_kg", 4000}});
 
   std::printf("             %d requests to the factor API in all\n", api.requests);
-  std::printf("             %s of virtual time in %s of real time\n", examples::readable(virtual_time.now() - start).c_str(),
-              examples::readable(std::chrono::steady_clock::now() - real_start).c_str());
+  std::printf("             %s of virtual time in %s of real time\n", resilience::format_duration(virtual_time.now() - start).c_str(),
+              resilience::format_duration(std::chrono::steady_clock::now() - real_start).c_str());
   return breaker.state() == resilience::circuit_state::closed && health.current_tier() == tier::full ? 0 : 1;
 }

@@ -21,7 +21,6 @@
 #include <stop_token>
 #include <string>
 
-#include "readable.hpp"
 
 using namespace std::chrono_literals;
 
@@ -97,13 +96,13 @@ int main() {
   resilience::resilient fetch{
       fetch_purchase_orders,
       resilience::fallback{resilience::cached{last_good}, {.on_activated = [](const resilience::fallback_info& i) {
-                             std::printf("             fallback: last good page, %s old\n", examples::readable(*i.age).c_str());
+                             std::printf("             fallback: last good page, %s old\n", resilience::format_duration(*i.age).c_str());
                            }}},
       resilience::retry{{.max_retries = 5,
                          .base_delay = 2s,
                          .on_retry = [](int attempt, resilience::duration delay, const resilience::retry_failure& f) {
-                           std::printf("             attempt %d failed (%s); retry in %s\n", attempt, examples::explain(f).c_str(),
-                                       examples::readable(delay).c_str());
+                           std::printf("             attempt %d failed (%s); retry in %s\n", attempt, f.what().c_str(),
+                                       resilience::format_duration(delay).c_str());
                          }}},
       resilience::timeout{resilience::operation_type::erp_api_call}};  // 10 s per attempt
   fetch.with_clock(virtual_time);

@@ -17,7 +17,6 @@
 #include <stop_token>
 #include <string>
 
-#include "readable.hpp"
 
 using namespace std::chrono_literals;
 using resilience::tier;
@@ -72,8 +71,8 @@ int main() {
   resilience::result_cache<std::string, std::string> answers{{.ttl = 1h, .clock = virtual_time}};
 
   resilience::fallback cached_answer{resilience::cached{answers}, {.on_activated = [](const resilience::fallback_info& i) {
-                                       std::printf("           fallback: cached answer, %s old (%s)\n", examples::readable(*i.age).c_str(),
-                                                   examples::explain(i.cause).c_str());
+                                       std::printf("           fallback: cached answer, %s old (%s)\n", resilience::format_duration(*i.age).c_str(),
+                                                   i.cause.what().c_str());
                                      }}};
   resilience::resilient ask{
       complete,

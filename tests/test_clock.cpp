@@ -252,6 +252,7 @@ TEST_CASE("stress: sleepers, timers, cancels and advances at once; each timer fi
   INFO("fired " << fired << " cancelled " << cancelled);
   CHECK(wrong == 0);  // exactly once, or cancelled (and then never)
   CHECK(cancelled > 0);
+}
 
 TEST_CASE("a timer callback may advance, schedule and cancel on its own clock", "[clock]") {
   // Issue #11, item 4: advance() inside a call_at callback deadlocked.
@@ -317,6 +318,7 @@ TEST_CASE("a timer callback that throws calls std::terminate, on the steady and 
   // handed the exception to advance()'s caller.
   CHECK(aborted(run_alone("child: a steady-clock timer callback throws")));
   CHECK(aborted(run_alone("child: a manual_clock timer callback throws")));
+}
 
 TEST_CASE("manual_clock::advance(duration::max()) stops at the end of time instead of wrapping", "[clock]") {
   manual_clock clk;

@@ -33,3 +33,21 @@ TEST_CASE("names of codes and tiers", "[errors]") {
   CHECK(static_cast<int>(tier::full) == 1);
   CHECK(static_cast<int>(tier::maintenance) == 4);
 }
+
+TEST_CASE("format_duration writes durations as a person reads them", "[errors]") {
+  CHECK(format_duration(0s) == "0 s");
+  CHECK(format_duration(850ns) == "850 ns");
+  CHECK(format_duration(12'500ns) == "12.5 us");
+  CHECK(format_duration(200ms) == "200 ms");
+  CHECK(format_duration(999'700us) == "1 s");  // %.3g would say "1e+03 ms"
+  CHECK(format_duration(59'375'284us) == "59.4 s");
+  CHECK(format_duration(59'990ms) == "1 min 0 s");
+  CHECK(format_duration(612s) == "10 min 12 s");
+  CHECK(format_duration(3'599'600ms) == "1 h 0 min");
+  CHECK(format_duration(7'500s) == "2 h 5 min");
+  CHECK(format_duration(100h) == "4 d 4 h");
+  CHECK(format_duration(-250ms) == "-250 ms");
+  CHECK(format_duration(duration::max()) == "106752 d 0 h");
+  CHECK(format_duration(duration::min()) == "-106752 d 0 h");  // no overflow at the extremes
+  CHECK(std::string{circuit_open_error{"factor_api", 59'375'284us}.what()} == "circuit breaker 'factor_api' is open; next trial in 59.4 s");
+}

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -86,10 +87,45 @@ class rejected_error : public error {
   duration retry_after_;
 };
 
-namespace detail {
-inline std::string seconds_text(duration d) {
-  return std::to_string(std::chrono::duration<double>(d).count()) + " s";
+/// A duration as a person reads it, for messages: three significant digits
+/// below a minute ("850 ns", "12.5 us", "200 ms", "59.4 s"), then whole
+/// units ("10 min 12 s", "2 h 5 min", "3 d 4 h"). Exact values stay in the
+/// exceptions' fields (retry_after(), limit()).
+inline std::string format_duration(duration d) {
+  using u64 = unsigned long long;
+  if (d == duration::zero()) return "0 s";
+  const bool negative = d < duration::zero();
+  // |d| as unsigned: duration::min() has no positive counterpart in rep.
+  const u64 ns = negative ? u64{0} - static_cast<u64>(d.count()) : static_cast<u64>(d.count());
+  const char* sign = negative ? "-" : "";
+  char text[48];
+  struct unit {
+    u64 ns;
+    const char* name;
+  };
+  static constexpr unit small[] = {{1, "ns"}, {1'000, "us"}, {1'000'000, "ms"}, {1'000'000'000, "s"}};
+  for (const unit& u : small) {
+    const double v = static_cast<double>(ns) / static_cast<double>(u.ns);
+    // Move on where %.3g would round up to the next unit ("1e+03 ms", "60 s").
+    if (v < (u.ns == 1'000'000'000 ? 59.95 : 999.5)) {
+      std::snprintf(text, sizeof text, "%s%.3g %s", sign, v, u.name);
+      return text;
+    }
+  }
+  constexpr u64 second = 1'000'000'000, minute = 60 * second, hour = 60 * minute, day = 24 * hour;
+  // Rounded to the smaller of two units, then split: "10 min 12 s".
+  const auto two_units = [&](u64 little, u64 big, const char* little_name, const char* big_name) {
+    const u64 n = ns / little + (ns % little >= little / 2 ? 1 : 0);
+    std::snprintf(text, sizeof text, "%s%llu %s %llu %s", sign, n / (big / little), big_name, n % (big / little), little_name);
+    return std::string{text};
+  };
+  if (ns / second + (ns % second >= second / 2 ? 1 : 0) < 3600) return two_units(second, minute, "s", "min");
+  if (ns / minute + (ns % minute >= minute / 2 ? 1 : 0) < 1440) return two_units(minute, hour, "min", "h");
+  return two_units(hour, day, "h", "d");
 }
+
+namespace detail {
+inline std::string seconds_text(duration d) { return format_duration(d); }
 inline std::string named(std::string_view what, std::string_view name) {
   std::string s{what};
   if (!name.empty()) s.append(" '").append(name).append("'");
