@@ -298,6 +298,21 @@ TEST_CASE("a clock that throws in a waiting rate limit fails the call and gives 
   CHECK(one.try_acquire());  // the permit booked for the failed wait was refunded
 }
 
+TEST_CASE("a clock that throws in a waiting bulkhead fails the call and leaves no waiter behind", "[resilient][hooks]") {
+  auto clk = std::make_shared<throwing_sleep_clock>();
+  bulkhead pool{{.name = "erp_pool", .clock = clock_ref{clk}, .max_concurrent_calls = 1, .max_wait = 2s}};
+  auto held = pool.try_acquire();
+  REQUIRE(held);
+  resilient r{[] { return 1; }, pool};
+  const auto o = r.try_call();
+  REQUIRE(o.has_exception());  // the clock's own exception, not a bulkhead_full rejection
+  CHECK_THROWS_AS(o.throw_if_failed(), std::system_error);
+  CHECK(pool.stats().waiting == 0);
+  CHECK(pool.stats().in_flight == 1);
+  held.release();
+  CHECK(r.try_call().has_value());
+}
+
 TEST_CASE("time reaches stateful policies through the pipeline's one clock", "[resilient][clock]") {
   manual_clock clk;
   bulkhead real_time{{.name = "erp_pool", .max_concurrent_calls = 1, .max_wait = 1s}};

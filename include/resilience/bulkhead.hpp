@@ -18,6 +18,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -86,7 +87,9 @@ class bulkhead_state {
   }
 
   // Takes a slot, waiting up to max_wait (and never past `deadline`) for one.
-  wait_result take(const std::stop_token& stop, time_point deadline) noexcept {
+  // What the clock's sleep_until throws propagates (no slot held): the
+  // pipeline makes it the call's failure.
+  wait_result take(const std::stop_token& stop, time_point deadline) {
     if (try_take()) [[likely]]
       return wait_result::admitted;
     return take_waiting(stop, deadline);
@@ -112,7 +115,7 @@ class bulkhead_state {
   static constexpr std::size_t in_flight(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w); }
   static constexpr std::size_t waiting(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> 32); }
 
-  [[gnu::noinline]] wait_result take_waiting(const std::stop_token& stop, time_point deadline) noexcept {
+  [[gnu::noinline]] wait_result take_waiting(const std::stop_token& stop, time_point deadline) {
     if (opts_.max_wait > duration::zero() && !stop.stop_requested()) {
       const time_point now = opts_.clock.now();
       const time_point until = std::min(saturating_add(now, opts_.max_wait), deadline);
@@ -120,7 +123,7 @@ class bulkhead_state {
         wait_result r = wait_result::full;
         try {
           r = wait(stop, until);
-        } catch (...) {
+        } catch (const std::bad_alloc&) {
           // Out of memory while queueing: the caller is refused like any other.
         }
         if (r != wait_result::full) return r;

@@ -365,7 +365,7 @@ class rate_limiter {
   /// refills); a window then grants what the window allows. Holds only extend.
   void hold(std::string_view key, duration wait) const {
     auto& e = entry(key);
-    const auto until = detail::ns(clock_.now()) + std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns);
+    const auto until = detail::ns(saturating_add(clock_.now(), duration{std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns)}));
     // Stored before the shards are locked: a tenant made after a shard's
     // turn reads it under that shard's lock (with_tenant).
     auto held = e.held_until.load(std::memory_order_relaxed);
