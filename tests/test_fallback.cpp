@@ -284,3 +284,21 @@ TEST_CASE("async: a throwing when_result predicate completes the future with its
   REQUIRE(fut.wait_for(0s) == std::future_status::ready);
   CHECK_THROWS_AS(fut.get(), std::logic_error);
 }
+
+TEST_CASE("a cached fallback's cache runs on the pipeline's clock, or the pipeline refuses it", "[fallback][clock]") {
+  manual_clock clk;
+  result_cache<std::string, double> cache{{.ttl = 30s, .max_age = 1min, .clock = clk}};
+  int calls = 0;
+  resilient r{[&](const std::string&) -> double {
+                if (++calls > 1) throw std::runtime_error{"factor API down"};
+                return 1.5;
+              },
+              fallback{cached{cache}}};
+  CHECK(r.policies().clock() == clock_ref{clk});  // adopted from the cache
+  CHECK(r("steel") == 1.5);
+  clk.advance(30s);
+  CHECK(r("steel") == 1.5);  // from the cache, 30 s old
+  clk.advance(31s);
+  CHECK_THROWS_AS(r("steel"), std::runtime_error);  // expired on the pipeline's time line
+  CHECK_THROWS_AS(r.with_clock(steady_clock{}), std::invalid_argument);  // a cache on another clock would never expire in a test
+}

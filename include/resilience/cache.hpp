@@ -117,6 +117,8 @@ class result_cache {
 
   /// The options, as validated.
   const cache_options& options() const noexcept { return s_->options; }
+  /// The clock entry ages are measured on.
+  const clock_ref& clock() const noexcept { return s_->options.clock; }
 
  private:
   struct node {

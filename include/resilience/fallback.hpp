@@ -14,6 +14,7 @@
 //       resilience::retry{}};
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -381,6 +382,15 @@ class fallback {
 
   /// The strategy.
   const Strategy& strategy() const noexcept { return strategy_; }
+  /// The clock of a cached strategy's cache: a pipeline runs on it (or
+  /// refuses another), so entry ages move with the pipeline's time.
+  const clock_ref& clock() const noexcept
+    requires requires(const Strategy& s) {
+      { s.cache().clock() } -> std::convertible_to<const clock_ref&>;
+    }
+  {
+    return strategy_.cache().clock();
+  }
   /// This policy's events (fallback_activated); copies share it.
   event_hub& events() const noexcept { return hub_->hub; }
 
