@@ -55,6 +55,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "retry_after.hpp"
 
 namespace resilience {
 inline namespace v1 {
