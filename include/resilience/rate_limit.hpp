@@ -33,7 +33,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cmath>
-#include <ctime>
 #include <limits>
 #include <functional>
 #include <list>
