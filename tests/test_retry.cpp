@@ -13,7 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "support/durations.hpp"
+#include "support/messages.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -92,22 +96,6 @@ struct reject_first {
   }
 };
 
-std::vector<duration> secs(std::initializer_list<long> list) {
-  std::vector<duration> out;
-  for (long s : list) out.push_back(std::chrono::seconds{s});
-  return out;
-}
-
-template <class F>
-std::string invalid_argument_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 }  // namespace
 
 TEST_CASE("defaults: 3 retries after 1, 2, 4 s, then the last failure", "[retry]") {
@@ -123,7 +111,7 @@ TEST_CASE("defaults: 3 retries after 1, 2, 4 s, then the last failure", "[retry]
     CHECK(e.attempt == 4);
   }
   CHECK(*op.calls == 4);
-  CHECK(*log.delays == secs({1, 2, 4}));
+  CHECK(*log.delays == seconds_list({1, 2, 4}));
   CHECK(*log.attempts == std::vector<int>{1, 2, 3});
   CHECK(clk.now() - start == 7s);
 }
@@ -147,10 +135,10 @@ TEST_CASE("each strategy waits its exact sequence through the retry policy", "[r
     backoff_strategy strategy;
     std::vector<duration> delays;
   };
-  for (const auto& [strategy, expected] : {row{backoff_strategy::exponential, secs({1, 2, 4, 8, 16})},
-                                           row{backoff_strategy::linear, secs({1, 2, 3, 4, 5})},
-                                           row{backoff_strategy::constant, secs({1, 1, 1, 1, 1})},
-                                           row{backoff_strategy::fibonacci, secs({1, 1, 2, 3, 5})}}) {
+  for (const auto& [strategy, expected] : {row{backoff_strategy::exponential, seconds_list({1, 2, 4, 8, 16})},
+                                           row{backoff_strategy::linear, seconds_list({1, 2, 3, 4, 5})},
+                                           row{backoff_strategy::constant, seconds_list({1, 1, 1, 1, 1})},
+                                           row{backoff_strategy::fibonacci, seconds_list({1, 1, 2, 3, 5})}}) {
     manual_clock clk{manual_clock::auto_advance};
     delay_log log;
     auto fetch = resilient{flaky{100}, retry{{.max_retries = 5, .strategy = strategy, .on_retry = log}}}.with_clock(clk);
@@ -360,7 +348,7 @@ TEST_CASE("inner rejections retry by code; an open circuit is waited out", "[ret
     auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, open}}.with_clock(clk);
     const auto start = clk.now();
     CHECK(fetch() == 42);
-    CHECK(*log.delays == secs({30, 30}));
+    CHECK(*log.delays == seconds_list({30, 30}));
     CHECK(clk.now() - start == 60s);
   }
   SECTION("codes outside retry_rejections are returned at once") {
@@ -383,7 +371,7 @@ TEST_CASE("inner rejections retry by code; an open circuit is waited out", "[ret
   SECTION("a rejection without retry_after uses the backoff") {
     auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, rejection{.code = errc::bulkhead_full}}}.with_clock(clk);
     CHECK(fetch() == 42);
-    CHECK(*log.delays == secs({1, 2}));
+    CHECK(*log.delays == seconds_list({1, 2}));
   }
 }
 
@@ -417,7 +405,7 @@ TEST_CASE("retry never sleeps past the deadline and gives up early", "[retry]") 
     // [retry-deadline]
     REQUIRE(out.has_exception());
     CHECK(*op.calls == 3);
-    CHECK(*log.delays == secs({1, 2}));
+    CHECK(*log.delays == seconds_list({1, 2}));
     CHECK(clk.now() - start == 3s);  // gave up at once instead of sleeping to the deadline
     try {
       std::rethrow_exception(out.exception());
