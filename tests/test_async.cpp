@@ -16,9 +16,12 @@
 #include <thread>
 #include <vector>
 
-#include "spin.hpp"
+#include "support/clocks.hpp"
+#include "support/executors.hpp"
+#include "support/spin.hpp"
 
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -246,30 +249,6 @@ TEST_CASE("async on the default pool with the real clock", "[async]") {
   for (int i = 0; i < 50; ++i) fs.push_back(r.async(i));
   for (int i = 0; i < 50; ++i) CHECK(fs[static_cast<std::size_t>(i)].get() == i + 1);
 }
-
-namespace {
-
-// Posts to a manual_executor, but refuses the n-th task.
-struct refusing_nth {
-  manual_executor* ex;
-  int refuse;
-  std::shared_ptr<int> posts = std::make_shared<int>(0);
-  void post(task t) {
-    if (++*posts == refuse) throw std::runtime_error{"pool closed"};
-    ex->post(std::move(t));
-  }
-};
-
-// Virtual time whose timers cannot be set.
-struct no_timers_clock final : clock_source {
-  manual_clock time;
-  time_point now() const noexcept override { return time.now(); }
-  bool sleep_until(time_point t, std::stop_token stop) const override { return time.sleep_until(t, std::move(stop)); }
-  timer_id call_at(time_point, std::function<void()>) const override { throw std::runtime_error{"no timers"}; }
-  bool cancel(timer_id) const noexcept override { return false; }
-};
-
-}  // namespace
 
 TEST_CASE("async retry: what the executor or the clock throws completes the future with it, once", "[async][hooks]") {
   const auto flaky = [attempts = std::make_shared<int>(0)] {

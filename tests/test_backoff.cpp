@@ -12,7 +12,11 @@
 #include <thread>
 #include <vector>
 
+#include "support/durations.hpp"
+#include "support/messages.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -24,12 +28,6 @@ std::vector<duration> first_delays(const backoff& b, int count) {
     previous = b.delay(n, previous);
     out.push_back(previous);
   }
-  return out;
-}
-
-std::vector<duration> seconds_list(std::initializer_list<long> secs) {
-  std::vector<duration> out;
-  for (long s : secs) out.push_back(std::chrono::seconds{s});
   return out;
 }
 
@@ -247,14 +245,7 @@ TEST_CASE("the per-thread default generators differ between threads", "[backoff]
 }
 
 TEST_CASE("bad backoff options throw std::invalid_argument naming the field", "[backoff]") {
-  auto message = [](backoff_options o) -> std::string {
-    try {
-      backoff b{std::move(o)};
-    } catch (const std::invalid_argument& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  auto message = [](backoff_options o) { return invalid_argument_of([&] { backoff b{std::move(o)}; }); };
   CHECK(message({.base_delay = -1ns}) == "backoff: base_delay must be >= 0");
   CHECK(message({.max_delay = -1s}) == "backoff: max_delay must be >= 0");
   CHECK(message({.base_delay = 2s, .max_delay = 1s}) == "backoff: max_delay must be >= base_delay");

@@ -16,7 +16,7 @@
 using namespace resilience;
 using namespace std::chrono_literals;
 
-#include "sanitizers.hpp"
+#include "support/sanitizers.hpp"
 #ifdef RESILIENCE_TEST_TSAN
 constexpr int stress_calls = 5'000;
 #else

@@ -20,8 +20,11 @@
 using namespace resilience;
 using namespace std::chrono_literals;
 
-#include "sanitizers.hpp"
-#include "spin.hpp"
+#include "support/clocks.hpp"
+#include "support/sanitizers.hpp"
+#include "support/spin.hpp"
+
+using namespace support;
 #ifdef RESILIENCE_TEST_TSAN
 constexpr int stress_calls = 10'000;  // TSan is ~20x slower; the interleavings are what matter
 #else
@@ -59,19 +62,6 @@ struct transition_log {
   }
   mutable std::mutex mutex;
   std::vector<std::pair<circuit_state, circuit_state>> seen;
-};
-
-// A clock that counts how often it is read.
-struct counting_clock final : clock_source {
-  mutable std::atomic<int> reads{0};
-  manual_clock inner;
-  time_point now() const noexcept override {
-    reads.fetch_add(1, std::memory_order_relaxed);
-    return inner.now();
-  }
-  bool sleep_until(time_point t, std::stop_token s) const override { return inner.sleep_until(t, std::move(s)); }
-  timer_id call_at(time_point t, std::function<void()> fn) const override { return inner.call_at(t, std::move(fn)); }
-  bool cancel(timer_id id) const noexcept override { return inner.cancel(id); }
 };
 
 // A policy standing for an inner one that refuses every call.
@@ -776,7 +766,7 @@ TEST_CASE("consecutive mode reads no clock in the closed state; an observer make
   std::vector<std::pair<duration, call_status>> seen;
   cb.on_call_recorded([&](duration d, call_status s) { seen.emplace_back(d, s); });
   auto takes_3s = [&] {
-    clk->inner.advance(3s);
+    clk->time.advance(3s);
     return 1;
   };
   CHECK(cb.call(takes_3s) == 1);

@@ -15,7 +15,10 @@
 #include <utility>
 #include <vector>
 
+#include "support/messages.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -267,14 +270,7 @@ TEST_CASE("re-registering changes the tier; unregistering forgets the service", 
 }
 
 TEST_CASE("bad configuration throws invalid_argument naming the field", "[degradation]") {
-  auto message_of = [](auto&& make) -> std::string {
-    try {
-      make();
-    } catch (const std::invalid_argument& e) {
-      return e.what();
-    }
-    return "no exception";
-  };
+  const auto message_of = [](auto&& make) { return invalid_argument_of(make); };
   CHECK_THAT(message_of([] { degradation_manager{{.recover_after_reports = 0}}; }),
              Catch::Contains("recover_after_reports"));
   CHECK_THAT(message_of([] { degradation_manager{{.recover_after_time = -1s}}; }), Catch::Contains("recover_after_time"));

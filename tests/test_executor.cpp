@@ -11,10 +11,12 @@
 #include <thread>
 #include <vector>
 
-#include "sanitizers.hpp"
-#include "spin.hpp"
+#include "support/executors.hpp"
+#include "support/sanitizers.hpp"
+#include "support/spin.hpp"
 
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 TEST_CASE("manual_executor runs queued work only when told, first in first out", "[executor]") {
@@ -112,16 +114,6 @@ TEST_CASE("post_at posts to the executor when the clock reaches the time", "[exe
   ex.run_all();
   CHECK(ran == 1);
 }
-
-namespace {
-struct counting_executor {
-  std::shared_ptr<int> posted = std::make_shared<int>(0);
-  void post(task t) {
-    ++*posted;
-    t();
-  }
-};
-}  // namespace
 
 TEST_CASE("a user executor plugs in through executor_ref::adapt", "[executor]") {
   static_assert(executor<counting_executor>);

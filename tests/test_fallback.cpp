@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "support/messages.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -231,15 +234,6 @@ TEST_CASE("fallback outside retry and timeout replaces what they finally return"
 }
 
 namespace {
-
-std::string failure_text(const auto& o) {
-  try {
-    o.throw_if_failed();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no failure";
-}
 
 // A value whose conversion to double throws, as a default_value's may.
 struct bad_default {

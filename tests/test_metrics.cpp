@@ -17,7 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "support/utf8.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -495,35 +498,6 @@ TEST_CASE("a collector that renders its own registry gets std::logic_error, not 
   CHECK_THROWS_AS(r.render(), std::logic_error);
   CHECK_THROWS_AS(r.render(), std::logic_error);  // and the next: nothing stayed marked
 }
-
-namespace {
-
-// Independent of the library's decoder: a strict UTF-8 check (RFC 3629).
-bool strict_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if (b < 0x80) n = 1, cp = b;
-    else if ((b & 0xE0) == 0xC0) n = 2, cp = b & 0x1Fu;
-    else if ((b & 0xF0) == 0xE0) n = 3, cp = b & 0x0Fu;
-    else if ((b & 0xF8) == 0xF0) n = 4, cp = b & 0x07u;
-    else return false;
-    if (i + n > s.size()) return false;
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      if ((c & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3Fu);
-    }
-    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
-
-}  // namespace
 
 TEST_CASE("label values with invalid UTF-8 are written as U+FFFD, one series per value as read", "[metrics]") {
   hub_owner policy;

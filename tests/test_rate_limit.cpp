@@ -22,8 +22,11 @@ using namespace std::chrono_literals;
 // Live heap blocks and allocations of the whole test program, to show memory
 // stays flat and reconfiguration allocates nothing. Sanitizer runtimes own
 // operator new themselves: there, only the behaviour is checked.
-#include "sanitizers.hpp"
-#include "spin.hpp"
+#include "support/messages.hpp"
+#include "support/sanitizers.hpp"
+#include "support/spin.hpp"
+
+using namespace support;
 
 namespace {
 std::atomic<std::int64_t> live_blocks{0};
@@ -277,14 +280,7 @@ TEST_CASE("sliding window: no window of its length ever admits more than the lim
 }
 
 TEST_CASE("invalid configuration is rejected with the field's name", "[rate_limit]") {
-  auto message_of = [](auto&& make) -> std::string {
-    try {
-      make();
-    } catch (const std::invalid_argument& e) {
-      return e.what();
-    }
-    return "no exception";
-  };
+  const auto message_of = [](auto&& make) { return invalid_argument_of(make); };
   using Catch::Matchers::Contains;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();

@@ -14,7 +14,12 @@
 #include <system_error>
 #include <vector>
 
+#include "support/clocks.hpp"
+#include "support/executors.hpp"
+#include "support/messages.hpp"
+
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -231,35 +236,12 @@ TEST_CASE("deadline helpers on the context", "[resilient][context]") {
 
 namespace {
 
-std::string failure_text(const auto& o) {
-  try {
-    o.throw_if_failed();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no failure";
-}
-
 // A policy whose own code throws (a user hook it runs, say).
 struct throwing_policy {
   template <class Next>
   auto execute(call_context&, Next&&) const -> decltype(std::declval<Next&>()(std::declval<call_context&>())) {
     throw std::out_of_range{"hook"};
   }
-};
-
-// An executor that refuses every task.
-struct refusing_executor {
-  void post(task) { throw std::runtime_error{"executor full"}; }
-};
-
-// Virtual time whose sleeps throw, as a user's clock_source may.
-struct throwing_sleep_clock final : clock_source {
-  manual_clock time;
-  time_point now() const noexcept override { return time.now(); }
-  bool sleep_until(time_point, std::stop_token) const override { throw std::system_error{std::make_error_code(std::errc::interrupted)}; }
-  timer_id call_at(time_point t, std::function<void()> fn) const override { return time.call_at(t, std::move(fn)); }
-  bool cancel(timer_id id) const noexcept override { return time.cancel(id); }
 };
 
 }  // namespace

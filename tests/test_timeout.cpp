@@ -18,8 +18,8 @@
 #include <thread>
 #include <vector>
 
-#include "sanitizers.hpp"
-#include "spin.hpp"
+#include "support/sanitizers.hpp"
+#include "support/spin.hpp"
 
 using namespace resilience;
 using namespace std::chrono_literals;

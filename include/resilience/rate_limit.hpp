@@ -33,7 +33,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cmath>
-#include <ctime>
 #include <limits>
 #include <functional>
 #include <list>
@@ -55,6 +54,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "retry_after.hpp"
 
 namespace resilience {
 inline namespace v1 {

@@ -23,4 +23,5 @@
 #include "rate_limit.hpp"
 #include "resilient.hpp"
 #include "retry.hpp"
+#include "retry_after.hpp"
 #include "timeout.hpp"

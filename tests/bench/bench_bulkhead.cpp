@@ -5,55 +5,15 @@
 
 #include <benchmark/benchmark.h>
 
-#include <atomic>
-#include <mutex>
-
-#include "alloc_counter.hpp"
+#include "baselines.hpp"
 
 using namespace resilience;
 
 namespace {
 
-[[gnu::noinline]] int render_report(int section) {
-  benchmark::DoNotOptimize(section);
-  return section + 1;
-}
-
-void bare_call(benchmark::State& state) {
-  int i = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(render_report(++i));
-  a.report(state);
-}
-BENCHMARK(bare_call);
-
-// The floor of any shared counter: one relaxed atomic increment after the call.
-std::atomic<long> increments{0};
-void call_and_atomic_increment(benchmark::State& state) {
-  int i = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(render_report(++i));
-    increments.fetch_add(1, std::memory_order_relaxed);
-  }
-  a.report(state);
-}
-BENCHMARK(call_and_atomic_increment);
-
-// The floor of any bulkhead that counts calls in flight in one shared word:
-// one fetch_add before the call and one fetch_sub after it.
-std::atomic<long> in_flight{0};
-void call_between_fetch_add_and_fetch_sub(benchmark::State& state) {
-  int i = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    in_flight.fetch_add(1, std::memory_order_acquire);
-    benchmark::DoNotOptimize(render_report(++i));
-    in_flight.fetch_sub(1, std::memory_order_release);
-  }
-  a.report(state);
-}
-BENCHMARK(call_between_fetch_add_and_fetch_sub);
+BENCHMARK(bench::bare_call);
+BENCHMARK(bench::call_and_atomic_increment);
+BENCHMARK(bench::call_between_fetch_add_and_fetch_sub);
 
 void permit_then_call(benchmark::State& state) {
   bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};
@@ -61,7 +21,7 @@ void permit_then_call(benchmark::State& state) {
   bench::alloc_scope a;
   for (auto _ : state) {
     auto permit = b.try_acquire();
-    benchmark::DoNotOptimize(render_report(++i));
+    benchmark::DoNotOptimize(bench::opaque_call(++i));
   }
   a.report(state);
 }
@@ -69,7 +29,7 @@ BENCHMARK(permit_then_call);
 
 void resilient_try_call(benchmark::State& state) {
   bulkhead b{{.name = "reports", .max_concurrent_calls = 4}};
-  resilient render{render_report, b};
+  resilient render{bench::opaque_call, b};
   int i = 0;
   bench::alloc_scope a;
   for (auto _ : state) {
@@ -82,7 +42,7 @@ BENCHMARK(resilient_try_call);
 
 void full_rejection_try_call(benchmark::State& state) {
   bulkhead b{{.name = "reports", .max_concurrent_calls = 1}};
-  resilient render{render_report, b};
+  resilient render{bench::opaque_call, b};
   auto held = b.try_acquire();
   int i = 0;
   bench::alloc_scope a;
@@ -105,32 +65,15 @@ void two_threads_bulkhead(benchmark::State& state) {
   bench::alloc_scope a;
   for (auto _ : state) {
     auto permit = b.try_acquire();
-    benchmark::DoNotOptimize(render_report(++i));
+    benchmark::DoNotOptimize(bench::opaque_call(++i));
   }
   a.report(state);
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(two_threads_bulkhead)->Threads(2)->UseRealTime();
 
-std::mutex slots_mutex;
-int slots_taken = 0;
-
-void two_threads_mutex_counter(benchmark::State& state) {
-  int i = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    {
-      std::lock_guard lock{slots_mutex};
-      ++slots_taken;
-    }
-    benchmark::DoNotOptimize(render_report(++i));
-    std::lock_guard lock{slots_mutex};
-    --slots_taken;
-  }
-  a.report(state);
-  state.SetItemsProcessed(state.iterations());
-}
-BENCHMARK(two_threads_mutex_counter)->Threads(2)->UseRealTime();
+// A bulkhead built on a mutex-guarded count, for the two-thread comparison.
+BENCHMARK(bench::call_inside_mutex_counter)->Threads(2)->UseRealTime();
 
 }  // namespace
 

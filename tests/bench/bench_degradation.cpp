@@ -6,61 +6,30 @@
 
 #include <benchmark/benchmark.h>
 
-#include <atomic>
-#include <mutex>
-#include <string>
+#include <chrono>
 
-#include "alloc_counter.hpp"
+#include "baselines.hpp"
 
 namespace {
 
 using namespace resilience;
 
-int factor(int x) {
-  benchmark::DoNotOptimize(x);
-  return x + 1;
-}
-
-void baseline_bare_call(benchmark::State& state) {
-  bench::alloc_scope a;
-  int x = 0;
-  for (auto _ : state) benchmark::DoNotOptimize(x = factor(x));
-  a.report(state);
-}
-BENCHMARK(baseline_bare_call);
+BENCHMARK(bench::bare_call);
 
 void baseline_resilient_no_policy(benchmark::State& state) {
-  resilient f{factor};
+  resilient f{bench::opaque_call};
   bench::alloc_scope a;
   int x = 0;
   for (auto _ : state) benchmark::DoNotOptimize(x = f.try_call(x).value_or(0));
   a.report(state);
 }
 BENCHMARK(baseline_resilient_no_policy);
-
-void baseline_atomic_load(benchmark::State& state) {
-  std::atomic<int> v{1};
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(v.load(std::memory_order_acquire));
-  a.report(state);
-}
-BENCHMARK(baseline_atomic_load);
-
-void baseline_mutex(benchmark::State& state) {
-  std::mutex m;
-  bench::alloc_scope a;
-  int x = 0;
-  for (auto _ : state) {
-    std::lock_guard lock{m};
-    benchmark::DoNotOptimize(++x);
-  }
-  a.report(state);
-}
-BENCHMARK(baseline_mutex);
+BENCHMARK(bench::atomic_load);
+BENCHMARK(bench::mutex_lock_unlock);
 
 void guard_admitted(benchmark::State& state) {
   degradation_manager m;
-  resilient f{factor, degradation_guard{m, tier::core}};
+  resilient f{bench::opaque_call, degradation_guard{m, tier::core}};
   bench::alloc_scope a;
   int x = 0;
   for (auto _ : state) benchmark::DoNotOptimize(x = f.try_call(x).value_or(0));
@@ -71,7 +40,7 @@ BENCHMARK(guard_admitted);
 void guard_rejected(benchmark::State& state) {
   degradation_manager m{{.recover_after_reports = 1}};
   m.update_health("database", false);
-  resilient f{factor, degradation_guard{m, tier::core}};
+  resilient f{bench::opaque_call, degradation_guard{m, tier::core}};
   bench::alloc_scope a;
   int x = 0;
   for (auto _ : state) {
@@ -85,7 +54,7 @@ BENCHMARK(guard_rejected);
 void guard_fallback_value(benchmark::State& state) {
   degradation_manager m{{.recover_after_reports = 1}};
   m.update_health("database", false);
-  resilient f{factor, degradation_guard{m, tier::core, -1}};
+  resilient f{bench::opaque_call, degradation_guard{m, tier::core, -1}};
   bench::alloc_scope a;
   int x = 0;
   for (auto _ : state) benchmark::DoNotOptimize(x = f.try_call(x).value_or(0));
@@ -95,7 +64,7 @@ BENCHMARK(guard_fallback_value);
 
 void guard_admitted_threads(benchmark::State& state) {
   static degradation_manager m;
-  static const resilient f{factor, degradation_guard{m, tier::core}};
+  static const resilient f{bench::opaque_call, degradation_guard{m, tier::core}};
   bench::alloc_scope a;
   int x = 0;
   for (auto _ : state) benchmark::DoNotOptimize(x = f.try_call(x).value_or(0));

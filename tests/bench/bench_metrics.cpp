@@ -15,28 +15,14 @@
 #include <string>
 #include <vector>
 
-#include "alloc_counter.hpp"
+#include "baselines.hpp"
 
 using namespace resilience;
 
 namespace {
 
-int work(int x) noexcept { return x + 1; }
-
-void bare_call(benchmark::State& state) {
-  int x = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(x = work(x));
-  }
-  a.report(state);
-}
-BENCHMARK(bare_call);
-
-void steady_clock_now(benchmark::State& state) {
-  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
-}
-BENCHMARK(steady_clock_now);
+BENCHMARK(bench::bare_call);
+BENCHMARK(bench::steady_clock_now);
 
 // A closed breaker's call; `durations` (when set) is how a registry watches it.
 void breaker_call(benchmark::State& state, const circuit_breaker_options& options, std::optional<call_durations> durations) {
@@ -46,7 +32,7 @@ void breaker_call(benchmark::State& state, const circuit_breaker_options& option
   int x = 0;
   bench::alloc_scope a;
   for (auto _ : state) {
-    auto r = cb.try_call(work, x);
+    auto r = cb.try_call(bench::opaque_call, x);
     benchmark::DoNotOptimize(x = r.value());
   }
   a.report(state);

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "alloc_counter.hpp"
+#include "baselines.hpp"
 
 using namespace resilience;
 
@@ -43,23 +43,8 @@ constexpr rate_limit_config fast(rate_limit_algorithm a) {
   return {.requests_per_second = 1e9, .burst_size = a == rate_limit_algorithm::sliding_window ? (1 << 20) : 1'000'000'000, .algorithm = a};
 }
 
-void BM_baseline_steady_now(benchmark::State& state) {
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
-  a.report(state);
-}
-BENCHMARK(BM_baseline_steady_now);
-
-void BM_baseline_cas(benchmark::State& state) {
-  std::atomic<std::int64_t> word{0};
-  bench::alloc_scope a;
-  for (auto _ : state) {
-    auto cur = word.load(std::memory_order_acquire);
-    benchmark::DoNotOptimize(word.compare_exchange_strong(cur, cur + 1, std::memory_order_acq_rel));
-  }
-  a.report(state);
-}
-BENCHMARK(BM_baseline_cas);
+BENCHMARK(bench::steady_clock_now);
+BENCHMARK(bench::uncontended_cas);
 
 // The token bucket's target is at most 1.3x this one.
 void BM_baseline_now_plus_cas(benchmark::State& state) {

@@ -8,35 +8,21 @@
 #include <resilience/timeout.hpp>
 
 #include <chrono>
-#include <future>
 #include <stop_token>
 #include <string>
 
-#include "alloc_counter.hpp"
+#include "baselines.hpp"
 
 using namespace resilience;
 using namespace std::chrono_literals;
 
 namespace {
 
-[[gnu::noinline]] int lookup(int x) { return x * 3 + 1; }
 [[gnu::noinline]] int lookup_stoppable(std::stop_token, int x) { return x * 3 + 1; }
 [[gnu::noinline]] double factor(const std::string& activity) { return static_cast<double>(activity.size()) * 0.1; }
 
-void BM_bare_call(benchmark::State& state) {
-  int x = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(lookup(++x));
-  a.report(state);
-}
-BENCHMARK(BM_bare_call);
-
-void BM_steady_now(benchmark::State& state) {
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(std::chrono::steady_clock::now());
-  a.report(state);
-}
-BENCHMARK(BM_steady_now);
+BENCHMARK(bench::bare_call);
+BENCHMARK(bench::steady_clock_now);
 
 // What a stop-aware callable costs before any timeout: a token of a live
 // source is copied into the call (two reference-count updates).
@@ -89,7 +75,7 @@ void BM_timeout_cooperative(benchmark::State& state) {
 BENCHMARK(BM_timeout_cooperative);
 
 void BM_timeout_cooperative_no_stop_token(benchmark::State& state) {
-  resilient r{lookup, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
+  resilient r{bench::opaque_call, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
   int x = 0;
   bench::alloc_scope a;
   for (auto _ : state) benchmark::DoNotOptimize(r(++x));
@@ -99,7 +85,7 @@ BENCHMARK(BM_timeout_cooperative_no_stop_token);
 
 void BM_timeout_detached(benchmark::State& state) {
   thread_pool pool{1};
-  resilient r{lookup, timeout{{.limit = 5s, .mode = timeout_mode::detached}}};
+  resilient r{bench::opaque_call, timeout{{.limit = 5s, .mode = timeout_mode::detached}}};
   r.with_executor(pool);
   int x = 0;
   bench::alloc_scope a;
@@ -109,17 +95,11 @@ void BM_timeout_detached(benchmark::State& state) {
 BENCHMARK(BM_timeout_detached)->UseRealTime();
 BENCHMARK(BM_timeout_detached)->UseRealTime()->MeasureProcessCPUTime();
 
-void BM_std_async(benchmark::State& state) {
-  int x = 0;
-  bench::alloc_scope a;
-  for (auto _ : state) benchmark::DoNotOptimize(std::async(std::launch::async, lookup, ++x).get());
-  a.report(state);
-}
-BENCHMARK(BM_std_async)->UseRealTime();
-BENCHMARK(BM_std_async)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK(bench::std_async_round_trip)->UseRealTime();
+BENCHMARK(bench::std_async_round_trip)->UseRealTime()->MeasureProcessCPUTime();
 
 void BM_fallback_happy_path(benchmark::State& state) {
-  resilient r{lookup, fallback{default_value{0}}};
+  resilient r{bench::opaque_call, fallback{default_value{0}}};
   int x = 0;
   bench::alloc_scope a;
   for (auto _ : state) benchmark::DoNotOptimize(r(++x));
@@ -147,7 +127,7 @@ BENCHMARK(BM_cached_fallback_happy_path);
 
 void BM_async_round_trip(benchmark::State& state) {
   thread_pool pool{1};
-  resilient r{lookup};
+  resilient r{bench::opaque_call};
   r.with_executor(pool);
   int x = 0;
   bench::alloc_scope a;
@@ -159,7 +139,7 @@ BENCHMARK(BM_async_round_trip)->UseRealTime()->MeasureProcessCPUTime();
 
 void BM_async_round_trip_with_timeout_and_fallback(benchmark::State& state) {
   thread_pool pool{1};
-  resilient r{lookup, fallback{default_value{0}}, timeout{5s}};
+  resilient r{bench::opaque_call, fallback{default_value{0}}, timeout{5s}};
   r.with_executor(pool);
   int x = 0;
   bench::alloc_scope a;

@@ -16,44 +16,13 @@
 #include <string_view>
 #include <vector>
 
+#include "../support/fuzz.hpp"
+#include "../support/utf8.hpp"
+
 namespace {
 
 using namespace resilience;
-
-#define CHECK_OR_TRAP(cond) \
-  do {                      \
-    if (!(cond)) __builtin_trap(); \
-  } while (false)
-
-// Decodes one strict UTF-8 character at s[i]; returns its length, 0 when invalid.
-std::size_t utf8_char(std::string_view s, std::size_t i, std::uint32_t& cp) {
-  const auto b = static_cast<unsigned char>(s[i]);
-  std::size_t n = 0;
-  if (b < 0x80) { n = 1; cp = b; }
-  else if ((b & 0xE0) == 0xC0) { n = 2; cp = b & 0x1Fu; }
-  else if ((b & 0xF0) == 0xE0) { n = 3; cp = b & 0x0Fu; }
-  else if ((b & 0xF8) == 0xF0) { n = 4; cp = b & 0x07u; }
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    const auto c = static_cast<unsigned char>(s[i + k]);
-    if ((c & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (c & 0x3Fu);
-  }
-  static constexpr std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
-bool valid_utf8(std::string_view s) {
-  std::uint32_t cp = 0;
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = utf8_char(s, i, cp);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
+using namespace support;
 
 void put_utf8(std::string& out, std::uint32_t cp) {
   if (cp < 0x80) {
@@ -237,29 +206,11 @@ class json_checker {
   std::set<std::string> keys_;
 };
 
-struct reader {
-  const std::uint8_t* p;
-  std::size_t n;
-  bool empty() const { return n == 0; }
-  std::uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-  std::string str() {
-    const std::size_t len = std::min<std::size_t>(byte() % 48, n);
-    std::string s{reinterpret_cast<const char*>(p), len};
-    p += len;
-    n -= len;
-    return s;
-  }
-};
-
 // A field that was valid UTF-8 reads back exactly.
 void check_field(const std::map<std::string, std::string>& fields, const char* key, const std::string& given) {
   const auto it = fields.find(key);
   CHECK_OR_TRAP(it != fields.end());
-  if (valid_utf8(given)) CHECK_OR_TRAP(it->second == given);
+  if (strict_utf8(given)) CHECK_OR_TRAP(it->second == given);
 }
 
 }  // namespace
@@ -293,7 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     CHECK_OR_TRAP(lines.size() == 1);
     const std::string& line = lines.front();
     CHECK_OR_TRAP(line.find('\n') == std::string::npos);
-    CHECK_OR_TRAP(valid_utf8(line));
+    CHECK_OR_TRAP(strict_utf8(line));
     const auto fields = json_checker{line}.top_object();
     check_field(fields, "timestamp", fields.count("timestamp") ? fields.at("timestamp") : std::string{});
     check_field(fields, "level", fields.count("level") ? fields.at("level") : std::string{});

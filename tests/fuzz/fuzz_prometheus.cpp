@@ -24,39 +24,13 @@
 #include <utility>
 #include <vector>
 
+#include "../support/fuzz.hpp"
+#include "../support/utf8.hpp"
+
 namespace {
 
 using namespace resilience;
-
-#define CHECK_OR_TRAP(cond) \
-  do {                      \
-    if (!(cond)) __builtin_trap(); \
-  } while (false)
-
-// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if (b < 0x80) { n = 1; cp = b; }
-    else if ((b & 0xE0) == 0xC0) { n = 2; cp = b & 0x1Fu; }
-    else if ((b & 0xF0) == 0xE0) { n = 3; cp = b & 0x0Fu; }
-    else if ((b & 0xF8) == 0xF0) { n = 4; cp = b & 0x07u; }
-    else return false;
-    if (i + n > s.size()) return false;
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      if ((c & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3Fu);
-    }
-    static constexpr std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
+using namespace support;
 
 bool name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':'; }
 bool name_char(char c) { return name_start(c) || (c >= '0' && c <= '9'); }
@@ -107,7 +81,7 @@ struct family_info {
 
 // Checks the whole exposition; traps on the first violation.
 void check_exposition(std::string_view text) {
-  CHECK_OR_TRAP(valid_utf8(text));
+  CHECK_OR_TRAP(strict_utf8(text));
   CHECK_OR_TRAP(text.empty() || text.back() == '\n');
   std::map<std::string, family_info> families;
   std::set<std::string> series_seen;
@@ -200,25 +174,6 @@ void check_exposition(std::string_view text) {
   }
 }
 
-// Reads the fuzz input as a sequence of (op, string, string) records.
-struct reader {
-  const std::uint8_t* p;
-  std::size_t n;
-  bool empty() const { return n == 0; }
-  std::uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-  std::string str() {
-    const std::size_t len = std::min<std::size_t>(byte() % 24, n);
-    std::string s{reinterpret_cast<const char*>(p), len};
-    p += len;
-    n -= len;
-    return s;
-  }
-};
-
 struct hub_owner {
   std::shared_ptr<event_hub> hub = std::make_shared<event_hub>();
   event_hub& events() const noexcept { return *hub; }
@@ -227,7 +182,7 @@ struct hub_owner {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  reader in{data, size};
+  reader in{data, size, 24};  // (op, string, string) records
   hub_owner policy;
   manual_clock clk;
   rate_limiter limits{clk};

@@ -1,4 +1,4 @@
-// Fuzzes parse_retry_after (retry.hpp) against a reference written here
+// Fuzzes parse_retry_after (retry_after.hpp) against a reference written here
 // from RFC 9110 §5.6.7 and §10.2.3 alone, sharing no code with the library:
 // its own tokenizer, its own calendar (days from civil date), its own
 // weekday and two-digit-year rules, and arithmetic in 128-bit integers.
@@ -14,7 +14,7 @@
 //  - mode & 2: the text is ignored and a valid date x seconds after `now`
 //    is written in one of the three forms (mode >> 2), so the accepting
 //    paths are reached at every step, not only from the corpus.
-#include <resilience/retry.hpp>
+#include <resilience/retry_after.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -221,7 +221,7 @@ void check(std::string_view text, i64 now_ns) {
   const auto got = resilience::parse_retry_after(text, now);
   const auto want = reference(text, now_ns);
   if (got.has_value() != want.has_value()) mismatch(text, now_ns, got, want);
-  if (got && (got->count() != *want || *got < resilience::duration::zero() || *got > resilience::max_retry_after))
+  if (got && (got->count() != *want || *got < std::chrono::nanoseconds::zero() || *got > resilience::max_retry_after))
     mismatch(text, now_ns, got, want);
 }
 
