@@ -449,6 +449,39 @@ TEST_CASE("cooperative on the real clock: timeouts fire while a clock callback b
   CHECK(long_call() == 1);
 }
 
+TEST_CASE("real clock: one timer service plans for call_at timers and cooperative timeouts together", "[timeout]") {
+  // The service sleeps until the earliest deadline of either kind: a later
+  // call_at timer must not hide an earlier cooperative timeout (the test
+  // above checks the other way round).
+  clock_ref real;
+  const auto far = real.call_at(real.now() + 1h, [] {});
+  resilient hangs{wait_for_stop, timeout{1ms}};
+  auto result = hangs.try_call();
+  REQUIRE(result.has_rejection());
+  CHECK(result.rejection().code == errc::timeout);
+  CHECK(real.cancel(far));
+}
+
+TEST_CASE("real clock: a due call_at timer queued behind a blocking callback can still be cancelled", "[timeout]") {
+  clock_ref real;
+  std::latch release{1};
+  std::atomic<bool> blocking{false};
+  real.call_at(real.now(), [&] {
+    blocking = true;
+    release.wait();
+  });
+  spin_until([&] { return blocking.load(); });
+  std::atomic<bool> ran{false};
+  const auto id = real.call_at(real.now(), [&] { ran = true; });
+  // Due, perhaps already handed to the callback thread, but not started.
+  CHECK(real.cancel(id));
+  std::stop_source after;
+  real.call_at(real.now(), [&] { after.request_stop(); });
+  release.count_down();
+  CHECK_FALSE(real.sleep_until(real.now() + 1h, after.get_token()));
+  CHECK_FALSE(ran);
+}
+
 TEST_CASE("detached on the real clock: a quick call returns its value, a hung one times out and finishes later", "[timeout]") {
   thread_pool pool{1};
   std::latch release{1};

@@ -29,6 +29,8 @@
 #include <thread>
 #include <utility>
 
+#include "detail/timer_service.hpp"
+
 namespace resilience {
 inline namespace v1 {
 
@@ -131,97 +133,8 @@ class clock_source {
   virtual bool auto_advancing() const noexcept { return false; }
 };
 
-namespace detail {
-// Runs a timer callback. Timer callbacks must not throw, on every clock: an
-// exception escaping one calls std::terminate, as one escaping a
-// std::thread's function does. Nobody could catch it on the steady clock's
-// timer thread, and on manual_clock it would leave later timers unfired.
-// The library's own callbacks catch and route failures into their call.
-inline void run_timer_callback(std::function<void()>& fn) noexcept { fn(); }
-}  // namespace detail
-
-namespace detail {
-
-// One thread per process serving steady-clock timers, started on first use
-// and joined at exit; timers still pending at exit are dropped.
-class steady_timer_thread {
- public:
-  static steady_timer_thread& instance() {
-    static steady_timer_thread t;
-    return t;
-  }
-
-  timer_id call_at(time_point deadline, std::function<void()> fn) {
-    std::lock_guard lock{mutex_};
-    const timer_id id = ++last_id_;
-    timers_.emplace(key{deadline, id}, std::move(fn));
-    if (!thread_.joinable()) thread_ = std::jthread{[this](std::stop_token st) { run(st); }};
-    // The thread wakes by itself at wake_at_ and then looks at the earliest
-    // timer; only an earlier deadline needs a wake-up (a syscall).
-    if (deadline < wake_at_) cv_.notify_one();
-    return id;
-  }
-
-  bool cancel(timer_id id) noexcept {
-    std::lock_guard lock{mutex_};
-    for (auto it = timers_.begin(); it != timers_.end(); ++it) {
-      if (it->first.second == id) {
-        timers_.erase(it);
-        return true;
-      }
-    }
-    return false;
-  }
-
-  ~steady_timer_thread() {
-    if (thread_.joinable()) {
-      thread_.request_stop();
-      cv_.notify_all();
-      thread_.join();
-    }
-  }
-
- private:
-  using key = std::pair<time_point, timer_id>;
-
-  void run(std::stop_token st) {
-    std::unique_lock lock{mutex_};
-    while (!st.stop_requested()) {
-      if (timers_.empty()) {
-        wake_at_ = time_point::max();
-        cv_.wait(lock, st, [&] { return !timers_.empty(); });
-        wake_at_ = time_point::min();
-        continue;
-      }
-      const auto deadline = timers_.begin()->first.first;
-      if (std::chrono::steady_clock::now() < deadline) {
-        wake_at_ = deadline;
-        cv_.wait_until(lock, st, deadline, [&] {
-          return timers_.empty() || timers_.begin()->first.first < deadline;
-        });
-        wake_at_ = time_point::min();
-        continue;
-      }
-      auto fn = std::move(timers_.begin()->second);
-      timers_.erase(timers_.begin());
-      lock.unlock();
-      run_timer_callback(fn);
-      lock.lock();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable_any cv_;
-  std::map<key, std::function<void()>> timers_;
-  timer_id last_id_ = 0;
-  time_point wake_at_ = time_point::min();  // when the thread wakes by itself; min while it is awake
-  std::jthread thread_;
-};
-
-}  // namespace detail
-
-/// The real clock: std::chrono::steady_clock, with timers on one shared
-/// background thread.
+/// The real clock: std::chrono::steady_clock, with timers served by the
+/// process's one timer service (detail/timer_service.hpp).
 struct steady_clock {
   using duration = resilience::duration;
   using time_point = resilience::time_point;
@@ -236,13 +149,15 @@ struct steady_clock {
     return !cv.wait_until(lock, stop, deadline, [] { return false; }) && !stop.stop_requested();
   }
 
-  /// Runs fn on the shared timer thread at deadline; fn must not throw
-  /// (an exception escaping it calls std::terminate, as in a std::thread).
+  /// Runs fn at deadline on the timer service's callback thread, never on
+  /// the thread that fires cooperative timeouts (a blocking fn delays later
+  /// callbacks, not timeouts); fn must not throw (an exception escaping it
+  /// calls std::terminate, as in a std::thread).
   timer_id call_at(time_point deadline, std::function<void()> fn) const {
-    return detail::steady_timer_thread::instance().call_at(deadline, std::move(fn));
+    return detail::timer_service::instance().call_at(deadline, std::move(fn));
   }
 
-  bool cancel(timer_id id) const noexcept { return detail::steady_timer_thread::instance().cancel(id); }
+  bool cancel(timer_id id) const noexcept { return detail::timer_service::instance().cancel(id); }
 };
 
 namespace detail {
