@@ -168,7 +168,7 @@ class pipeline {
   /// different clocks. The default operation name is the first one a policy
   /// knows (default_operation(), e.g. a timeout built from an operation_type).
   explicit pipeline(Policies... policies) : policies_{std::move(policies)...} {
-    std::apply([this](const Policies&... ps) { (adopt_clock(ps), ...); (adopt_operation(ps), ...); }, policies_);
+    std::apply([&](const Policies&... ps) { (adopt_clock(ps), ...); (adopt_operation(ps), ...); }, policies_);
     check_clock(clock_, "resilient");
   }
 
