@@ -16,6 +16,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace resilience;
@@ -168,11 +169,11 @@ TEST_CASE("advance_to_next steps through deadlines", "[clock]") {
   CHECK_FALSE(clk.advance_to_next());
 }
 
-TEST_CASE("steady_clock models the clock concepts and its timers fire", "[clock]") {
-  STATIC_REQUIRE(timer_clock<steady_clock>);
-  STATIC_REQUIRE(timer_clock<manual_clock>);
-  STATIC_REQUIRE(timer_clock<clock_ref>);
-  STATIC_REQUIRE_FALSE(resilience::clock<int>);  // qualified: ::clock() from <ctime> is visible too
+TEST_CASE("steady_clock is a clock_ref and its timers fire", "[clock]") {
+  // Clocks reach the library only as a clock_ref (a user's clock through clock_source).
+  STATIC_REQUIRE(std::is_convertible_v<steady_clock, clock_ref>);
+  STATIC_REQUIRE(std::is_convertible_v<const manual_clock&, clock_ref>);
+  STATIC_REQUIRE_FALSE(std::is_convertible_v<int, clock_ref>);
 
   clock_ref real;
   std::stop_source stop;

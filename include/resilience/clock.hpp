@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -90,27 +89,6 @@ duration checked_duration(std::chrono::duration<Rep, Period> d, std::string_view
 
 /// Identifies a timer scheduled with call_at; 0 is never a valid id.
 using timer_id = std::uint64_t;
-
-/// A clock the library can use: now() gives a time point you can do
-/// arithmetic with, and sleep_until(t, stop) blocks until t (true) or until
-/// stop is requested (false).
-template <class C>
-concept clock = requires(const C& c, typename C::time_point t, std::stop_token stop) {
-  typename C::duration;
-  typename C::time_point;
-  { c.now() } -> std::same_as<typename C::time_point>;
-  { c.now() - t } -> std::convertible_to<typename C::duration>;
-  { t + typename C::duration{1} } -> std::same_as<typename C::time_point>;
-  { c.sleep_until(t, stop) } -> std::same_as<bool>;
-};
-
-/// A clock that can also run a callback at a time point (retry delays and
-/// timeouts of async calls use it).
-template <class C>
-concept timer_clock = clock<C> && requires(const C& c, typename C::time_point t, timer_id id) {
-  { c.call_at(t, std::function<void()>{}) } -> std::same_as<timer_id>;
-  { c.cancel(id) } -> std::same_as<bool>;
-};
 
 /// The interface behind clock_ref, for users who bring their own clock.
 class clock_source {
@@ -397,10 +375,6 @@ class clock_ref {
  private:
   std::shared_ptr<const clock_source> source_;
 };
-
-static_assert(timer_clock<steady_clock>);
-static_assert(timer_clock<manual_clock>);
-static_assert(timer_clock<clock_ref>);
 
 }  // namespace v1
 }  // namespace resilience

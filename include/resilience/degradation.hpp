@@ -37,7 +37,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
-#include "resilient.hpp"
+#include "policy.hpp"
 
 namespace resilience {
 inline namespace v1 {

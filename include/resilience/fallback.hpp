@@ -33,7 +33,7 @@
 #include "events.hpp"
 #include "outcome.hpp"
 #include "predicates.hpp"
-#include "resilient.hpp"
+#include "policy.hpp"
 
 namespace resilience {
 inline namespace v1 {

@@ -21,6 +21,9 @@
 // Delays grow exponentially from base_delay (1 s in production, with full
 // jitter). The seed gives no burst; presets allow two seconds' worth
 // (burst = 2 x rate), as the ERP example's 5 req/s, burst 10 does.
+//
+// Not a policy but a composition header, like resilient.hpp: it builds
+// resilient<> objects, so it includes resilient.hpp and every policy it uses.
 #pragma once
 
 #include <array>

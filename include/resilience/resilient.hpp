@@ -9,23 +9,8 @@
 // call that each attempt times out on its own. What a policy, or a hook it
 // runs, throws becomes its outcome's failure: try_call never terminates.
 // Stateful policies run on the pipeline's one clock (see with_clock).
-// A policy is any type with
-//
-//   template <class Next> auto execute(call_context& ctx, Next&& next) const -> outcome<T>;
-//
-// where next(ctx) runs the rest of the pipeline and returns its outcome.
-//
-// Two optional extensions (see call_view and async_callback below):
-//   execute(ctx, next, call)              `call` describes the call: its
-//       arguments, whether the callable is stop-aware, and launch(), which
-//       runs an owning copy of the rest of the pipeline on an executor
-//       (detached timeouts, cached fallbacks use it);
-//   execute_async(ctx, next, call, done)  the policy's async form for
-//       r.async(): next(ctx, cb) starts the inner pipeline, cb and done are
-//       called exactly once, on any thread.
-// A policy with `typename P::state` and `next_delay(ctx, outcome, state&)`
-// (retry) is run by async() as a loop whose waits are timers, not sleeps.
-// Any other policy runs its sync execute on an executor thread.
+// What a policy is (the `policy` concept, call_view, async_callback) is in
+// policy.hpp; this header only composes policies, and no policy includes it.
 #pragma once
 
 #include <atomic>
@@ -46,6 +31,7 @@
 #include "context.hpp"
 #include "executor.hpp"
 #include "outcome.hpp"
+#include "policy.hpp"
 #include "predicates.hpp"
 
 namespace resilience {
@@ -55,11 +41,6 @@ template <class F, class... Policies>
 class resilient;
 
 namespace detail {
-
-template <class T>
-struct is_outcome : std::false_type {};
-template <class T>
-struct is_outcome<outcome<T>> : std::true_type {};
 
 // A callable may take the call's std::stop_token first, as std::jthread's do.
 template <class F, class... Args>
@@ -145,14 +126,6 @@ std::string policy_name() {
   return name;
 }
 
-}  // namespace detail
-
-/// The continuation of an async step: called exactly once with the outcome.
-template <class T>
-using async_callback = detail::unique_function<void(outcome<T>)>;
-
-namespace detail {
-
 // A sync call's description, referring to the caller's callable and arguments.
 template <class Fn, class Pipeline, class... Args>
 struct bound_call {
@@ -179,50 +152,7 @@ struct bound_call {
   std::tuple<Args&...> args;
 };
 
-// A call known only as an opaque `inner` (pipeline::run): no arguments, no launch.
-struct opaque_call {
-  static constexpr bool stop_aware = true;  // unknown: assume the inner call listens
-  static constexpr bool can_launch = false;
-  const std::tuple<>& arguments() const noexcept {
-    static constexpr std::tuple<> none{};
-    return none;
-  }
-};
-
 }  // namespace detail
-
-/// What a policy at pipeline level I may learn about the call (third
-/// argument of `execute(ctx, next, call)` and `execute_async`).
-template <std::size_t I, class Bound>
-class call_view {
- public:
-  explicit call_view(const Bound& b) noexcept : b_{&b} {}
-  /// True when the callable takes a std::stop_token first.
-  static constexpr bool stop_aware = Bound::stop_aware;
-  /// True when launch() is available (callable, arguments and policies copyable).
-  static constexpr bool can_launch = Bound::can_launch;
-  /// The call's arguments, as a tuple of lvalue references.
-  decltype(auto) arguments() const noexcept { return b_->arguments(); }
-  /// Runs the policies inside this one and the callable on ctx's executor,
-  /// with copies of the callable, arguments and context (operation and
-  /// tenant strings copied, stop = `stop`) owned by the task; done(outcome)
-  /// is called on the executor thread. Nothing refers to the caller's stack.
-  template <class Done>
-    requires Bound::can_launch
-  void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
-    b_->template launch<I + 1>(ctx, std::move(stop), std::forward<Done>(done));
-  }
-
- private:
-  const Bound* b_;
-};
-
-/// A policy usable with outcome-returning `Next`: `p.execute(ctx, next)`.
-template <class P, class Next>
-concept policy_for = std::invocable<Next&, call_context&> && requires(const P& p, call_context& ctx, Next& next) {
-  { p.execute(ctx, next) } -> std::same_as<std::remove_cvref_t<decltype(p.execute(ctx, next))>>;
-  requires detail::is_outcome<std::remove_cvref_t<decltype(p.execute(ctx, next))>>::value;
-};
 
 /// Policies without a callable: run any callable through them, or wrap one.
 ///
@@ -394,28 +324,33 @@ class pipeline {
       return inner(ctx);
     } else {
       auto next = [this, &inner, &call](call_context& c) { return step<I + 1>(c, inner, call); };
-      const auto& p = std::get<I>(policies_);
-      const call_view<I, Call> view{call};
-      // What a policy's own code or a user hook it runs (a predicate, a key
-      // function, an executor's post, a clock) throws becomes this call's
-      // failure: try_call never terminates. next() never throws (the level
-      // inside catches too), so this catches only level I's own throws; on
-      // the happy path a try block costs nothing with table-based unwinding.
-      if constexpr (requires { p.execute(ctx, next, view); }) {
-        using O = std::remove_cvref_t<decltype(p.execute(ctx, next, view))>;
-        try {
-          return p.execute(ctx, next, view);
-        } catch (...) {
-          return O{std::current_exception()};
-        }
-      } else {
-        using O = std::remove_cvref_t<decltype(p.execute(ctx, next))>;
-        static_assert(detail::is_outcome<O>::value, "a policy's execute(ctx, next) must return resilience::outcome<T>");
-        try {
-          return p.execute(ctx, next);
-        } catch (...) {
-          return O{std::current_exception()};
-        }
+      return run_policy(std::get<I>(policies_), ctx, next, call_view<I, Call>{call});
+    }
+  }
+
+  // One level: the `policy` concept is checked here, where the outcome of
+  // the levels inside is known, so a wrong policy fails with one diagnostic.
+  // What a policy's own code or a user hook it runs (a predicate, a key
+  // function, an executor's post, a clock) throws becomes this call's
+  // failure: try_call never terminates. next() never throws (the level
+  // inside catches too), so this catches only this level's own throws; on
+  // the happy path a try block costs nothing with table-based unwinding.
+  template <class P, class Next, class View>
+    requires policy_for<P, Next, View>
+  static auto run_policy(const P& p, call_context& ctx, Next& next, const View& view) {
+    if constexpr (requires { { p.execute(ctx, next, view) } -> detail::an_outcome; }) {
+      using O = std::remove_cvref_t<decltype(p.execute(ctx, next, view))>;
+      try {
+        return p.execute(ctx, next, view);
+      } catch (...) {
+        return O{std::current_exception()};
+      }
+    } else {
+      using O = std::remove_cvref_t<decltype(p.execute(ctx, next))>;
+      try {
+        return p.execute(ctx, next);
+      } catch (...) {
+        return O{std::current_exception()};
       }
     }
   }
@@ -432,12 +367,6 @@ namespace detail {
 // The outcome type of an owned call's pipeline from level I inward.
 template <class Owned, std::size_t I>
 using owned_outcome_t = decltype(std::declval<Owned&>().template run_sync<I>(std::declval<call_context&>()));
-
-// A retry-like policy: async() runs it as a loop whose waits are timers.
-template <class P, class U>
-concept scheduled_retry = requires(const P& p, const call_context& ctx, const outcome<U>& o, typename P::state& s) {
-  { p.next_delay(ctx, o, s) } -> std::same_as<std::optional<duration>>;
-};
 
 // An async step's done, callable from several paths (the policy's own
 // done, a throw from its code, a throw from its continuation): the first
@@ -519,7 +448,12 @@ struct owned_call {
       const P& p = std::get<I>(self->pl.policies());
       auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
       const call_view<I, bound_type> view{self->bound};
-      if constexpr (requires { p.execute_async(c, next, view, std::move(done)); }) {
+      if constexpr (requires { p.execute_async(c, next, view, std::move(done)); } &&
+                    noexcept(p.execute_async(c, next, view, std::move(done)))) {
+        // A noexcept async form promises done exactly once and continuations
+        // that never throw (retry's loop): no guard, no allocation for one.
+        p.execute_async(c, next, view, std::move(done));
+      } else if constexpr (requires { p.execute_async(c, next, view, std::move(done)); }) {
         // The policy's done, its continuations and execute_async itself may
         // run user code that throws: the first of done(outcome) or a throw
         // ends level I, with that exception as its failure; later ones are dropped.
@@ -539,79 +473,11 @@ struct owned_call {
         } catch (...) {
           once->fail(std::current_exception());
         }
-      } else if constexpr (scheduled_retry<P, U> && std::is_same_v<U, outcome_value_t<owned_outcome_t<owned_call, I>>>) {
-        auto loop = std::make_shared<retry_loop<I, P>>(self, p, c, std::move(done));
-        loop->attempt();
       } else {
         done(self->template run_sync<I>(c));
       }
     }
   }
-
-  // A retry-like policy's async loop: next_delay decides, a timer waits.
-  template <std::size_t I, class P>
-  struct retry_loop : std::enable_shared_from_this<retry_loop<I, P>> {
-    using U = outcome_value_t<owned_outcome_t<owned_call, I + 1>>;
-    retry_loop(std::shared_ptr<owned_call> s, const P& policy, call_context& c, async_callback<U> d)
-        : self{std::move(s)}, p{&policy}, ctx{&c}, done{std::move(d)} {}
-
-    void attempt() {
-      if (last && ctx->stop.stop_requested()) {  // cancelled during the wait: the last failure stands
-        finish(std::move(*last));
-        return;
-      }
-      last.reset();
-      ctx->attempt = st.attempt;
-      start_async<I + 1>(self, *ctx, [me = this->shared_from_this()](outcome<U> o) { me->after(std::move(o)); });
-    }
-
-    // What next_delay (on_retry, predicates), the clock or the executor
-    // throws ends the loop with that exception as the call's failure.
-    void after(outcome<U> o) {
-      try {
-        const std::optional<duration> delay = p->next_delay(*ctx, o, st);
-        if (!delay) {
-          finish(std::move(o));
-          return;
-        }
-        last.emplace(std::move(o));
-        const time_point now = ctx->now();
-        const time_point when = std::min(saturating_add(now, *delay), ctx->deadline);  // never past the deadline
-        const clock_ref& clk = ctx->clock();
-        if (clk.auto_advancing()) {
-          // Nothing else to do but wait: auto-advance jumps to `when`,
-          // firing earlier timers (an outer timeout's) in deadline order first.
-          clk.sleep_until(when, ctx->stop);
-          self->exec.post([me = this->shared_from_this()] { me->attempt(); });
-          return;
-        }
-        clk.call_at(when, [me = this->shared_from_this()] {
-          // On the clock's timer thread: a throwing post must not escape there.
-          try {
-            me->self->exec.post([me] { me->attempt(); });
-          } catch (...) {
-            me->finish(outcome<U>{std::current_exception()});
-          }
-        });
-      } catch (...) {
-        finish(outcome<U>{std::current_exception()});
-      }
-    }
-
-    // Calls done once; a second end (a post that ran the task, then threw) is dropped.
-    void finish(outcome<U>&& o) {
-      if (finished.exchange(true, std::memory_order_acq_rel)) return;
-      done(std::move(o));
-    }
-
-    std::shared_ptr<owned_call> self;
-    const P* p;
-    call_context* ctx;
-    typename P::state st{};
-    async_callback<U> done;
-    std::optional<outcome<U>> last;
-    std::atomic<bool> finished{false};
-  };
 
   // Posts the whole call to the executor; the future gets its outcome.
   static auto start(std::shared_ptr<owned_call> self, const executor_ref&) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -31,6 +32,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
+#include "policy.hpp"
 #include "predicates.hpp"
 #include "retry_after.hpp"
 
@@ -164,6 +166,19 @@ class retry {
     return result;
   }
 
+  /// The async form (async()): the same loop, its waits timers instead of
+  /// sleeps, so no thread is held during a backoff. done is called exactly
+  /// once; what next_delay (on_retry, a predicate), the clock or the
+  /// executor throws becomes the call's failure, so this never throws.
+  template <class T, class Next, class Call>
+  void execute_async(call_context& ctx, Next& next, const Call&, async_callback<T> done) const noexcept {
+    try {
+      std::make_shared<async_loop<T, Next>>(*this, ctx, next, std::move(done))->attempt();
+    } catch (...) {  // the loop could not be allocated: done was not taken
+      if (done) done(outcome<T>{std::current_exception()});
+    }
+  }
+
   /// This policy's event hub (retry_attempted, retries_exhausted); copies share it.
   event_hub& events() const noexcept { return *events_; }
   /// The options, as validated.
@@ -215,6 +230,78 @@ class retry {
       replace(result, Result{std::current_exception()});
     }
   }
+
+  // One async call's loop: next_delay decides, a timer waits, the
+  // executor runs the next attempt. Holds `next` (and through it the
+  // call's owned state) until it ends.
+  template <class T, class Next>
+  struct async_loop : std::enable_shared_from_this<async_loop<T, Next>> {
+    async_loop(const retry& policy, call_context& c, const Next& n, async_callback<T>&& d)
+        : p{&policy}, ctx{&c}, next{n}, done{std::move(d)} {}
+
+    void attempt() {
+      if (last && ctx->stop.stop_requested()) {  // cancelled during the wait: the last failure stands
+        finish(std::move(*last));
+        return;
+      }
+      last.reset();
+      ctx->attempt = st.attempt;
+      next(*ctx, async_callback<T>{[me = this->shared_from_this()](outcome<T> o) { me->after(std::move(o)); }});
+    }
+
+    // What next_delay (on_retry, predicates), the clock or the executor
+    // throws ends the loop with that exception as the call's failure.
+    void after(outcome<T> o) {
+      try {
+        const std::optional<duration> delay = p->next_delay(*ctx, o, st);
+        if (!delay) {
+          finish(std::move(o));
+          return;
+        }
+        last.emplace(std::move(o));
+        const time_point when = std::min(saturating_add(ctx->now(), *delay), ctx->deadline);  // never past the deadline
+        const clock_ref& clk = ctx->clock();
+        if (clk.auto_advancing()) {
+          // Nothing else to do but wait: auto-advance jumps to `when`,
+          // firing earlier timers (an outer timeout's) in deadline order first.
+          clk.sleep_until(when, ctx->stop);
+          post([me = this->shared_from_this()] { me->attempt(); });
+          return;
+        }
+        clk.call_at(when, [me = this->shared_from_this()] {
+          // On the clock's timer thread: a throwing post must not escape there.
+          try {
+            me->post([me] { me->attempt(); });
+          } catch (...) {
+            me->finish(outcome<T>{std::current_exception()});
+          }
+        });
+      } catch (...) {
+        finish(outcome<T>{std::current_exception()});
+      }
+    }
+
+    void post(task t) const {
+      if (ctx->executor)
+        ctx->executor->post(std::move(t));
+      else
+        executor_ref{}.post(std::move(t));
+    }
+
+    // Calls done once; a second end (a post that ran the task, then threw) is dropped.
+    void finish(outcome<T>&& o) {
+      if (finished.exchange(true, std::memory_order_acq_rel)) return;
+      done(std::move(o));
+    }
+
+    const retry* p;
+    call_context* ctx;
+    Next next;
+    state st{};
+    async_callback<T> done;
+    std::optional<outcome<T>> last;
+    std::atomic<bool> finished{false};
+  };
 
   template <class Result>
   static void replace(Result& slot, Result&& fresh) {

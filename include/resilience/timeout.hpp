@@ -34,7 +34,7 @@
 #include "events.hpp"
 #include "executor.hpp"
 #include "outcome.hpp"
-#include "resilient.hpp"
+#include "policy.hpp"
 
 namespace resilience {
 inline namespace v1 {
