@@ -1,3 +1,4 @@
+#include <resilience/degradation.hpp>
 #include <resilience/presets.hpp>
 
 #include <catch2/catch.hpp>
