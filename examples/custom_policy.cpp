@@ -1,4 +1,4 @@
-// A policy of your own in a dozen lines, composed with retry.
+// Policies of your own, composed with the library's.
 //
 // An emission-factor lookup over a flaky HTTP API: the service answers 503
 // twice before it gives the factor for electricity, and 404 for a material
@@ -6,6 +6,12 @@
 // policy is any type with `execute(ctx, next)`. Listed after retry, it sits
 // inside it and so sees every attempt. Time is virtual (manual_clock), so
 // the story below is the same on every run and takes no real time.
+//
+// Then a kill switch, also written here: an operator turns the factor API
+// off, and the switch refuses calls with a rejection kind of its own
+// ("kill_switch"). Retry's rejection filter and fallback's trigger name that
+// kind, and the JSON log prints its message, with no library header naming it.
+#include <resilience/logging.hpp>
 #include <resilience/resilience.hpp>
 
 #include <atomic>
@@ -15,6 +21,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 using namespace std::chrono_literals;
 
@@ -34,6 +41,32 @@ struct attempt_logger {
   }
 };
 // [custom-policy]
+
+// [kill-switch]
+/// The kill switch's own rejection kind: one static instance, compared by address.
+struct kill_switch_kind_t final : resilience::rejection_kind {
+  constexpr kill_switch_kind_t() : rejection_kind{"kill_switch"} {}
+  std::string message(const resilience::rejection& r) const override {
+    return "kill switch '" + std::string{r.source} + "' is off";
+  }
+};
+inline constexpr kill_switch_kind_t kill_switch_kind{};
+
+/// Refuses every call while an operator holds the switch off: a rejection
+/// value (no throw, no allocation), thrown at the API edge as a
+/// resilience::rejected_error whose kind() is kill_switch_kind.
+struct kill_switch {
+  std::string name;
+  std::shared_ptr<std::atomic<bool>> off = std::make_shared<std::atomic<bool>>(false);
+
+  template <class Next>
+  auto execute(resilience::call_context& ctx, Next&& next) const {
+    using result = std::remove_cvref_t<std::invoke_result_t<Next&, resilience::call_context&>>;
+    if (off->load()) return result{resilience::rejection{.kind = &kill_switch_kind, .retry_after = 1s, .source = name}};
+    return next(ctx);
+  }
+};
+// [kill-switch]
 
 struct service_unavailable : std::runtime_error {
   service_unavailable() : std::runtime_error{"HTTP 503 Service Unavailable"} {}
@@ -83,5 +116,49 @@ int main() {
   logger.attempts->store(0);
   auto missing = lookup.try_call("unobtainium");
   std::printf("failed fast: %s (%d attempt)\n", missing.what().c_str(), logger.attempts->load());
-  return missing.has_exception() && factor == 0.233 ? 0 : 1;
+
+  // The kill switch: retry waits out its retry_after for this kind only, and
+  // a fallback answers with a default when the switch stays off.
+  std::printf("kill switch\n");
+  const kill_switch guard{"factor_api"};
+  const auto sub = resilience::global_events().subscribe(resilience::json_logger{
+      [](std::string_view line) { std::printf("  log %.*s\n", static_cast<int>(line.size()), line.data()); },
+      {.now = [] { return std::chrono::system_clock::time_point{}; }}});
+  const factor_api healthy_api{std::make_shared<std::map<std::string, int>>()};  // no more 503s
+  bool operator_turns_it_on = true;
+  // [kill-switch-compose]
+  auto guarded = resilience::resilient{
+      healthy_api,
+      resilience::fallback{resilience::default_value{0.0}, {.when = resilience::kind_set{kill_switch_kind}}},
+      resilience::retry{{.max_retries = 1,
+                         .base_delay = 1s,
+                         .retry_rejections = {kill_switch_kind},
+                         .on_retry = [&](int, resilience::duration, const resilience::retry_failure&) {
+                           if (operator_turns_it_on) guard.off->store(false);
+                         }}},
+      guard}.with_clock(clock);
+  // [kill-switch-compose]
+  guard.off->store(true);
+  auto refused = resilience::resilient{healthy_api, guard}.try_call("electricity");
+  std::printf("refused: %s (kind %s)\n", refused.what().c_str(),
+              refused.has_rejection() ? std::string{refused.rejection().kind->name()}.c_str() : "none");
+  try {
+    refused.value();
+  } catch (const resilience::rejected_error& e) {
+    std::printf("thrown as rejected_error, kind %s, source %s\n", std::string{e.kind().name()}.c_str(), e.source().c_str());
+  }
+  std::printf("switch off, turned on during the retry's wait:\n");
+  const double retried_factor = guarded("electricity");
+  std::printf("electricity: %.3f (retried)\n", retried_factor);
+  std::printf("switch off and left off:\n");
+  operator_turns_it_on = false;
+  guard.off->store(true);
+  const double fallback_factor = guarded("electricity");
+  std::printf("electricity: %.3f (the fallback's default)\n", fallback_factor);
+  resilience::global_events().unsubscribe(sub);
+
+  return missing.has_exception() && factor == 0.233 && refused.has_rejection() && refused.rejection().is(kill_switch_kind) &&
+                 retried_factor == 0.233 && fallback_factor == 0.0
+             ? 0
+             : 1;
 }

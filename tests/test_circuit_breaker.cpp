@@ -1,6 +1,9 @@
+#include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
+#include <resilience/rate_limit.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -66,10 +69,10 @@ struct transition_log {
 
 // A policy standing for an inner one that refuses every call.
 struct reject_with {
-  errc code;
+  const rejection_kind& kind;
   template <class Next>
   auto execute(call_context&, Next&&) const {
-    return outcome<int>{rejection{.code = code}};
+    return outcome<int>{rejection{.kind = &kind}};
   }
 };
 
@@ -147,7 +150,7 @@ TEST_CASE("a rejection through try_call is a value naming the breaker's own stor
   fail_n(cb, 1);
   const auto r = fetch.try_call();
   REQUIRE(r.has_rejection());
-  CHECK(r.rejection().code == errc::circuit_open);
+  CHECK(r.rejection().is(circuit_open_kind));
   CHECK(r.rejection().source.data() == cb.name().data());
   CHECK(r.rejection().retry_after == 60s);
   CHECK_THROWS_AS(fetch(), circuit_open_error);
@@ -452,7 +455,7 @@ TEST_CASE("half_open admits half_open_max_calls trials and closes after success_
   {
     auto c = cb.try_enter();
     CHECK_FALSE(c);
-    CHECK(c.rejection().code == errc::circuit_open);
+    CHECK(c.rejection().is(circuit_open_kind));
   }
   a.success();  // frees a trial slot
   auto c = cb.enter();
@@ -581,7 +584,7 @@ TEST_CASE("an isolated breaker gives no retry_after, so a retry keeps its own ba
   const auto start = clk.now();
   const auto r = fetch.try_call();
   REQUIRE(r.has_rejection());
-  CHECK(r.rejection().code == errc::circuit_open);
+  CHECK(r.rejection().is(circuit_open_kind));
   CHECK(clk.now() - start == 3s);  // 1 s + 2 s: it neither waits forever nor hammers the breaker
 }
 
@@ -707,11 +710,11 @@ TEST_CASE("which failures count: ignore and record lists, result predicate, fore
   }
   SECTION("an inner timeout is a failure; other rejections are ignored") {
     circuit_breaker cb{{.clock = clk, .fail_max = 1}};
-    (void)resilient{ok, cb, reject_with{errc::rate_limited}}.try_call();
-    (void)resilient{ok, cb, reject_with{errc::bulkhead_full}}.try_call();
+    (void)resilient{ok, cb, reject_with{rate_limited_kind}}.try_call();
+    (void)resilient{ok, cb, reject_with{bulkhead_full_kind}}.try_call();
     CHECK(cb.state() == closed);
     CHECK(cb.stats().ignored == 2);
-    (void)resilient{ok, cb, reject_with{errc::timeout}}.try_call();
+    (void)resilient{ok, cb, reject_with{timeout_kind}}.try_call();
     CHECK(cb.state() == open);
   }
 }

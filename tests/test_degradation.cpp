@@ -332,9 +332,9 @@ TEST_CASE("degradation_guard rejects below min_tier with current and required ti
   m.update_health("erp_api", false);  // read_only: not allowed
   auto r = save.try_call(3);
   REQUIRE(r.has_rejection());
-  CHECK(r.rejection().code == errc::degraded);
-  CHECK(r.rejection().current == tier::read_only);
-  CHECK(r.rejection().required == tier::core);
+  CHECK(r.rejection().is(degraded_kind));
+  CHECK(degraded_kind.current(r.rejection()) == tier::read_only);
+  CHECK(degraded_kind.required(r.rejection()) == tier::core);
   CHECK(r.rejection().source == "degradation");
   try {
     save(4);
@@ -432,7 +432,7 @@ TEST_CASE("stress: many threads report health and call guarded functions", "[deg
           auto r = guarded.try_call();
           if (r.has_value())
             served.fetch_add(1, std::memory_order_relaxed);
-          else if (r.has_rejection() && r.rejection().code == errc::degraded && !tier_allows(r.rejection().current, tier::core))
+          else if (r.has_rejection() && r.rejection().is(degraded_kind) && !tier_allows(degraded_kind.current(r.rejection()), tier::core))
             degraded.fetch_add(1, std::memory_order_relaxed);
         }
       });
@@ -612,7 +612,7 @@ TEST_CASE("stress: breakers opening and closing while threads report health and 
           auto r = lookup.try_call(i + t);
           if (r.has_value())
             served.fetch_add(1, std::memory_order_relaxed);
-          else if (r.has_rejection() && r.rejection().code == errc::degraded)
+          else if (r.has_rejection() && r.rejection().is(degraded_kind))
             degraded.fetch_add(1, std::memory_order_relaxed);
           else
             other.fetch_add(1, std::memory_order_relaxed);

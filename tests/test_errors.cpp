@@ -1,4 +1,9 @@
+#include <resilience/bulkhead.hpp>
+#include <resilience/circuit_breaker.hpp>
+#include <resilience/degradation.hpp>
 #include <resilience/errors.hpp>
+#include <resilience/rate_limit.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -11,7 +16,7 @@ TEST_CASE("rejections share one base and say who rejected", "[errors]") {
   const circuit_open_error open{"factor_api", 12s};
   const rejected_error& base = open;
   const error& root = open;
-  CHECK(base.code() == errc::circuit_open);
+  CHECK(base.kind() == circuit_open_kind);
   CHECK(open.name() == "factor_api");
   CHECK(base.retry_after() == 12s);
   CHECK(std::string{root.what()}.find("factor_api") != std::string::npos);
@@ -24,11 +29,16 @@ TEST_CASE("rejections share one base and say who rejected", "[errors]") {
   const degraded_error degraded{tier::maintenance, tier::core};
   CHECK(std::string{degraded.what()}.find("maintenance") != std::string::npos);
   CHECK(timeout_error{5s}.limit() == 5s);
-  CHECK(bulkhead_full_error{"db"}.code() == errc::bulkhead_full);
+  CHECK(bulkhead_full_error{"db"}.kind() == bulkhead_full_kind);
 }
 
-TEST_CASE("names of codes and tiers", "[errors]") {
-  CHECK(to_string(errc::rate_limited) == "rate_limited");
+TEST_CASE("names of kinds and tiers", "[errors]") {
+  CHECK(rate_limited_kind.name() == "rate_limited");
+  CHECK(timeout_kind.name() == "timeout");
+  CHECK(circuit_open_kind.name() == "circuit_open");
+  CHECK(bulkhead_full_kind.name() == "bulkhead_full");
+  CHECK(degraded_kind.name() == "degraded");
+  CHECK(cancelled_kind.name() == "cancelled");
   CHECK(to_string(tier::read_only) == "read_only");
   CHECK(static_cast<int>(tier::full) == 1);
   CHECK(static_cast<int>(tier::maintenance) == 4);

@@ -1,5 +1,8 @@
+#include <resilience/bulkhead.hpp>
 #include <resilience/cache.hpp>
+#include <resilience/circuit_breaker.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/rate_limit.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>
@@ -40,12 +43,12 @@ script make_script(std::vector<int> steps) { return script{std::make_shared<std:
 
 // A policy that rejects every call, as an open breaker would.
 struct always_reject {
-  errc code;
+  const rejection_kind& kind;
   template <class Next>
   auto execute(call_context& ctx, Next&&) const {
     using O = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
     (void)ctx;
-    return O{rejection{.code = code, .source = "factor_api"}};
+    return O{rejection{.kind = &kind, .source = "factor_api"}};
   }
 };
 
@@ -158,26 +161,26 @@ TEST_CASE("triggers: the type lists and code sets retry uses work here too", "[f
   resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.when = exceptions<factor_api_error>{}}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = errc_set{errc::circuit_open}}},
-                      always_reject{errc::circuit_open}};
+  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = kind_set{circuit_open_kind}}},
+                      always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = errc_set{errc::circuit_open}}},
-                    always_reject{errc::rate_limited}};
+  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = kind_set{circuit_open_kind}}},
+                    always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
 }
 
 TEST_CASE("triggers: rejection kinds, and exception types that match rejections", "[fallback]") {
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({errc::circuit_open})}},
-                      always_reject{errc::circuit_open}};
+  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({circuit_open_kind})}},
+                      always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({errc::circuit_open})}},
-                    always_reject{errc::rate_limited}};
+  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({circuit_open_kind})}},
+                    always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
   resilient by_type{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::on<circuit_open_error>()}},
-                    always_reject{errc::circuit_open}};
+                    always_reject{circuit_open_kind}};
   CHECK(by_type(0) == -1);
   resilient by_base{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::on<rejected_error>()}},
-                    always_reject{errc::bulkhead_full}};
+                    always_reject{bulkhead_full_kind}};
   CHECK(by_base(0) == -1);
 }
 

@@ -1,4 +1,8 @@
+#include <resilience/circuit_breaker.hpp>
+#include <resilience/degradation.hpp>
 #include <resilience/predicates.hpp>
+#include <resilience/rate_limit.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -64,11 +68,40 @@ TEST_CASE("result predicates know their argument type", "[predicates]") {
   CHECK(result_predicate{}.type_name() == "nothing");
 }
 
-TEST_CASE("sets of rejection codes", "[predicates]") {
-  const errc_set some{errc::timeout, errc::circuit_open};
-  CHECK(some.contains(errc::timeout));
-  CHECK(some.contains(errc::circuit_open));
-  CHECK_FALSE(some.contains(errc::rate_limited));
-  CHECK_FALSE(errc_set{}.contains(errc::timeout));
-  CHECK(errc_set::all().contains(errc::degraded));
+TEST_CASE("sets of rejection kinds", "[predicates]") {
+  const kind_set some{timeout_kind, circuit_open_kind};
+  CHECK(some.contains(timeout_kind));
+  CHECK(some.contains(circuit_open_kind));
+  CHECK_FALSE(some.contains(rate_limited_kind));
+  CHECK_FALSE(kind_set{}.contains(timeout_kind));
+  CHECK(kind_set::all().contains(degraded_kind));
+}
+
+namespace {
+struct kill_switch_kind_t final : rejection_kind {
+  constexpr kill_switch_kind_t() : rejection_kind{"kill_switch"} {}
+  std::string message(const rejection&) const override { return "off"; }
+};
+constexpr kill_switch_kind_t kill_switch_kind{};
+}  // namespace
+
+TEST_CASE("kind sets are open and compose with |", "[predicates]") {
+  constexpr kind_set mine{kill_switch_kind};
+  static_assert(mine.contains(kill_switch_kind));
+  static_assert(!mine.contains(timeout_kind));
+  CHECK(kind_set::all().contains(kill_switch_kind));  // all() means every kind, present and future
+  const kind_set both = mine | kind_set{timeout_kind, kill_switch_kind};
+  CHECK(both.contains(kill_switch_kind));
+  CHECK(both.contains(timeout_kind));
+  CHECK_FALSE(both.contains(circuit_open_kind));
+  CHECK((kind_set{} | kind_set::all()).contains(degraded_kind));
+  kind_set full{timeout_kind, circuit_open_kind, rate_limited_kind, degraded_kind, kill_switch_kind, cancelled_kind};
+  full = full | kind_set{timeout_kind};  // already there: no room needed
+  struct extra_t final : rejection_kind {
+    constexpr explicit extra_t(std::string_view n) : rejection_kind{n} {}
+    std::string message(const rejection&) const override { return {}; }
+  };
+  static constexpr extra_t a{"a"}, b{"b"}, c{"c"};
+  CHECK_NOTHROW(full = full | kind_set{a, b});
+  CHECK_THROWS_AS(full | kind_set{c}, std::length_error);
 }

@@ -1,3 +1,4 @@
+#include <resilience/degradation.hpp>
 #include <resilience/presets.hpp>
 
 #include <catch2/catch.hpp>
@@ -95,10 +96,10 @@ TEST_CASE("the option builders carry the preset into each policy", "[presets]") 
   CHECK(r.base_delay == 1s);
   CHECK(r.strategy == backoff_strategy::exponential);
   CHECK(r.jitter == jitter_mode::full);
-  CHECK(r.retry_rejections.contains(errc::timeout));
-  CHECK(r.retry_rejections.contains(errc::rate_limited));
-  CHECK_FALSE(r.retry_rejections.contains(errc::circuit_open));
-  CHECK_FALSE(r.retry_rejections.contains(errc::degraded));
+  CHECK(r.retry_rejections.contains(timeout_kind));
+  CHECK(r.retry_rejections.contains(rate_limited_kind));
+  CHECK_FALSE(r.retry_rejections.contains(circuit_open_kind));
+  CHECK_FALSE(r.retry_rejections.contains(degraded_kind));
   const timeout_options t = presets::timeout_settings(s);
   CHECK(t.limit == 10s);
   CHECK(t.name == "erp_api");

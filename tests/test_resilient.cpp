@@ -56,7 +56,7 @@ struct always_reject {
   auto execute(call_context& ctx, Next&& next) const -> std::invoke_result_t<Next&, call_context&> {
     (void)ctx;
     (void)next;
-    return rejection{.code = errc::bulkhead_full, .source = name};
+    return rejection{.kind = &bulkhead_full_kind, .source = name};
   }
 };
 
@@ -107,7 +107,7 @@ TEST_CASE("try_call never throws: user exceptions and rejections become outcomes
   resilient gated{[] { return 1.0; }, always_reject{}};
   auto r = gated.try_call();
   REQUIRE(r.has_rejection());
-  CHECK(r.rejection().code == errc::bulkhead_full);
+  CHECK(r.rejection().is(bulkhead_full_kind));
   CHECK(r.rejection().source == "gate");
   CHECK_THROWS_AS(gated(), bulkhead_full_error);
 }

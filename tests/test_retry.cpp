@@ -1,5 +1,9 @@
+#include <resilience/bulkhead.hpp>
+#include <resilience/circuit_breaker.hpp>
+#include <resilience/rate_limit.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
+#include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -339,9 +343,9 @@ TEST_CASE("retry_on_result with the wrong type is a clear error and runs nothing
   CHECK_THROWS_AS(r.next_delay(ctx, outcome<int>{1}, s), std::invalid_argument);
 }
 
-TEST_CASE("inner rejections retry by code; an open circuit is waited out", "[retry]") {
+TEST_CASE("inner rejections retry by kind; an open circuit is waited out", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
-  const rejection open{.code = errc::circuit_open, .retry_after = 30s, .source = "factor_api"};
+  const rejection open{.kind = &circuit_open_kind, .retry_after = 30s, .source = "factor_api"};
   delay_log log;
 
   SECTION("retried, waiting at least retry_after") {
@@ -353,23 +357,23 @@ TEST_CASE("inner rejections retry by code; an open circuit is waited out", "[ret
   }
   SECTION("codes outside retry_rejections are returned at once") {
     // [retry-rejections]
-    retry r{{.retry_rejections = {errc::rate_limited, errc::bulkhead_full}}};
+    retry r{{.retry_rejections = {rate_limited_kind, bulkhead_full_kind}}};
     // [retry-rejections]
     auto fetch = resilient{flaky{0}, r, reject_first{2, open}}.with_clock(clk);
     auto out = fetch.try_call();
     REQUIRE(out.has_rejection());
-    CHECK(out.rejection().code == errc::circuit_open);
+    CHECK(out.rejection().is(circuit_open_kind));
     CHECK(out.rejection().source == "factor_api");
     CHECK_THROWS_AS(fetch(), circuit_open_error);
   }
   SECTION("{} retries no rejection") {
-    reject_first inner{1, rejection{.code = errc::timeout, .limit = 5s}};
+    reject_first inner{1, rejection{.kind = &timeout_kind, .value = 5s}};
     auto fetch = resilient{flaky{0}, retry{{.retry_rejections = {}}}, inner}.with_clock(clk);
     CHECK(fetch.try_call().has_rejection());
     CHECK(*inner.calls == 1);
   }
   SECTION("a rejection without retry_after uses the backoff") {
-    auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, rejection{.code = errc::bulkhead_full}}}.with_clock(clk);
+    auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, rejection{.kind = &bulkhead_full_kind}}}.with_clock(clk);
     CHECK(fetch() == 42);
     CHECK(*log.delays == seconds_list({1, 2}));
   }
@@ -606,7 +610,7 @@ TEST_CASE("on_retry sees the failure; if it throws, the call ends with that", "[
       kinds.push_back(f.has_rejection() ? "rejection: " + f.what() : f.is_result() ? "result: " + f.what() : "exception");
     };
     auto rejected = resilient{flaky{0}, retry{{.max_retries = 1, .on_retry = describe_failure}},
-                              reject_first{1, rejection{.code = errc::bulkhead_full, .source = "db"}}}
+                              reject_first{1, rejection{.kind = &bulkhead_full_kind, .source = "db"}}}
                         .with_clock(clk);
     CHECK(rejected() == 42);
     auto result = resilient{[] { return 5; }, retry{{.max_retries = 1, .retry_on_result = [](const int& v) { return v == 5; },

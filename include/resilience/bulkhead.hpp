@@ -34,6 +34,26 @@
 namespace resilience {
 inline namespace v1 {
 
+/// A bulkhead's rejection kind: "bulkhead_full".
+class bulkhead_full_kind_t final : public rejection_kind {
+ public:
+  constexpr bulkhead_full_kind_t() noexcept : rejection_kind{"bulkhead_full"} {}
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a bulkhead's rejection.
+inline constexpr bulkhead_full_kind_t bulkhead_full_kind{};
+
+/// A bulkhead had no free slot.
+class bulkhead_full_error : public rejected_error {
+ public:
+  explicit bulkhead_full_error(std::string name = {})
+      : rejected_error{bulkhead_full_kind, name, duration::zero(), detail::named("bulkhead", name) + " is full"} {}
+};
+
+inline std::string bulkhead_full_kind_t::message(const rejection& r) const { return detail::named("bulkhead", r.source) + " is full"; }
+inline void bulkhead_full_kind_t::raise(const rejection& r) const { throw bulkhead_full_error{std::string{r.source}}; }
+
 /// Configuration of a bulkhead. Checked when the bulkhead is built.
 struct bulkhead_options {
   std::string name{};                   ///< names the bulkhead in rejections, events and stats
@@ -102,7 +122,7 @@ class bulkhead_state {
   }
 
   rejection make_rejection(wait_result r) const noexcept {
-    return rejection{.code = r == wait_result::cancelled ? errc::cancelled : errc::bulkhead_full, .source = opts_.name};
+    return rejection{.kind = r == wait_result::cancelled ? static_cast<const rejection_kind*>(&cancelled_kind) : &bulkhead_full_kind, .source = opts_.name};
   }
 
   bulkhead_stats stats() const noexcept {
@@ -260,7 +280,7 @@ class bulkhead {
 
   /// The policy step: waits for a slot (up to max_wait, never past the
   /// call's deadline), runs next, and frees the slot; rejects with
-  /// errc::bulkhead_full (errc::cancelled if the call's stop_token fired).
+  /// bulkhead_full_kind (cancelled_kind if the call's stop_token fired).
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using O = std::invoke_result_t<Next&, call_context&>;

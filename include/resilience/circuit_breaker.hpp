@@ -54,6 +54,32 @@
 namespace resilience {
 inline namespace v1 {
 
+/// A circuit breaker's rejection kind: "circuit_open" (open, or every
+/// half-open trial slot taken); retry_after is when a trial may pass.
+class circuit_open_kind_t final : public rejection_kind {
+ public:
+  constexpr circuit_open_kind_t() noexcept : rejection_kind{"circuit_open"} {}
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a circuit breaker's rejection.
+inline constexpr circuit_open_kind_t circuit_open_kind{};
+
+/// A circuit breaker is open and refused the call.
+class circuit_open_error : public rejected_error {
+ public:
+  explicit circuit_open_error(std::string name, duration retry_after = duration::zero())
+      : rejected_error{circuit_open_kind, name, retry_after,
+                       detail::named("circuit breaker", name) + " is open; next trial in " + detail::seconds_text(retry_after)} {}
+  /// The breaker's name.
+  const std::string& name() const noexcept { return source(); }
+};
+
+inline std::string circuit_open_kind_t::message(const rejection& r) const {
+  return detail::named("circuit breaker", r.source) + " is open; next trial in " + detail::seconds_text(r.retry_after);
+}
+inline void circuit_open_kind_t::raise(const rejection& r) const { throw circuit_open_error{std::string{r.source}, r.retry_after}; }
+
 /// What decides that a closed breaker opens.
 enum class breaker_window : std::uint8_t {
   consecutive,  ///< fail_max failures in a row (the default; reads no clock)
@@ -325,7 +351,7 @@ class breaker_state {
   }
 
   rejection make_rejection(const cb_ticket& t) const noexcept {
-    return rejection{.code = errc::circuit_open, .retry_after = t.retry_after, .source = opts_.name};
+    return rejection{.kind = &circuit_open_kind, .retry_after = t.retry_after, .source = opts_.name};
   }
 
   // The public state, applying a due open -> half_open or a stuck half_open -> open first.
@@ -403,8 +429,9 @@ class breaker_state {
       return call_status::success;
     }
     if (r.has_exception()) return classify_exception(r.exception());
-    // Another policy's refusal says nothing about the dependency, except a timeout.
-    return r.rejection().code == errc::timeout ? call_status::failure : call_status::ignored;
+    // Another policy's refusal says nothing about the dependency, except a timeout's
+    // (or any kind that says so).
+    return r.rejection().kind->dependency_failure() ? call_status::failure : call_status::ignored;
   }
 
   template <class T>
@@ -1175,7 +1202,7 @@ class circuit_breaker {
   /// Enters a scope without throwing; check it with operator bool.
   [[nodiscard]] scope try_enter() const noexcept { return scope{st_.get(), st_->acquire()}; }
 
-  /// The policy step: rejects with errc::circuit_open, or runs next and records its outcome.
+  /// The policy step: rejects with circuit_open_kind, or runs next and records its outcome.
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using O = std::invoke_result_t<Next&, call_context&>;

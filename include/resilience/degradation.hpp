@@ -42,6 +42,48 @@
 namespace resilience {
 inline namespace v1 {
 
+/// A degradation policy's rejection kind: "degraded"; the rejection's `code`
+/// holds the tier at the time and the tier the call needed (see of()).
+class degraded_kind_t final : public rejection_kind {
+ public:
+  constexpr degraded_kind_t() noexcept : rejection_kind{"degraded"} {}
+  /// The `code` of a rejection for a call that needs `required` at tier `current`.
+  static constexpr std::uint32_t code_of(tier current, tier required) noexcept {
+    return static_cast<std::uint32_t>(current) << 8 | static_cast<std::uint32_t>(required);
+  }
+  /// The tier at the time of the rejection.
+  static constexpr tier current(const rejection& r) noexcept { return static_cast<tier>(r.code >> 8 & 0xff); }
+  /// The tier the call needed.
+  static constexpr tier required(const rejection& r) noexcept { return static_cast<tier>(r.code & 0xff); }
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a degradation policy's rejection.
+inline constexpr degraded_kind_t degraded_kind{};
+
+/// The current degradation tier is worse than the call requires.
+class degraded_error : public rejected_error {
+ public:
+  degraded_error(tier current, tier required, std::string source = {})
+      : rejected_error{degraded_kind, source, duration::zero(),
+                       "service degraded to tier '" + std::string{to_string(current)} + "'; call requires '" +
+                           std::string{to_string(required)} + "' or better"},
+        current_{current},
+        required_{required} {}
+  tier current() const noexcept { return current_; }
+  tier required() const noexcept { return required_; }
+
+ private:
+  tier current_;
+  tier required_;
+};
+
+inline std::string degraded_kind_t::message(const rejection& r) const {
+  return "service degraded to tier '" + std::string{to_string(current(r))} + "'; call requires '" + std::string{to_string(required(r))} +
+         "' or better";
+}
+inline void degraded_kind_t::raise(const rejection& r) const { throw degraded_error{current(r), required(r), std::string{r.source}}; }
+
 /// True when a call that needs `required` may run at tier `current`
 /// (a smaller tier number is a better tier).
 constexpr bool tier_allows(tier current, tier required) noexcept {
@@ -574,7 +616,7 @@ struct no_fallback {};
 
 /// A policy (the seed's degradation_handler): runs the call only while the
 /// manager's tier is `min_tier` or better; otherwise returns the fallback
-/// value, or without one rejects with errc::degraded (degraded_error at the
+/// value, or without one rejects with degraded_kind (degraded_error at the
 /// API edge, carrying the current and required tier). The check is one
 /// atomic load; a rejection allocates nothing and throws nothing.
 ///
@@ -631,7 +673,7 @@ class degradation_guard {
   template <class R>
   outcome<R> refused(const call_context& ctx, tier current) const {
     if constexpr (std::is_same_v<Fallback, no_fallback>) {
-      return outcome<R>{rejection{.code = errc::degraded, .source = manager_.name(), .current = current, .required = min_tier_}};
+      return outcome<R>{rejection{.kind = &degraded_kind, .source = manager_.name(), .code = degraded_kind_t::code_of(current, min_tier_)}};
     } else {
       static_assert(!std::is_void_v<R>, "degradation_guard: a fallback value needs a callable that returns a value");
       static_assert(std::is_constructible_v<R, const Fallback&>, "degradation_guard: the fallback must convert to the call's result");

@@ -4,8 +4,10 @@
 // operator() turns it into one of these. All rejections share one base:
 //
 //   try { fetch("electricity"); }
-//   catch (const resilience::circuit_open_error& e) { use_cache(e.retry_after()); }
-//   catch (const resilience::rejected_error& e) { log(e.source(), e.what()); }
+//   catch (const resilience::circuit_open_error& e) { use_cache(e.retry_after()); }  // circuit_breaker.hpp
+//   catch (const resilience::rejected_error& e) { log(e.kind().name(), e.source(), e.what()); }
+//
+// Each policy's own exception type and rejection kind live in its header.
 #pragma once
 
 #include <cstdint>
@@ -20,28 +22,7 @@
 namespace resilience {
 inline namespace v1 {
 
-/// Why a policy rejected a call.
-enum class errc : std::uint8_t {
-  timeout = 1,    ///< a timeout policy's limit passed
-  circuit_open,   ///< a circuit breaker is open (or its half-open trials are taken)
-  rate_limited,   ///< a rate limiter has no permit
-  bulkhead_full,  ///< a bulkhead has no free slot
-  degraded,       ///< the service tier is below what the call requires
-  cancelled,      ///< the caller's stop_token was triggered before the call could finish
-};
-
-/// A short lowercase name for an error code ("circuit_open").
-constexpr std::string_view to_string(errc c) noexcept {
-  switch (c) {
-    case errc::timeout: return "timeout";
-    case errc::circuit_open: return "circuit_open";
-    case errc::rate_limited: return "rate_limited";
-    case errc::bulkhead_full: return "bulkhead_full";
-    case errc::degraded: return "degraded";
-    case errc::cancelled: return "cancelled";
-  }
-  return "unknown";
-}
+class rejection_kind;  // outcome.hpp: what kind of refusal a rejection is
 
 /// Graceful-degradation tiers; a larger number is a worse tier.
 enum class tier : std::uint8_t {
@@ -69,20 +50,21 @@ class error : public std::runtime_error {
 };
 
 /// Base of every policy rejection: the policy refused or abandoned the call.
+/// Each policy derives its own type (circuit_open_error in circuit_breaker.hpp...).
 class rejected_error : public error {
  public:
-  rejected_error(errc code, std::string source, duration retry_after, const std::string& message)
-      : error{message}, code_{code}, source_{std::move(source)}, retry_after_{retry_after} {}
+  rejected_error(const rejection_kind& kind, std::string source, duration retry_after, const std::string& message)
+      : error{message}, kind_{&kind}, source_{std::move(source)}, retry_after_{retry_after} {}
 
-  /// Which kind of rejection this is.
-  errc code() const noexcept { return code_; }
+  /// Which kind of rejection this is (compare with `== resilience::circuit_open_kind`).
+  const rejection_kind& kind() const noexcept { return *kind_; }
   /// The name of the policy instance that rejected (a breaker's name, a limiter key...).
   const std::string& source() const noexcept { return source_; }
   /// How long to wait before a new attempt may succeed; zero when unknown.
   duration retry_after() const noexcept { return retry_after_; }
 
  private:
-  errc code_;
+  const rejection_kind* kind_;
   std::string source_;
   duration retry_after_;
 };
@@ -132,78 +114,6 @@ inline std::string named(std::string_view what, std::string_view name) {
   return s;
 }
 }  // namespace detail
-
-/// A timeout policy gave up waiting.
-class timeout_error : public rejected_error {
- public:
-  explicit timeout_error(duration limit, std::string source = {})
-      : rejected_error{errc::timeout, source, duration::zero(),
-                       detail::named("timeout", source) + ": call exceeded " + detail::seconds_text(limit)},
-        limit_{limit} {}
-  /// The limit that was exceeded.
-  duration limit() const noexcept { return limit_; }
-
- private:
-  duration limit_;
-};
-
-/// A circuit breaker is open and refused the call.
-class circuit_open_error : public rejected_error {
- public:
-  explicit circuit_open_error(std::string name, duration retry_after = duration::zero())
-      : rejected_error{errc::circuit_open, name, retry_after,
-                       detail::named("circuit breaker", name) + " is open; next trial in " + detail::seconds_text(retry_after)} {}
-  /// The breaker's name.
-  const std::string& name() const noexcept { return source(); }
-};
-
-/// A rate limiter had no permit for the call.
-class rate_limit_exceeded : public rejected_error {
- public:
-  rate_limit_exceeded(std::string key, duration retry_after, std::string tenant = {})
-      : rejected_error{errc::rate_limited, key, retry_after,
-                       detail::named("rate limit", key) + (tenant.empty() ? std::string{} : " for tenant '" + tenant + "'") +
-                           " exceeded; retry after " + detail::seconds_text(retry_after)},
-        tenant_{std::move(tenant)} {}
-  /// The limiter key.
-  const std::string& key() const noexcept { return source(); }
-  /// The tenant whose budget ran out; empty for a key without tenants.
-  const std::string& tenant() const noexcept { return tenant_; }
-
- private:
-  std::string tenant_;
-};
-
-/// A bulkhead had no free slot.
-class bulkhead_full_error : public rejected_error {
- public:
-  explicit bulkhead_full_error(std::string name = {})
-      : rejected_error{errc::bulkhead_full, name, duration::zero(), detail::named("bulkhead", name) + " is full"} {}
-};
-
-/// The current degradation tier is worse than the call requires.
-class degraded_error : public rejected_error {
- public:
-  degraded_error(tier current, tier required, std::string source = {})
-      : rejected_error{errc::degraded, source, duration::zero(),
-                       "service degraded to tier '" + std::string{to_string(current)} + "'; call requires '" +
-                           std::string{to_string(required)} + "' or better"},
-        current_{current},
-        required_{required} {}
-  tier current() const noexcept { return current_; }
-  tier required() const noexcept { return required_; }
-
- private:
-  tier current_;
-  tier required_;
-};
-
-/// The call was cancelled through its stop_token.
-class cancelled_error : public rejected_error {
- public:
-  explicit cancelled_error(std::string source = {})
-      : rejected_error{errc::cancelled, source, duration::zero(), detail::named("call cancelled", source)} {}
-};
 
 /// Implement this in your own exception types to carry a server's
 /// Retry-After; retry then waits at least that long before the next attempt.

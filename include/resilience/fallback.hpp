@@ -95,16 +95,16 @@ class trigger {
   static trigger on() {
     return when([](const failure& f) { return (f.is<Es>() || ...); });
   }
-  /// Rejections with one of these codes (e.g. only errc::circuit_open).
-  static trigger rejections(errc_set codes) {
-    return when([codes](const failure& f) { return f.has_rejection() && codes.contains(f.rejection().code); });
+  /// Rejections of one of these kinds (e.g. only circuit_open_kind).
+  static trigger rejections(kind_set kinds) {
+    return when([kinds](const failure& f) { return f.has_rejection() && kinds.contains(*f.rejection().kind); });
   }
   /// The same as on<Es...>(), spelled as retry_options spells type lists:
   /// `.when = resilience::exceptions<factor_api_error>{}`.
   template <class... Es>
   trigger(resilience::exceptions<Es...>) : trigger{on<Es...>()} {}  // NOLINT: implicit, reads well in designated initializers
-  /// The same as rejections(codes): `.when = errc_set{errc::circuit_open}`.
-  trigger(errc_set codes) : trigger{rejections(codes)} {}  // NOLINT: implicit, as above
+  /// The same as rejections(kinds): `.when = kind_set{resilience::circuit_open_kind}`.
+  trigger(kind_set kinds) : trigger{rejections(kinds)} {}  // NOLINT: implicit, as above
   /// Every user exception, no rejection.
   static trigger exceptions() {
     return when([](const failure& f) { return f.has_exception(); });

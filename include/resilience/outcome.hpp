@@ -3,11 +3,12 @@
 //
 //   resilience::outcome<double> r = fetch.try_call("electricity");
 //   if (r) use(*r);
-//   else if (r.has_rejection() && r.rejection().code == resilience::errc::circuit_open) wait(r.rejection().retry_after);
+//   else if (r.has_rejection() && r.rejection().is(resilience::circuit_open_kind)) wait(r.rejection().retry_after);
 //   else log(r.what());
 //   double v = std::move(r).value();  // or rethrow the same exception / throw the rejection's type
 #pragma once
 
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
@@ -22,33 +23,95 @@
 namespace resilience {
 inline namespace v1 {
 
-/// A policy's refusal, as a value: no allocation, no throw. The string views
-/// point at the rejecting policy's own name (alive as long as the policy) or
-/// at the call's context (alive as long as the caller's strings).
-struct rejection {
-  errc code = errc::cancelled;            ///< what kind of rejection
-  duration retry_after = duration::zero();  ///< when a new attempt may succeed; zero when unknown
-  std::string_view source{};              ///< name of the rejecting policy instance (breaker name, limiter key)
-  duration limit = duration::zero();      ///< for errc::timeout: the limit that passed
-  std::string_view tenant{};              ///< for errc::rate_limited: the tenant, if any
-  tier current = tier::full;              ///< for errc::degraded: the tier at the time
-  tier required = tier::full;             ///< for errc::degraded: the tier the call needed
+struct rejection;
+
+/// What kind of refusal a rejection is, in the spirit of std::error_category:
+/// one static instance per kind, compared by address. A policy defines its
+/// own kind next to its code (timeout_kind in timeout.hpp, ...), and so can a
+/// policy written outside the library:
+///
+///   struct kill_switch_kind_t final : resilience::rejection_kind {
+///     constexpr kill_switch_kind_t() : rejection_kind{"kill_switch"} {}
+///     std::string message(const resilience::rejection& r) const override { return "kill switch '" + std::string{r.source} + "' is off"; }
+///   };
+///   inline constexpr kill_switch_kind_t kill_switch_kind{};
+class rejection_kind {
+ public:
+  rejection_kind(const rejection_kind&) = delete;
+  rejection_kind& operator=(const rejection_kind&) = delete;
+
+  /// A short lowercase name for logs and metrics ("circuit_open").
+  constexpr std::string_view name() const noexcept { return name_; }
+  /// True when the refusal says the dependency itself failed (a timeout), so
+  /// a circuit breaker counts it; other refusals say nothing about it.
+  constexpr bool dependency_failure() const noexcept { return dependency_failure_; }
+  /// The human-readable text of r (its exception's what()).
+  virtual std::string message(const rejection& r) const = 0;
+  /// Throws r as this kind's exception type; by default a rejected_error
+  /// carrying this kind.
+  [[noreturn]] virtual void raise(const rejection& r) const;
+
+  friend constexpr bool operator==(const rejection_kind& a, const rejection_kind& b) noexcept { return &a == &b; }
+
+ protected:
+  /// `name` must outlive the kind (a string literal).
+  constexpr explicit rejection_kind(std::string_view name, bool dependency_failure = false) noexcept
+      : name_{name}, dependency_failure_{dependency_failure} {}
+  ~rejection_kind() = default;
+
+ private:
+  std::string_view name_;
+  bool dependency_failure_;
 };
 
-/// Throws the exception type that matches r.code (circuit_open_error for
-/// errc::circuit_open, and so on).
+/// The caller's stop_token fired before the call could finish (a kind of the
+/// pipeline itself, not of one policy).
+class cancelled_kind_t final : public rejection_kind {
+ public:
+  constexpr cancelled_kind_t() noexcept : rejection_kind{"cancelled"} {}
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a cancelled call.
+inline constexpr cancelled_kind_t cancelled_kind{};
+
+/// A policy's refusal, as a value: no allocation, no throw, trivially
+/// copyable. The string views point at the rejecting policy's own name
+/// (alive as long as the policy) or at the call's context (alive as long as
+/// the caller's strings). The payload fields mean what the kind says.
+struct rejection {
+  const rejection_kind* kind = &cancelled_kind;  ///< what kind of rejection (never null)
+  duration retry_after = duration::zero();       ///< when a new attempt may succeed; zero when unknown
+  std::string_view source{};                     ///< name of the rejecting policy instance (breaker name, limiter key)
+  duration value = duration::zero();             ///< kind-specific duration (timeout: the limit that passed)
+  std::string_view detail{};                     ///< kind-specific text (rate limit: the tenant, if any)
+  std::uint32_t code = 0;                        ///< kind-specific code (degraded: the tiers)
+
+  /// True when this rejection is of kind k: `r.is(resilience::timeout_kind)`.
+  constexpr bool is(const rejection_kind& k) const noexcept { return kind == &k; }
+};
+
+static_assert(std::is_trivially_copyable_v<rejection>, "a rejection travels by value, without allocation");
+
+/// Throws r as its kind's exception type (circuit_open_error for
+/// circuit_open_kind, and so on).
 [[noreturn]] inline void throw_rejection(const rejection& r) {
-  std::string source{r.source};
-  switch (r.code) {
-    case errc::timeout: throw timeout_error{r.limit, std::move(source)};
-    case errc::circuit_open: throw circuit_open_error{std::move(source), r.retry_after};
-    case errc::rate_limited: throw rate_limit_exceeded{std::move(source), r.retry_after, std::string{r.tenant}};
-    case errc::bulkhead_full: throw bulkhead_full_error{std::move(source)};
-    case errc::degraded: throw degraded_error{r.current, r.required, std::move(source)};
-    case errc::cancelled: break;
-  }
-  throw cancelled_error{std::move(source)};
+  r.kind->raise(r);
+  // A user's raise() that returned after all: throw the base.
+  throw rejected_error{*r.kind, std::string{r.source}, r.retry_after, r.kind->message(r)};
 }
+
+inline void rejection_kind::raise(const rejection& r) const { throw rejected_error{*this, std::string{r.source}, r.retry_after, message(r)}; }
+
+/// The call was cancelled through its stop_token.
+class cancelled_error : public rejected_error {
+ public:
+  explicit cancelled_error(std::string source = {})
+      : rejected_error{cancelled_kind, source, duration::zero(), detail::named("call cancelled", source)} {}
+};
+
+inline std::string cancelled_kind_t::message(const rejection& r) const { return detail::named("call cancelled", r.source); }
+inline void cancelled_kind_t::raise(const rejection& r) const { throw cancelled_error{std::string{r.source}}; }
 
 /// The text of a failure: e.what() for a std::exception, a fixed text otherwise.
 inline std::string describe(const std::exception_ptr& e) {
@@ -157,13 +220,7 @@ class outcome {
   /// A human-readable text of the failure ("" on success).
   std::string what() const {
     if (has_exception()) return describe(exception());
-    if (has_rejection()) {
-      try {
-        throw_rejection(rejection());
-      } catch (const std::exception& e) {
-        return e.what();
-      }
-    }
+    if (has_rejection()) return rejection().kind->message(rejection());
     return {};
   }
 

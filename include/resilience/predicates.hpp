@@ -8,12 +8,14 @@
 //                        .retry_on_result = [](const http_response& r) { return r.status == 503; }}};
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <typeinfo>
@@ -225,28 +227,52 @@ class result_predicate {
   std::function<bool(const void*)> fn_;
 };
 
-/// A set of rejection codes (errc), for retry_options::retry_rejections.
-/// `{}` is the empty set; errc_set::all() every code.
-class errc_set {
+/// A set of rejection kinds (open: a policy's own kind goes in as well as
+/// the library's), for retry_options::retry_rejections and fallback triggers:
+/// `.retry_rejections = {resilience::timeout_kind, resilience::rate_limited_kind}`.
+/// `{}` is the empty set; kind_set::all() every kind, present and future.
+class kind_set {
  public:
+  /// How many kinds a set can name.
+  static constexpr std::size_t capacity = 8;
+
   /// The empty set.
-  constexpr errc_set() noexcept = default;
-  /// The listed codes.
-  constexpr errc_set(std::initializer_list<errc> codes) noexcept {
-    for (errc c : codes) bits_ |= bit(c);
+  constexpr kind_set() noexcept = default;
+  /// The listed kinds.
+  template <class... Kinds>
+    requires(sizeof...(Kinds) > 0 && (std::is_convertible_v<const Kinds&, const rejection_kind&> && ...))
+  constexpr kind_set(const Kinds&... kinds) noexcept  // NOLINT: implicit, reads well in designated initializers
+      : kinds_{&static_cast<const rejection_kind&>(kinds)...}, size_{sizeof...(Kinds)} {
+    static_assert(sizeof...(Kinds) <= capacity, "kind_set: at most kind_set::capacity kinds");
   }
-  /// Every code.
-  static constexpr errc_set all() noexcept {
-    errc_set s;
-    s.bits_ = ~std::uint32_t{0};
+  /// Every kind.
+  static constexpr kind_set all() noexcept {
+    kind_set s;
+    s.all_ = true;
     return s;
   }
-  /// True when c is in the set.
-  constexpr bool contains(errc c) const noexcept { return (bits_ & bit(c)) != 0; }
+  /// True when k is in the set.
+  constexpr bool contains(const rejection_kind& k) const noexcept {
+    if (all_) return true;
+    for (std::size_t i = 0; i < size_; ++i)
+      if (kinds_[i] == &k) return true;
+    return false;
+  }
+  /// The kinds of either set; throws std::length_error past capacity.
+  friend constexpr kind_set operator|(kind_set a, const kind_set& b) {
+    if (a.all_ || b.all_) return all();
+    for (std::size_t i = 0; i < b.size_; ++i) {
+      if (a.contains(*b.kinds_[i])) continue;
+      if (a.size_ == capacity) throw std::length_error{"kind_set: at most 8 kinds"};
+      a.kinds_[a.size_++] = b.kinds_[i];
+    }
+    return a;
+  }
 
  private:
-  static constexpr std::uint32_t bit(errc c) noexcept { return std::uint32_t{1} << static_cast<unsigned>(c); }
-  std::uint32_t bits_ = 0;
+  const rejection_kind* kinds_[capacity]{};
+  std::size_t size_ = 0;
+  bool all_ = false;
 };
 
 }  // namespace v1

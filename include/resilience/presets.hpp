@@ -35,6 +35,7 @@
 #include <utility>
 
 #include "backoff.hpp"
+#include "bulkhead.hpp"
 #include "cache.hpp"
 #include "circuit_breaker.hpp"
 #include "clock.hpp"
@@ -182,7 +183,7 @@ inline retry_options retry_settings(const settings& s) {
                        .base_delay = s.base_delay,
                        .strategy = backoff_strategy::exponential,
                        .jitter = s.jitter,
-                       .retry_rejections = {errc::timeout, errc::rate_limited, errc::bulkhead_full}};
+                       .retry_rejections = {timeout_kind, rate_limited_kind, bulkhead_full_kind}};
 }
 
 /// Timeout options from a preset (named after the dependency).

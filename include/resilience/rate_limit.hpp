@@ -59,6 +59,45 @@
 namespace resilience {
 inline namespace v1 {
 
+/// A rate limiter's rejection kind: "rate_limited"; the rejection's source is
+/// the key, its `detail` the tenant (empty without tenants).
+class rate_limited_kind_t final : public rejection_kind {
+ public:
+  constexpr rate_limited_kind_t() noexcept : rejection_kind{"rate_limited"} {}
+  /// The tenant whose budget ran out; empty for a key without tenants.
+  static constexpr std::string_view tenant(const rejection& r) noexcept { return r.detail; }
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a rate limiter's rejection.
+inline constexpr rate_limited_kind_t rate_limited_kind{};
+
+/// A rate limiter had no permit for the call.
+class rate_limit_exceeded : public rejected_error {
+ public:
+  rate_limit_exceeded(std::string key, duration retry_after, std::string tenant = {})
+      : rejected_error{rate_limited_kind, key, retry_after, text(key, retry_after, tenant)}, tenant_{std::move(tenant)} {}
+  /// The limiter key.
+  const std::string& key() const noexcept { return source(); }
+  /// The tenant whose budget ran out; empty for a key without tenants.
+  const std::string& tenant() const noexcept { return tenant_; }
+
+ private:
+  friend class rate_limited_kind_t;
+  static std::string text(std::string_view key, duration retry_after, std::string_view tenant) {
+    return detail::named("rate limit", key) + (tenant.empty() ? std::string{} : " for tenant '" + std::string{tenant} + "'") +
+           " exceeded; retry after " + detail::seconds_text(retry_after);
+  }
+  std::string tenant_;
+};
+
+inline std::string rate_limited_kind_t::message(const rejection& r) const {
+  return rate_limit_exceeded::text(r.source, r.retry_after, r.detail);
+}
+inline void rate_limited_kind_t::raise(const rejection& r) const {
+  throw rate_limit_exceeded{std::string{r.source}, r.retry_after, std::string{r.detail}};
+}
+
 /// The answer of try_acquire / acquire.
 struct rate_limit_decision {
   bool allowed = false;                     ///< the permits were granted
@@ -679,7 +718,7 @@ struct rate_limit_options {
 };
 
 /// A policy for resilient<>: takes a permit before the call, or rejects it
-/// with errc::rate_limited (retry_after, the key, the tenant) — no
+/// with rate_limited_kind (retry_after, the key, the tenant) — no
 /// allocation, no throw on try_call.
 ///
 ///   resilience::resilient fetch{fetch_factor, resilience::rate_limit{registry, "factor_api", {.max_wait = 200ms}}};
@@ -709,8 +748,8 @@ class rate_limit {
     }
     if (d) return next(ctx);
     const std::string_view source = registry_ ? std::string_view{entry_->name} : single_->name();
-    if (cancelled) return outcome<T>{rejection{.code = errc::cancelled, .source = source}};
-    return outcome<T>{rejection{.code = errc::rate_limited, .retry_after = d.retry_after, .source = source, .tenant = tenant}};
+    if (cancelled) return outcome<T>{rejection{.kind = &cancelled_kind, .source = source}};
+    return outcome<T>{rejection{.kind = &rate_limited_kind, .retry_after = d.retry_after, .source = source, .detail = tenant}};
   }
 
   /// The events of the registry or limiter behind this policy.

@@ -100,9 +100,9 @@ struct retry_options {
   /// A predicate on a successful result: true means "retry anyway". When
   /// attempts run out, that last result is returned as it is. Default: unset.
   result_predicate retry_on_result{};
-  /// Rejection codes of inner policies that retry; default all (an open
+  /// Rejection kinds of inner policies that retry; default all (an open
   /// circuit's or a rate limit's retry_after is waited out first).
-  errc_set retry_rejections = errc_set::all();
+  kind_set retry_rejections = kind_set::all();
 
   /// Called before each wait: (the attempt that failed, 1-based; the wait; the failure).
   /// An exception from it (or from a predicate) ends the call with that exception.
@@ -139,7 +139,7 @@ class retry {
         if (!options_.retry_on_result(*result)) return std::nullopt;
       }
     } else if (out_of_attempts(ctx, s) ||
-               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(result.rejection().code))) {
+               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(*result.rejection().kind))) {
       // Attempts are checked first: classifying an exception costs a rethrow per filter.
       give_up(ctx, retry_failure{result}, s.attempt);
       return std::nullopt;

@@ -87,6 +87,39 @@ enum class timeout_mode : std::uint8_t {
 /// sleeps until the deadline (on the real clock only): 20 µs.
 inline constexpr duration detached_spin = std::chrono::microseconds{20};
 
+/// A timeout policy's rejection kind: "timeout"; the rejection's `value` is
+/// the limit that passed. The only refusal a circuit breaker counts as the
+/// dependency's failure.
+class timeout_kind_t final : public rejection_kind {
+ public:
+  constexpr timeout_kind_t() noexcept : rejection_kind{"timeout", /*dependency_failure=*/true} {}
+  /// The limit that passed.
+  static constexpr duration limit(const rejection& r) noexcept { return r.value; }
+  std::string message(const rejection& r) const override;
+  [[noreturn]] void raise(const rejection& r) const override;
+};
+/// The kind of a timeout's rejection.
+inline constexpr timeout_kind_t timeout_kind{};
+
+/// A timeout policy gave up waiting.
+class timeout_error : public rejected_error {
+ public:
+  explicit timeout_error(duration limit, std::string source = {})
+      : rejected_error{timeout_kind, source, duration::zero(),
+                       detail::named("timeout", source) + ": call exceeded " + detail::seconds_text(limit)},
+        limit_{limit} {}
+  /// The limit that was exceeded.
+  duration limit() const noexcept { return limit_; }
+
+ private:
+  duration limit_;
+};
+
+inline std::string timeout_kind_t::message(const rejection& r) const {
+  return detail::named("timeout", r.source) + ": call exceeded " + detail::seconds_text(r.value);
+}
+inline void timeout_kind_t::raise(const rejection& r) const { throw timeout_error{r.value, std::string{r.source}}; }
+
 /// Settings of a timeout policy.
 struct timeout_options {
   duration limit = std::chrono::seconds{10};    ///< the time a call may take (> 0, <= max_duration); default 10 s
@@ -203,7 +236,7 @@ class timeout {
   }
 
   static rejection rejection_for(const shared_state& s, duration limit) noexcept {
-    return rejection{.code = errc::timeout, .source = s.name, .limit = limit};
+    return rejection{.kind = &timeout_kind, .source = s.name, .value = limit};
   }
 
   static void emit_timeout(const shared_state& s, std::string_view operation, duration limit) noexcept {
@@ -314,7 +347,7 @@ class timeout {
 
   template <class O, class Call>
   O run_detached(call_context& ctx, const Call& call) const {
-    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
+    if (ctx.stop.stop_requested()) return O{rejection{.kind = &cancelled_kind, .source = shared_->name}};
     const time_point deadline = std::min(deadline_from(ctx), ctx.deadline);
     auto slot = std::make_shared<detached_slot<O>>();
     call_context inner = ctx;
@@ -339,7 +372,7 @@ class timeout {
     }
     if (done()) return std::move(*slot->result);
     slot->stop.request_stop();  // a stop-aware callable may end early; its result is dropped either way
-    if (ctx.stop.stop_requested()) return O{rejection{.code = errc::cancelled, .source = shared_->name}};
+    if (ctx.stop.stop_requested()) return O{rejection{.kind = &cancelled_kind, .source = shared_->name}};
     emit_timeout(*shared_, ctx.operation, limit_);
     return O{rejection_for(*shared_, limit_)};
   }

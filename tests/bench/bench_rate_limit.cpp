@@ -4,6 +4,7 @@
 // (count_grants = false, as when no metrics_registry watches them); the
 // `_counted` rows show what counting grants adds.
 #include <resilience/rate_limit.hpp>
+#include <resilience/resilient.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -161,6 +162,24 @@ void BM_registry_reconfigure_rate(benchmark::State& state) {
   a.report(state);
 }
 BENCHMARK(BM_registry_reconfigure_rate);
+
+// A refusal through the policy and try_call: the rejection travels as a value
+// (no allocation, no throw).
+void BM_policy_refusal_try_call(benchmark::State& state) {
+  static rate_limiter reg;
+  reg.configure("refused", {.requests_per_second = 1e-6, .burst_size = 1});
+  resilient fetch{[](int x) { return x * 0.233; }, rate_limit{reg, "refused"}};
+  (void)fetch.try_call(0);  // the one permit
+  int i = 0;
+  bench::alloc_scope a;
+  for (auto _ : state) {
+    auto r = fetch.try_call(++i);
+    if (r) state.SkipWithError("not refused");
+    benchmark::DoNotOptimize(r);
+  }
+  a.report(state);
+}
+BENCHMARK(BM_policy_refusal_try_call);
 
 }  // namespace
 
