@@ -139,7 +139,10 @@ int main() {
       guard}.with_clock(clock);
   // [kill-switch-compose]
   guard.off->store(true);
-  auto refused = resilience::resilient{healthy_api, guard}.try_call("electricity");
+  // The rejection's source views the policy's name: keep the wrapper (and so
+  // its copy of the switch) alive while the outcome is read.
+  const auto unguarded_retry = resilience::resilient{healthy_api, guard};
+  auto refused = unguarded_retry.try_call("electricity");
   std::printf("refused: %s (kind %s)\n", refused.what().c_str(),
               refused.has_rejection() ? std::string{refused.rejection().kind->name()}.c_str() : "none");
   try {
