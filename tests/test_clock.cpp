@@ -10,11 +10,13 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -286,8 +288,19 @@ int run_alone(const char* test_name) {
   posix_spawn_file_actions_addopen(&files, 2, "/dev/null", O_WRONLY, 0);
   std::string self = "/proc/self/exe", name = test_name;
   char* argv[] = {self.data(), name.data(), nullptr};
+  // Catch2's SIGABRT handler allocates while the child dies; under
+  // ThreadSanitizer that is reported as a signal-unsafe call and the child
+  // exits with TSan's status instead of the abort this test looks for.
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::string_view{*e}.substr(0, 13) != "TSAN_OPTIONS=") env_text.emplace_back(*e);
+  const char* tsan = std::getenv("TSAN_OPTIONS");
+  env_text.push_back(std::string{"TSAN_OPTIONS="} + (tsan ? tsan : "") + " report_signal_unsafe=0");
+  std::vector<char*> env;
+  for (auto& e : env_text) env.push_back(e.data());
+  env.push_back(nullptr);
   pid_t pid = 0;
-  const int err = posix_spawn(&pid, "/proc/self/exe", &files, nullptr, argv, environ);
+  const int err = posix_spawn(&pid, "/proc/self/exe", &files, nullptr, argv, env.data());
   posix_spawn_file_actions_destroy(&files);
   if (err != 0) return -1;
   int status = 0;
