@@ -99,6 +99,17 @@ void emit_counted(benchmark::State& state) {
 }
 BENCHMARK(emit_counted);
 
+// The timed part of every scrape benchmark: render into one reused buffer.
+void scrape(benchmark::State& state, const metrics_registry& m) {
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    m.render(out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["bytes"] = static_cast<double>(out.size());
+}
+
 // A full scrape: 10 breakers with histograms, 10 limiter keys, every family.
 void render_scrape(benchmark::State& state) {
   rate_limiter limits;  // outlives the registry watching it
@@ -110,13 +121,7 @@ void render_scrape(benchmark::State& state) {
     limits.configure("key_" + std::to_string(i), {.requests_per_second = 10, .burst_size = 20});
   }
   m.watch(limits);
-  std::string out;
-  for (auto _ : state) {
-    out.clear();
-    m.render(out);
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["bytes"] = static_cast<double>(out.size());
+  scrape(state, m);
 }
 BENCHMARK(render_scrape);
 
@@ -134,13 +139,7 @@ void render_many_limiter_keys(benchmark::State& state) {
     // A violation per key: its event-derived series must be matched against the watched one.
     for (int k = 0; k < 2; ++k) (void)limits.try_acquire(key);
   }
-  std::string out;
-  for (auto _ : state) {
-    out.clear();
-    m.render(out);
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["bytes"] = static_cast<double>(out.size());
+  scrape(state, m);
   state.SetComplexityN(state.range(0));
 }
 BENCHMARK(render_many_limiter_keys)->RangeMultiplier(4)->Range(2048, 32768)->Unit(benchmark::kMillisecond)->Complexity();
@@ -153,13 +152,7 @@ void render_many_breakers(benchmark::State& state) {
     auto cb = breakers.get_or_create("service_" + std::to_string(i), {.fail_max = 1});
     (void)cb.try_call([]() -> int { throw std::runtime_error{"down"}; });  // opens: a transition
   }
-  std::string out;
-  for (auto _ : state) {
-    out.clear();
-    m.render(out);
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["bytes"] = static_cast<double>(out.size());
+  scrape(state, m);
   state.SetComplexityN(state.range(0));
 }
 BENCHMARK(render_many_breakers)->RangeMultiplier(4)->Range(2048, 32768)->Unit(benchmark::kMillisecond)->Complexity();
