@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 rm -rf "$work" && mkdir -p "$work"
 version=$(sed -n 's/^#define RESILIENCE_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' "$src/include/resilience/version.hpp" | paste -sd.)
@@ -35,7 +35,7 @@ deb=$work/build/libresilience-dev_${version}_all.deb
 dpkg-deb -f "$deb" Package Version Architecture Depends Recommends Suggests
 
 say "apt-get install $deb"
-apt-get install -y -qq "$deb" >/dev/null
+apt-get install -y -qq -o Dpkg::Use-Pty=0 "$deb" >/dev/null
 [ "$(dpkg-query -W -f='${Version}' libresilience-dev)" = "$version" ]
 grep -q "RESILIENCE_VERSION_MAJOR" /usr/include/resilience/version.hpp
 
@@ -51,7 +51,7 @@ g++ $(pkg-config --cflags resilience) "$src/tests/consumer/main.cpp" -o "$work/p
 "$work/pkg_config_consumer"
 
 say "apt-get purge libresilience-dev"
-apt-get purge -y -qq libresilience-dev >/dev/null
+apt-get purge -y -qq -o Dpkg::Use-Pty=0 libresilience-dev >/dev/null
 if dpkg-query -W libresilience-dev >/dev/null 2>&1 && [ "$(dpkg-query -W -f='${Status}' libresilience-dev)" != "unknown ok not-installed" ]; then
   echo "the package is still known to dpkg: $(dpkg-query -W -f='${Status}' libresilience-dev)" >&2; exit 1
 fi
