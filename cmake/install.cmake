@@ -15,3 +15,19 @@ install(FILES
   ${CMAKE_CURRENT_BINARY_DIR}/resilienceConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/resilienceConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_DATADIR}/resilience/cmake)
+
+# A pkg-config file, for builds without CMake:
+#   g++ $(pkg-config --cflags resilience) app.cpp $(pkg-config --libs resilience)
+# Header-only, so it goes where architecture-independent .pc files go.
+# Relocatable: the prefix is found from where the file is (${pcfiledir}), so
+# the .deb (prefix /usr) and `cmake --install --prefix DIR` both get it right.
+file(RELATIVE_PATH pc_up /prefix/${CMAKE_INSTALL_DATADIR}/pkgconfig /prefix)
+string(REGEX REPLACE "/$" "" pc_up "${pc_up}")
+if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(pc_includedir "${CMAKE_INSTALL_INCLUDEDIR}")
+else()
+  set(pc_includedir "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
+configure_file(cmake/resilience.pc.in ${CMAKE_CURRENT_BINARY_DIR}/resilience.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/resilience.pc DESTINATION ${CMAKE_INSTALL_DATADIR}/pkgconfig)
+install(FILES LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR})

@@ -25,3 +25,4 @@
 #include "retry.hpp"
 #include "retry_after.hpp"
 #include "timeout.hpp"
+#include "version.hpp"
