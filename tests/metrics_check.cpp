@@ -37,7 +37,7 @@ int main() {
 
   // Circuit breaker: the ERP API fails twice, the breaker opens and rejects,
   // then a trial after the break closes it again.
-  auto erp = circuit_breakers().get_or_create("erp_api", {.clock = clk, .fail_max = 2, .timeout_duration = 60s});
+  auto erp = circuit_breakers().get_or_create("erp_api", {.clock = clk, .fail_max = 2, .break_duration = 60s});
   metrics.watch(erp, call_durations::always);  // watched now, so its call durations count from the first call
   auto pull_orders = [&](bool fail) -> int {
     clk.advance(fail ? 10s : 120ms);

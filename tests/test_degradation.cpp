@@ -493,7 +493,7 @@ void fail_on(const circuit_breaker& cb) {
 TEST_CASE("a bound breaker holds its service unhealthy while open, until its break ends", "[degradation]") {
   manual_clock clk;
   degradation_manager m{{.clock = clk}};  // default hysteresis: 3 healthy reports
-  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 2, .timeout_duration = 60s}};
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 2, .break_duration = 60s}};
   tier_log log;
   log.attach(m);
   m.bind(cb, "factor_api");
@@ -582,7 +582,7 @@ TEST_CASE("bind rejects an unknown service; a binding outliving its manager is h
 TEST_CASE("stress: breakers opening and closing while threads report health and call", "[degradation][stress]") {
   manual_clock clk;
   degradation_manager m{{.recover_after_reports = 2, .clock = clk}};
-  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .timeout_duration = 1s}};
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .break_duration = 1s}};
   m.bind(cb, "factor_api");
   std::mutex log_mutex;
   std::vector<std::pair<tier, tier>> changes;

@@ -332,7 +332,7 @@ TEST_CASE("user collectors add their own families", "[metrics]") {
 
 TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, durations", "[metrics]") {
   manual_clock clk;
-  circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .timeout_duration = 10s}};
+  circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .break_duration = 10s}};
   metrics_registry m{local_only()};
   m.watch(erp, call_durations::always);
   m.watch(erp);  // again: nothing changes

@@ -113,7 +113,7 @@ struct circuit_breaker_options {
 
   breaker_window window = breaker_window::consecutive;  ///< what opens the breaker (default: failures in a row)
   int fail_max = 5;                                     ///< consecutive mode: failures in a row that open it (>= 1)
-  duration timeout_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
+  duration break_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
 
   std::size_t window_size = 100;                       ///< count_based: calls in the window (1..65535)
   duration window_duration = std::chrono::seconds{60};  ///< time_based: length of the window (> 0)
@@ -128,7 +128,7 @@ struct circuit_breaker_options {
   duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0; duration::max(): never)
 
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
-  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1; duration::max(): no cap)
+  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= break_duration when multiplier > 1; duration::max(): no cap)
 
   exception_predicate record_exceptions{};  ///< exceptions that count as failures (unset: all); others count as successes
   exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (unset: none); checked first
@@ -242,7 +242,7 @@ inline void check_rate(double v, const char* what) {
 inline void validate(const circuit_breaker_options& o) {
   auto fail = [](const char* msg) { throw std::invalid_argument{std::string{"circuit_breaker: "} + msg}; };
   if (o.fail_max < 1) fail("fail_max must be >= 1");
-  if (o.timeout_duration <= duration::zero()) fail("timeout_duration must be > 0");
+  if (o.break_duration <= duration::zero()) fail("break_duration must be > 0");
   if (o.half_open_max_calls < 1) fail("half_open_max_calls must be >= 1");
   if (o.half_open_max_calls > 0x7fff) fail("half_open_max_calls must be <= 32767");
   if (o.success_threshold < 1) fail("success_threshold must be >= 1");
@@ -250,11 +250,11 @@ inline void validate(const circuit_breaker_options& o) {
   if (o.max_wait_in_half_open <= duration::zero()) fail("max_wait_in_half_open must be > 0");
   if (!(o.break_duration_multiplier >= 1.0) || !std::isfinite(o.break_duration_multiplier))
     fail("break_duration_multiplier must be a finite number >= 1");
-  if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.timeout_duration)
-    fail("max_break_duration must be >= timeout_duration");
+  if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.break_duration)
+    fail("max_break_duration must be >= break_duration");
   if (o.slow_call_duration < duration::zero()) fail("slow_call_duration must be >= 0");
   // Periods are bounded; the max_ options are caps and may be duration::max() (never).
-  checked_duration(o.timeout_duration, "circuit_breaker: timeout_duration");
+  checked_duration(o.break_duration, "circuit_breaker: break_duration");
   checked_duration(o.window_duration, "circuit_breaker: window_duration");
   checked_duration(o.slow_call_duration, "circuit_breaker: slow_call_duration");
   check_rate(o.failure_rate_threshold, "failure_rate_threshold");
@@ -488,7 +488,7 @@ class breaker_state {
           return t;
         }
         case cb_phase::open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
+          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.break_duration);
           const time_point now = opts_.clock.now();
           const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
           if (now < until) return reject(circuit_state::open, saturating_sub(until, now));
@@ -929,8 +929,8 @@ class breaker_state {
   }
 
   duration break_duration(std::uint32_t opens) const noexcept {
-    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.timeout_duration;
-    const double grown = static_cast<double>(opts_.timeout_duration.count()) *
+    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.break_duration;
+    const double grown = static_cast<double>(opts_.break_duration.count()) *
                          std::pow(opts_.break_duration_multiplier, static_cast<double>(opens - 1));
     const double cap = static_cast<double>(opts_.max_break_duration.count());
     return grown >= cap ? opts_.max_break_duration : duration{static_cast<duration::rep>(grown)};

@@ -194,7 +194,7 @@ inline timeout_options timeout_settings(const settings& s) {
 /// Circuit-breaker options from a preset, on clock `clk`.
 inline circuit_breaker_options breaker_settings(const settings& s, clock_ref clk = {}) {
   return circuit_breaker_options{.name = std::string{s.name}, .clock = std::move(clk), .fail_max = s.fail_max,
-                                 .timeout_duration = s.break_duration};
+                                 .break_duration = s.break_duration};
 }
 
 /// Rate-limit configuration from a preset (precondition: s.rate_limited()).
