@@ -302,8 +302,8 @@ TEST_CASE("events: tier_changed and service_health_changed, only on changes", "[
 }
 
 TEST_CASE("the process-wide manager is one instance with the default services", "[degradation]") {
-  auto& a = get_degradation_manager();
-  auto& b = get_degradation_manager();
+  auto& a = global_degradation_manager();
+  auto& b = global_degradation_manager();
   CHECK(&a == &b);
   CHECK(a.has_service("database"));
   CHECK(a.name() == "degradation");
@@ -381,7 +381,7 @@ TEST_CASE("degradation_guard works for void callables and with the global manage
   resilient ping{[&] { ++calls; }, degradation_guard{tier::maintenance}};
   ping();  // maintenance allows everything
   CHECK(calls == 1);
-  CHECK(degradation_guard{tier::core}.manager().name() == get_degradation_manager().name());
+  CHECK(degradation_guard{tier::core}.manager().name() == global_degradation_manager().name());
 }
 
 TEST_CASE("a guard keeps a user's exception unchanged", "[degradation]") {

@@ -1,7 +1,7 @@
 // resilience/rate_limit.hpp: rate limiting — four algorithms, a per-key and
 // per-tenant registry, and a rate_limit policy for resilient<>.
 //
-//   auto& limits = resilience::get_rate_limiter();
+//   auto& limits = resilience::global_rate_limiter();
 //   limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 20});
 //   limits.check_limit("factor_api");                    // throws rate_limit_exceeded
 //   resilience::resilient fetch{fetch_factor, resilience::rate_limit{limits, "factor_api"}};
@@ -706,7 +706,7 @@ class rate_limiter {
 };
 
 /// The process-wide registry (steady clock), created on first use.
-inline rate_limiter& get_rate_limiter() {
+inline rate_limiter& global_rate_limiter() {
   static rate_limiter registry;
   return registry;
 }
