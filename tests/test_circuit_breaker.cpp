@@ -805,7 +805,7 @@ TEST_CASE("copies share state; the registry shares breakers by name", "[circuit_
   CHECK(a.state() == open);
   CHECK(a == b);
 
-  auto& registry = circuit_breakers();
+  auto& registry = global_circuit_breakers();
   auto x = registry.get_or_create("test.registry.factor_api", {.fail_max = 2});
   auto y = registry.get_or_create("test.registry.factor_api", {.fail_max = 9});
   CHECK(x == y);

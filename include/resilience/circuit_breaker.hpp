@@ -13,7 +13,7 @@
 // until the break duration passes), half_open (up to half_open_max_calls
 // trial calls pass; a failed trial reopens, success_threshold successful
 // trials close). Copies of a circuit_breaker share one state; the
-// process-wide registry circuit_breakers() shares breakers by name.
+// process-wide registry global_circuit_breakers() shares breakers by name.
 //
 // A refusal carries retry_after: open, the exact time until a trial may
 // pass; half_open with every trial slot taken, the latest that can be (if no
@@ -1279,7 +1279,7 @@ class circuit_breaker_registry {
 };
 
 /// The process-wide breaker registry.
-inline circuit_breaker_registry& circuit_breakers() {
+inline circuit_breaker_registry& global_circuit_breakers() {
   static circuit_breaker_registry registry;
   return registry;
 }

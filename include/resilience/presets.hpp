@@ -207,7 +207,7 @@ inline rate_limit_config rate_limit_settings(const settings& s) {
 /// clock; tests pass their own. A rate_limiter keeps the clock it was built
 /// with, so give a manual-clock test a rate_limiter on the same clock.
 struct sources {
-  circuit_breaker_registry* breakers = nullptr;  ///< default: circuit_breakers()
+  circuit_breaker_registry* breakers = nullptr;  ///< default: global_circuit_breakers()
   rate_limiter* limits = nullptr;                ///< default: global_rate_limiter()
   clock_ref clock{};                             ///< the calls' clock, and the clock of breakers make() creates
 };
@@ -287,7 +287,7 @@ inline settings checked(const settings& s, fallback_kind given) {
 
 template <class F, class... Fallback>
 auto build(const settings& s, F&& fn, const sources& src, Fallback&&... fb) {
-  auto& breakers = src.breakers ? *src.breakers : circuit_breakers();
+  auto& breakers = src.breakers ? *src.breakers : global_circuit_breakers();
   auto& limits = src.limits ? *src.limits : global_rate_limiter();
   auto breaker = breakers.get_or_create(s.name, breaker_settings(s, src.clock));
   optional_policy<rate_limit> limit;
