@@ -261,7 +261,7 @@ TEST_CASE("a watched rate_limiter is read at scrape time", "[metrics]") {
 }
 
 TEST_CASE("watching a rate_limiter turns grant counting on for good", "[metrics]") {
-  // Grants are not counted by default (rate_limit_config::count_grants is
+  // Grants are not counted by default (limiter_options::count_grants is
   // false); requests_total{result="allowed"} needs them, so watch() turns
   // counting on, for keys configured before and after it, and a later
   // configure() asking for no counting does not turn it off.

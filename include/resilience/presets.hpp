@@ -198,8 +198,8 @@ inline circuit_breaker_options breaker_settings(const settings& s, clock_ref clk
 }
 
 /// Rate-limit configuration from a preset (precondition: s.rate_limited()).
-inline rate_limit_config rate_limit_settings(const settings& s) {
-  return rate_limit_config{.requests_per_second = s.requests_per_second, .burst_size = s.burst_size};
+inline limiter_options rate_limit_settings(const settings& s) {
+  return limiter_options{.requests_per_second = s.requests_per_second, .burst_size = s.burst_size};
 }
 
 /// Where make() finds the shared breakers and rate limiters, and the clock

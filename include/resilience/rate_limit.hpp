@@ -109,7 +109,7 @@ struct rate_limit_decision {
 struct rate_limit_stats {
   double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
   /// Requests granted, tenants included, while grant counting was on: from
-  /// the start with rate_limit_config::count_grants = true, or from the
+  /// the start with limiter_options::count_grants = true, or from the
   /// moment a metrics_registry watched the limiter or registry
   /// (enable_grant_counting). 0 when never on: counting is off by default so
   /// that a grant costs nothing beyond its CAS.
@@ -117,7 +117,7 @@ struct rate_limit_stats {
   std::uint64_t rejected = 0;  ///< requests refused, tenants included (always counted: a refusal is the slow path)
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
   std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
-  rate_limit_config config{};  ///< the configuration in force; count_grants says whether grants are being counted now
+  limiter_options config{};  ///< the configuration in force; count_grants says whether grants are being counted now
 };
 
 /// A clock_ref reading CLOCK_MONOTONIC_COARSE (Linux): a few ns instead of
@@ -224,7 +224,7 @@ inline clock_ref coarse_clock() {
 }
 
 /// Options for the single-algorithm limiters.
-struct rate_options {
+struct limiter_rate_options {
   double requests_per_second = 10.0;  ///< the sustained rate; finite, > 0 and <= 1e9
   std::int64_t burst_size = 20;       ///< bucket capacity / queue depth / permits per window; >= 1
 };
@@ -235,7 +235,7 @@ class limiter {
  public:
   /// Throws std::invalid_argument naming the bad field. `name` appears in
   /// events and rejections.
-  explicit limiter(const rate_limit_config& config = {}, clock_ref clk = {}, std::string name = {})
+  explicit limiter(const limiter_options& config = {}, clock_ref clk = {}, std::string name = {})
       : s_{make(config, std::move(clk), std::move(name))} {}
 
   /// Takes n permits if they are there now; never waits. Throws
@@ -278,7 +278,7 @@ class limiter {
   /// This limiter's events (rate_limit_violated).
   event_hub& events() const noexcept { return s_->hub; }
   /// The configuration given at construction; count_grants says whether grants are being counted now.
-  rate_limit_config config() const noexcept {
+  limiter_options config() const noexcept {
     auto c = s_->config;
     c.count_grants = s_->counters.count_grants.load(std::memory_order_relaxed);
     return c;
@@ -289,18 +289,18 @@ class limiter {
 
  private:
   struct shared {
-    shared(const rate_limit_config& c, clock_ref clk, std::string n)
+    shared(const limiter_options& c, clock_ref clk, std::string n)
         : clock{std::move(clk)}, name{std::move(n)}, config{c}, state{detail::shape_of(c), detail::ns(clock.now())} {
       counters.count_grants.store(c.count_grants, std::memory_order_relaxed);
     }
     clock_ref clock;
     std::string name;
-    const rate_limit_config config;
+    const limiter_options config;
     mutable event_hub hub;
     detail::rate_counters counters;
     detail::limiter_state state;
   };
-  static std::shared_ptr<shared> make(const rate_limit_config& c, clock_ref clk, std::string name) {
+  static std::shared_ptr<shared> make(const limiter_options& c, clock_ref clk, std::string name) {
     detail::validate(c, "rate limiter", name);
     return std::make_shared<shared>(c, std::move(clk), std::move(name));
   }
@@ -310,7 +310,7 @@ class limiter {
 /// Token bucket: burst_size tokens, refilled at requests_per_second; starts full.
 class token_bucket : public limiter {
  public:
-  explicit token_bucket(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+  explicit token_bucket(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
       : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::token_bucket}, std::move(clk), std::move(name)} {}
 };
 
@@ -318,21 +318,21 @@ class token_bucket : public limiter {
 /// acquire() may queue up to burst_size permits ahead of schedule.
 class leaky_bucket : public limiter {
  public:
-  explicit leaky_bucket(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+  explicit leaky_bucket(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
       : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::leaky_bucket}, std::move(clk), std::move(name)} {}
 };
 
 /// Fixed window: burst_size permits per window of burst_size/requests_per_second.
 class fixed_window : public limiter {
  public:
-  explicit fixed_window(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+  explicit fixed_window(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
       : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::fixed_window}, std::move(clk), std::move(name)} {}
 };
 
 /// Exact sliding window: at most burst_size grants in any burst_size/requests_per_second.
 class sliding_window : public limiter {
  public:
-  explicit sliding_window(const rate_options& o = {}, clock_ref clk = {}, std::string name = {})
+  explicit sliding_window(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
       : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::sliding_window}, std::move(clk), std::move(name)} {}
 };
 
@@ -375,7 +375,7 @@ class rate_limiter {
   /// mix. Grants stay counted once a metrics_registry watches the registry,
   /// whatever config.count_grants says. Throws std::invalid_argument naming
   /// the bad field.
-  void configure(std::string_view key, const rate_limit_config& config) {
+  void configure(std::string_view key, const limiter_options& config) {
     detail::validate(config, "rate_limiter: key", key);
     std::lock_guard lock{write_mutex_};
     const bool count = config.count_grants || count_all_grants_.load(std::memory_order_relaxed);
@@ -504,7 +504,7 @@ class rate_limiter {
   struct key_entry {
     static constexpr std::size_t max_shards = 16;
 
-    key_entry(std::string_view k, const rate_limit_config& c, const detail::limiter_shape& s, std::int64_t now)
+    key_entry(std::string_view k, const limiter_options& c, const detail::limiter_shape& s, std::int64_t now)
         : name{k}, hash{detail::sv_hash{}(k)}, state{s, now}, config{c} {
       const std::size_t count = shards_for(c.max_partitions);
       shard_count.store(count, std::memory_order_relaxed);
@@ -519,7 +519,7 @@ class rate_limiter {
 
     // Reshapes every tenant limiter in place (see configure). When the shard
     // layout changes they are dropped: they start afresh on their next call.
-    void reshape_tenants(const rate_limit_config& config, const detail::limiter_shape& shape, std::int64_t now) {
+    void reshape_tenants(const limiter_options& config, const detail::limiter_shape& shape, std::int64_t now) {
       const std::size_t count = shards_for(config.max_partitions);
       const bool same_layout = count == shard_count.load(std::memory_order_relaxed);
       shard_count.store(count, std::memory_order_release);
@@ -560,7 +560,7 @@ class rate_limiter {
     std::atomic<std::int64_t> held_until{std::numeric_limits<std::int64_t>::min()};  // the key's last hold (ns), for tenants made later
     detail::rate_counters counters;
     mutable std::mutex mutex;  // serializes reconfiguration; guards config
-    rate_limit_config config;
+    limiter_options config;
     mutable tenant_shard shards[max_shards];
     std::atomic<std::size_t> shard_count{1};
   };
@@ -685,7 +685,7 @@ class rate_limiter {
   }
 
   rate_limit_stats stats_of(const key_entry& e) const {
-    rate_limit_config config;
+    limiter_options config;
     {
       std::lock_guard lock{e.mutex};
       config = e.config;
@@ -832,7 +832,7 @@ class adaptive_rate {
     rate_limiter* registry;
     std::string key;
     adaptive_rate_options options;
-    rate_limit_config target;
+    limiter_options target;
     std::mutex mutex;
     double rate;
     std::atomic<std::int64_t> next_step_at{std::numeric_limits<std::int64_t>::max()};

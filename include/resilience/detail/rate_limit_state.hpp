@@ -48,7 +48,7 @@ constexpr std::string_view to_string(rate_limit_algorithm a) noexcept {
 }
 
 /// How a key (or a single limiter) is limited.
-struct rate_limit_config {
+struct limiter_options {
   double requests_per_second = 10.0;  ///< the sustained rate; finite, > 0 and <= 1e9
   std::int64_t burst_size = 20;       ///< bucket capacity / queue depth / permits per window; >= 1
   rate_limit_algorithm algorithm = rate_limit_algorithm::token_bucket;  ///< default: token bucket
@@ -70,7 +70,7 @@ inline constexpr std::int64_t max_window_ns = std::int64_t{100} * 365 * 24 * 360
 // Validates a config; throws std::invalid_argument naming the field, with
 // "<who> '<name>': " in front (just "<who>: " without a name). Builds no
 // string unless it throws: configure() of a known key allocates nothing.
-inline void validate(const rate_limit_config& c, std::string_view who, std::string_view name = {}) {
+inline void validate(const limiter_options& c, std::string_view who, std::string_view name = {}) {
   auto fail = [&](std::string_view what) {
     std::string message{who};
     if (!name.empty()) message.append(" '").append(name).append("'");
@@ -99,7 +99,7 @@ struct limiter_shape {
   std::int64_t interval = 1;
 };
 
-inline limiter_shape shape_of(const rate_limit_config& c) noexcept {
+inline limiter_shape shape_of(const limiter_options& c) noexcept {
   return {c.algorithm, c.burst_size, std::max<std::int64_t>(1, static_cast<std::int64_t>(std::llround(1e9 / c.requests_per_second)))};
 }
 
