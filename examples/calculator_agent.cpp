@@ -91,7 +91,7 @@ int main() {
 
   // The breaker reports for the factor API: while it is open, the platform
   // runs read-only (no external calls) and lookups come from the cache.
-  resilience::circuit_breaker breaker{{.name = "factor_api", .clock = virtual_time, .fail_max = 5, .timeout_duration = 60s}};
+  resilience::circuit_breaker breaker{{.name = "factor_api", .clock = virtual_time, .fail_max = 5, .break_duration = 60s}};
   health.bind(breaker, "factor_api");
 
   resilience::result_cache<std::string, double> factor_cache{{.ttl = 1h, .clock = virtual_time}};

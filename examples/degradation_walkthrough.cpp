@@ -98,7 +98,7 @@ int main() {
 
   // A circuit breaker can report for a service: while it is open, the
   // factor API counts as down.
-  resilience::circuit_breaker factor_breaker{{.name = "factor_http", .clock = virtual_time, .fail_max = 5, .timeout_duration = 60s}};
+  resilience::circuit_breaker factor_breaker{{.name = "factor_http", .clock = virtual_time, .fail_max = 5, .break_duration = 60s}};
   health.bind(factor_breaker, "factor_api");
   virtual_time.advance(30s);
   say("factor API fails 5 times in a row: its breaker opens");

@@ -31,10 +31,10 @@ const auto start = virtual_time.now();
 
 double now_s() { return std::chrono::duration<double>(virtual_time.now() - start).count(); }
 
-// The process's named rate limits, as resilience::get_rate_limiter() is, but
+// The process's named rate limits, as resilience::global_rate_limiter() is, but
 // on this story's virtual clock (the library's registry runs on the steady
 // clock, which barely moves while virtual minutes pass).
-resilience::rate_limiter& get_rate_limiter() {
+resilience::rate_limiter& global_rate_limiter() {
   static resilience::rate_limiter registry{virtual_time};
   return registry;
 }
@@ -60,7 +60,7 @@ int requests = 0;
 // refusal (rate_limit_exceeded, which says when a permit will be free), then
 // the request.
 std::string fetch_purchase_orders(std::stop_token stop, int page) {
-  get_rate_limiter().check_limit("erp_api");
+  global_rate_limiter().check_limit("erp_api");
   ++requests;
   auto& steps = script[page];
   const erp next = steps.empty() ? erp::ok : steps.front();
@@ -89,7 +89,7 @@ std::string fetch_purchase_orders(std::stop_token stop, int page) {
 }  // namespace
 
 int main() {
-  auto& limits = get_rate_limiter();
+  auto& limits = global_rate_limiter();
   limits.configure("erp_api", {.requests_per_second = 5, .burst_size = 10, .count_grants = true});  // printed at the end
   resilience::result_cache<int, std::string> last_good{{.ttl = 15min, .clock = virtual_time}};
 

@@ -124,8 +124,8 @@ class workload {
 
   rate_limiter limits_;
   degradation_manager health_{{.recover_after_reports = 2}};
-  circuit_breaker factor_breaker_{{.name = "factor_api", .fail_max = 5, .timeout_duration = 200ms}};
-  circuit_breaker erp_breaker_{{.name = "erp_api", .fail_max = 3, .timeout_duration = 100ms}};
+  circuit_breaker factor_breaker_{{.name = "factor_api", .fail_max = 5, .break_duration = 200ms}};
+  circuit_breaker erp_breaker_{{.name = "erp_api", .fail_max = 3, .break_duration = 100ms}};
   bulkhead database_{{.name = "database", .max_concurrent_calls = 1}};  // two workers share one connection
   std::atomic<std::uint64_t> calls_{0};
   std::vector<std::jthread> threads_;  // last: stopped and joined before the policies go

@@ -31,13 +31,13 @@ int main() {
   rate_limiter limits{clk};
   degradation_manager health{{.clock = clk}};
   metrics_registry metrics;  // counts global_events(): every policy below
-  metrics.watch(circuit_breakers());
+  metrics.watch(global_circuit_breakers());
   metrics.watch(limits);
   metrics.watch(health);
 
   // Circuit breaker: the ERP API fails twice, the breaker opens and rejects,
   // then a trial after the break closes it again.
-  auto erp = circuit_breakers().get_or_create("erp_api", {.clock = clk, .fail_max = 2, .timeout_duration = 60s});
+  auto erp = global_circuit_breakers().get_or_create("erp_api", {.clock = clk, .fail_max = 2, .break_duration = 60s});
   metrics.watch(erp, call_durations::always);  // watched now, so its call durations count from the first call
   auto pull_orders = [&](bool fail) -> int {
     clk.advance(fail ? 10s : 120ms);
@@ -52,11 +52,11 @@ int main() {
   (void)erp.try_call(pull_orders, false);  // trial: closes
 
   // A breaker name with every character the format escapes.
-  auto odd = circuit_breakers().get_or_create("sap \"prod\"\\eu\nwest", {.clock = clk, .fail_max = 1});
+  auto odd = global_circuit_breakers().get_or_create("sap \"prod\"\\eu\nwest", {.clock = clk, .fail_max = 1});
   (void)odd.try_call([]() -> int { throw std::runtime_error{"down"}; });
   // Names that are not valid UTF-8 (a byte 0xff, an overlong form, a
   // surrogate, a truncated sequence): promtool rejected the whole scrape.
-  auto latin1 = circuit_breakers().get_or_create("caf\xe9 \xc0\xaf \xed\xa0\x80 \xe2\x82", {.clock = clk, .fail_max = 1});
+  auto latin1 = global_circuit_breakers().get_or_create("caf\xe9 \xc0\xaf \xed\xa0\x80 \xe2\x82", {.clock = clk, .fail_max = 1});
   (void)latin1.try_call([]() -> int { throw std::runtime_error{"down"}; });
 
   // Rate limiting: the factor API allows bursts of 3, per tenant too.

@@ -87,7 +87,7 @@ TEST_CASE("seed scenario: 5 failures open it, 60 s later a successful trial clos
   circuit_breaker cb{{.name = "factor_api", .clock = clk}};
   transition_log log{cb};
   CHECK(cb.options().fail_max == 5);
-  CHECK(cb.options().timeout_duration == 60s);
+  CHECK(cb.options().break_duration == 60s);
 
   fail_n(cb, 4);
   CHECK(cb.state() == closed);
@@ -128,7 +128,7 @@ TEST_CASE("seed scenario: 5 failures open it, 60 s later a successful trial clos
 
 TEST_CASE("a success resets the consecutive count; a failed trial reopens", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 3, .timeout_duration = 10s}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 3, .break_duration = 10s}};
   fail_n(cb, 2);
   CHECK(cb.try_call(ok).value() == 42);
   fail_n(cb, 2);
@@ -298,7 +298,7 @@ TEST_CASE("count-based window: a full window of successes, then failures, then a
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
                       .window = breaker_window::count_based,
-                      .timeout_duration = 1s,
+                      .break_duration = 1s,
                       .window_size = 4,
                       .minimum_calls = 4,
                       .failure_rate_threshold = 0.5}};
@@ -390,7 +390,7 @@ TEST_CASE("slow calls open a breaker that sees no failure", "[circuit_breaker]")
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
                       .window = breaker_window::count_based,
-                      .timeout_duration = 5s,
+                      .break_duration = 5s,
                       .window_size = 4,
                       .minimum_calls = 4,
                       .failure_rate_threshold = 1.0,
@@ -424,7 +424,7 @@ TEST_CASE("the break grows while the dependency keeps failing, up to the cap", "
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
                       .fail_max = 1,
-                      .timeout_duration = 10s,
+                      .break_duration = 10s,
                       .break_duration_multiplier = 2.0,
                       .max_break_duration = 35s}};
   fail_n(cb, 1);
@@ -445,7 +445,7 @@ TEST_CASE("the break grows while the dependency keeps failing, up to the cap", "
 
 TEST_CASE("half_open admits half_open_max_calls trials and closes after success_threshold", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s, .half_open_max_calls = 2, .success_threshold = 3}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1s, .half_open_max_calls = 2, .success_threshold = 3}};
   fail_n(cb, 1);
   clk.advance(1s);
   auto a = cb.enter();
@@ -467,7 +467,7 @@ TEST_CASE("half_open admits half_open_max_calls trials and closes after success_
 
 TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_in_half_open", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 10s, .max_wait_in_half_open = 30s}};
   transition_log log{cb};
   fail_n(cb, 1);
   clk.advance(10s);
@@ -490,7 +490,7 @@ TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_
 
 TEST_CASE("half_open with every trial slot taken: retry_after is when a trial will pass at the latest", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 10s, .max_wait_in_half_open = 30s}};
   fail_n(cb, 1);
   clk.advance(10s);
   std::optional<circuit_breaker::scope> lost{cb.enter()};  // the only trial slot; it never answers
@@ -510,7 +510,7 @@ TEST_CASE("half_open retry_after counts the grown break, and a late trial failur
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
                       .fail_max = 1,
-                      .timeout_duration = 10s,
+                      .break_duration = 10s,
                       .max_wait_in_half_open = 30s,
                       .break_duration_multiplier = 2.0,
                       .max_break_duration = 1h}};
@@ -527,7 +527,7 @@ TEST_CASE("half_open retry_after counts the grown break, and a late trial failur
 TEST_CASE("a break or half-open wait of duration::max() saturates instead of wrapping", "[circuit_breaker]") {
   SECTION("max_wait_in_half_open = duration::max(): half-open until a trial answers, retry_after stays positive") {
     manual_clock clk;
-    circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = duration::max()}};
+    circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 10s, .max_wait_in_half_open = duration::max()}};
     fail_n(cb, 1);
     clk.advance(10s);
     auto trial = cb.enter();
@@ -544,7 +544,7 @@ TEST_CASE("a break or half-open wait of duration::max() saturates instead of wra
     manual_clock clk;
     circuit_breaker cb{{.clock = clk,
                         .fail_max = 1,
-                        .timeout_duration = max_duration,
+                        .break_duration = max_duration,
                         .break_duration_multiplier = 1e6,
                         .max_break_duration = duration::max()}};
     fail_n(cb, 1);
@@ -562,7 +562,7 @@ TEST_CASE("a break or half-open wait of duration::max() saturates instead of wra
 
 TEST_CASE("a retry waits out a half-open breaker's retry_after, and then its trial passes", "[circuit_breaker]") {
   manual_clock clk{manual_clock::auto_advance};
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 10s, .max_wait_in_half_open = 30s}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 10s, .max_wait_in_half_open = 30s}};
   fail_n(cb, 1);
   clk.advance(10s);
   std::optional<circuit_breaker::scope> lost{cb.enter()};
@@ -730,8 +730,8 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   };
   using Catch::Matchers::Contains;
   CHECK_THAT(message({.fail_max = 0}), Contains("fail_max"));
-  CHECK_THAT(message({.timeout_duration = -1s}), Contains("timeout_duration"));
-  CHECK_THAT(message({.timeout_duration = 0s}), Contains("timeout_duration"));
+  CHECK_THAT(message({.break_duration = -1s}), Contains("break_duration"));
+  CHECK_THAT(message({.break_duration = 0s}), Contains("break_duration"));
   CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 0}), Contains("window_size"));
   CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 10, .minimum_calls = 11}), Contains("minimum_calls"));
   CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = 0s}), Contains("window_duration"));
@@ -748,14 +748,14 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   CHECK_THAT(message({.break_duration_multiplier = 0.5}), Contains("break_duration_multiplier"));
   CHECK_THAT(message({.break_duration_multiplier = 2.0, .max_break_duration = 1s}), Contains("max_break_duration"));
   // Periods beyond max_duration (100 years) are mistakes; caps may be duration::max().
-  CHECK_THAT(message({.timeout_duration = duration::max()}), Contains("timeout_duration"));
-  CHECK_THAT(message({.timeout_duration = max_duration + 1ns}), Contains("timeout_duration"));
+  CHECK_THAT(message({.break_duration = duration::max()}), Contains("break_duration"));
+  CHECK_THAT(message({.break_duration = max_duration + 1ns}), Contains("break_duration"));
   CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = duration::max()}), Contains("window_duration"));
   CHECK_THAT(message({.window = breaker_window::count_based, .slow_call_duration = duration::max()}), Contains("slow_call_duration"));
-  CHECK(message({.timeout_duration = max_duration}) == "accepted");
+  CHECK(message({.break_duration = max_duration}) == "accepted");
   CHECK(message({.max_wait_in_half_open = duration::max(), .break_duration_multiplier = 2.0, .max_break_duration = duration::max()}) ==
         "accepted");
-  CHECK(message({.timeout_duration = 1h}) == "accepted");  // the cap matters only for a growing break
+  CHECK(message({.break_duration = 1h}) == "accepted");  // the cap matters only for a growing break
   CHECK(message({}) == "accepted");
 }
 
@@ -805,7 +805,7 @@ TEST_CASE("copies share state; the registry shares breakers by name", "[circuit_
   CHECK(a.state() == open);
   CHECK(a == b);
 
-  auto& registry = circuit_breakers();
+  auto& registry = global_circuit_breakers();
   auto x = registry.get_or_create("test.registry.factor_api", {.fail_max = 2});
   auto y = registry.get_or_create("test.registry.factor_api", {.fail_max = 9});
   CHECK(x == y);
@@ -827,7 +827,7 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
   circuit_breaker cb{{.clock = clk,
                       .window = window,
                       .fail_max = 3,
-                      .timeout_duration = 1ms,
+                      .break_duration = 1ms,
                       .window_size = 8,
                       .window_duration = 8ms,
                       .window_buckets = 4,
@@ -893,7 +893,7 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
 
 TEST_CASE("reset() racing a transition is announced after it: listeners hear the order the state changed", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1h}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1h}};
   // The first listener keeps the opening thread inside its announcement
   // until reset() has changed the state: reset() overtook the opening.
   std::atomic<bool> first{true};
@@ -912,7 +912,7 @@ TEST_CASE("reset() racing a transition is announced after it: listeners hear the
 
 TEST_CASE("stress: reset() and isolate() racing transitions, every listener hears one consistent chain", "[circuit_breaker][stress]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 2, .timeout_duration = 1h}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 2, .break_duration = 1h}};
   transition_log first{cb}, second{cb};
 #ifdef RESILIENCE_TEST_TSAN
   constexpr int rounds = 3'000;
@@ -951,7 +951,7 @@ TEST_CASE("stress: reset() and isolate() racing transitions, every listener hear
 TEST_CASE("contention: exactly one thread opens it, half_open admits exactly half_open_max_calls", "[circuit_breaker]") {
   manual_clock clk;
   constexpr int threads = 8;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s, .half_open_max_calls = 3}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1s, .half_open_max_calls = 3}};
   transition_log log{cb};
 #ifdef RESILIENCE_TEST_TSAN
   constexpr int rounds = 20;
@@ -991,7 +991,7 @@ TEST_CASE("contention: exactly one thread opens it, half_open admits exactly hal
 
 TEST_CASE("a listener may call through the breaker it listens to", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .timeout_duration = 1s}};
+  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1s}};
   int probes = 0;
   cb.on_state_change([&](circuit_state, circuit_state to) {
     if (to == half_open) probes += cb.call(ok) == 42 ? 1 : 0;  // a health probe as the trial
@@ -1013,12 +1013,12 @@ TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock
     if (fail) throw std::runtime_error{"factor api 503"};
     return 1.0;
   };
-  circuit_breaker real_time{{.name = "factor_api", .fail_max = 1, .timeout_duration = 60s}};
+  circuit_breaker real_time{{.name = "factor_api", .fail_max = 1, .break_duration = 60s}};
   resilient mismatched{call, real_time};
   CHECK_THROWS_WITH(mismatched.with_clock(clk), Catch::Matchers::Contains("policy 1 (circuit_breaker 'factor_api') reads another clock"));
   CHECK_THROWS_AS(mismatched.with_clock(clk), std::invalid_argument);
 
-  circuit_breaker virtual_time{{.name = "factor_api", .clock = clk, .fail_max = 1, .timeout_duration = 60s}};
+  circuit_breaker virtual_time{{.name = "factor_api", .clock = clk, .fail_max = 1, .break_duration = 60s}};
   resilient wrapped{call, virtual_time};  // no with_clock: the pipeline's clock is the breaker's
   wrapped.with_clock(clk);                // and saying it again is fine
   CHECK(wrapped.try_call().has_exception());

@@ -302,8 +302,8 @@ TEST_CASE("events: tier_changed and service_health_changed, only on changes", "[
 }
 
 TEST_CASE("the process-wide manager is one instance with the default services", "[degradation]") {
-  auto& a = get_degradation_manager();
-  auto& b = get_degradation_manager();
+  auto& a = global_degradation_manager();
+  auto& b = global_degradation_manager();
   CHECK(&a == &b);
   CHECK(a.has_service("database"));
   CHECK(a.name() == "degradation");
@@ -381,7 +381,7 @@ TEST_CASE("degradation_guard works for void callables and with the global manage
   resilient ping{[&] { ++calls; }, degradation_guard{tier::maintenance}};
   ping();  // maintenance allows everything
   CHECK(calls == 1);
-  CHECK(degradation_guard{tier::core}.manager().name() == get_degradation_manager().name());
+  CHECK(degradation_guard{tier::core}.manager().name() == global_degradation_manager().name());
 }
 
 TEST_CASE("a guard keeps a user's exception unchanged", "[degradation]") {
@@ -493,7 +493,7 @@ void fail_on(const circuit_breaker& cb) {
 TEST_CASE("a bound breaker holds its service unhealthy while open, until its break ends", "[degradation]") {
   manual_clock clk;
   degradation_manager m{{.clock = clk}};  // default hysteresis: 3 healthy reports
-  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 2, .timeout_duration = 60s}};
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 2, .break_duration = 60s}};
   tier_log log;
   log.attach(m);
   m.bind(cb, "factor_api");
@@ -582,7 +582,7 @@ TEST_CASE("bind rejects an unknown service; a binding outliving its manager is h
 TEST_CASE("stress: breakers opening and closing while threads report health and call", "[degradation][stress]") {
   manual_clock clk;
   degradation_manager m{{.recover_after_reports = 2, .clock = clk}};
-  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .timeout_duration = 1s}};
+  circuit_breaker cb{{.name = "factor_http", .clock = clk, .fail_max = 3, .break_duration = 1s}};
   m.bind(cb, "factor_api");
   std::mutex log_mutex;
   std::vector<std::pair<tier, tier>> changes;

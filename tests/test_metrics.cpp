@@ -261,7 +261,7 @@ TEST_CASE("a watched rate_limiter is read at scrape time", "[metrics]") {
 }
 
 TEST_CASE("watching a rate_limiter turns grant counting on for good", "[metrics]") {
-  // Grants are not counted by default (rate_limit_config::count_grants is
+  // Grants are not counted by default (limiter_options::count_grants is
   // false); requests_total{result="allowed"} needs them, so watch() turns
   // counting on, for keys configured before and after it, and a later
   // configure() asking for no counting does not turn it off.
@@ -332,7 +332,7 @@ TEST_CASE("user collectors add their own families", "[metrics]") {
 
 TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, durations", "[metrics]") {
   manual_clock clk;
-  circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .timeout_duration = 10s}};
+  circuit_breaker erp{{.name = "erp_api", .clock = clk, .fail_max = 2, .break_duration = 10s}};
   metrics_registry m{local_only()};
   m.watch(erp, call_durations::always);
   m.watch(erp);  // again: nothing changes

@@ -106,9 +106,9 @@ TEST_CASE("the option builders carry the preset into each policy", "[presets]") 
   const circuit_breaker_options b = presets::breaker_settings(s, clk);
   CHECK(b.name == "erp_api");
   CHECK(b.fail_max == 5);
-  CHECK(b.timeout_duration == 60s);
+  CHECK(b.break_duration == 60s);
   CHECK(b.clock == clock_ref{clk});
-  const rate_limit_config l = presets::rate_limit_settings(s);
+  const limiter_options l = presets::rate_limit_settings(s);
   CHECK(l.requests_per_second == 5);
   CHECK(l.burst_size == 10);
 }

@@ -932,7 +932,7 @@ TEST_CASE("stress: while the rate keeps changing, grants stay within the highest
   constexpr std::int64_t burst = 10;
   constexpr double rates[] = {1000, 700, 850, 500, 950};
   constexpr int steps = 300;  // virtual milliseconds
-  auto config = [&](double rate) { return rate_limit_config{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm}; };
+  auto config = [&](double rate) { return limiter_options{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm}; };
   reg.configure("db", config(rates[0]));
   double highest = rates[0];
 
@@ -1031,7 +1031,7 @@ TEST_CASE("stress: time frozen, tenants and key share no budget and never exceed
   rate_limiter reg{clk};
   constexpr std::int64_t burst = 8;
   auto config = [&](double rate) {
-    return rate_limit_config{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm, .count_grants = true};
+    return limiter_options{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm, .count_grants = true};
   };
   reg.configure("db", config(100));
   // Time never moves: nothing refills, so each limiter grants at most what

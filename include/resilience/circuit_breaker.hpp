@@ -13,13 +13,18 @@
 // until the break duration passes), half_open (up to half_open_max_calls
 // trial calls pass; a failed trial reopens, success_threshold successful
 // trials close). Copies of a circuit_breaker share one state; the
-// process-wide registry circuit_breakers() shares breakers by name.
+// process-wide registry global_circuit_breakers() shares breakers by name.
 //
 // A refusal carries retry_after: open, the exact time until a trial may
 // pass; half_open with every trial slot taken, the latest that can be (if no
 // trial answers, the period ends max_wait_in_half_open after it began and a
 // trial passes one break later); isolated, zero, for "unknown": it stays
 // open until reset(), and a retry falls back on its own backoff.
+//
+// The state machine and windows are breaker_state's (below); the bit
+// layouts of its words, its striped counters and its observer list are in
+// detail/breaker_word.hpp, breaker_windows.hpp, breaker_counters.hpp and
+// breaker_observers.hpp.
 #pragma once
 
 #include <algorithm>
@@ -46,6 +51,10 @@
 
 #include "clock.hpp"
 #include "context.hpp"
+#include "detail/breaker_counters.hpp"
+#include "detail/breaker_observers.hpp"
+#include "detail/breaker_windows.hpp"
+#include "detail/breaker_word.hpp"
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
@@ -113,7 +122,7 @@ struct circuit_breaker_options {
 
   breaker_window window = breaker_window::consecutive;  ///< what opens the breaker (default: failures in a row)
   int fail_max = 5;                                     ///< consecutive mode: failures in a row that open it (>= 1)
-  duration timeout_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
+  duration break_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
 
   std::size_t window_size = 100;                       ///< count_based: calls in the window (1..65535)
   duration window_duration = std::chrono::seconds{60};  ///< time_based: length of the window (> 0)
@@ -128,7 +137,7 @@ struct circuit_breaker_options {
   duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0; duration::max(): never)
 
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
-  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= timeout_duration when multiplier > 1; duration::max(): no cap)
+  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= break_duration when multiplier > 1; duration::max(): no cap)
 
   exception_predicate record_exceptions{};  ///< exceptions that count as failures (unset: all); others count as successes
   exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (unset: none); checked first
@@ -166,32 +175,8 @@ struct circuit_breaker_stats {
 
 namespace detail {
 
-enum class cb_phase : std::uint8_t { closed = 0, open = 1, half_open = 2, isolated = 3 };
-
-// The state word: generation (bumped by every transition) in the high 32
-// bits, a "ready" bit, and the phase. A transition CASes the word to the new
-// phase with ready clear, prepares the phase's data, tells listeners, then
-// sets ready: one CAS decides the single thread that performs it, and the
-// next transition cannot start before the listeners heard of this one.
-struct cb_word {
-  static constexpr std::uint64_t pack(std::uint32_t gen, cb_phase p, bool ready) noexcept {
-    return (std::uint64_t{gen} << 32) | (ready ? 0x100u : 0u) | static_cast<std::uint64_t>(p);
-  }
-  static constexpr std::uint32_t gen(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
-  static constexpr cb_phase phase(std::uint64_t w) noexcept { return static_cast<cb_phase>(w & 0xff); }
-  static constexpr bool ready(std::uint64_t w) noexcept { return (w & 0x100u) != 0; }
-  // Closed and ready, in one comparison: the test every admitted call makes.
-  static constexpr bool closed_ready(std::uint64_t w) noexcept { return (w & 0x1ffu) == 0x100u; }
-};
-
 constexpr circuit_state public_state(cb_phase p) noexcept {
   return p == cb_phase::isolated ? circuit_state::open : static_cast<circuit_state>(p);
-}
-
-// Newer-than on wrapping generation counters.
-constexpr bool gen_newer(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) > 0; }
-constexpr bool gen16_newer(std::uint16_t a, std::uint16_t b) noexcept {
-  return static_cast<std::int16_t>(static_cast<std::uint16_t>(a - b)) > 0;
 }
 
 // What acquire() hands to record(): which phase admitted the call.
@@ -205,36 +190,6 @@ struct cb_ticket {
   circuit_state state = circuit_state::open;
 };
 
-// A time-based bucket: [stamp:22 | calls:14 | failures:14 | slow:14]. The
-// stamp is the bucket's epoch (time / bucket width) modulo 2^22; a bucket
-// whose stamp is not the epoch a reader expects holds old data and counts as
-// empty. A full bucket (16383 calls) drops further samples, which keeps its
-// rates.
-struct bucket_word {
-  static constexpr std::uint64_t mask14 = (1u << 14) - 1;
-  static constexpr std::uint64_t mask22 = (1u << 22) - 1;
-  static constexpr std::uint64_t stamp(std::uint64_t w) noexcept { return w >> 42; }
-  static constexpr std::uint64_t calls(std::uint64_t w) noexcept { return (w >> 28) & mask14; }
-  static constexpr std::uint64_t failures(std::uint64_t w) noexcept { return (w >> 14) & mask14; }
-  static constexpr std::uint64_t slow(std::uint64_t w) noexcept { return w & mask14; }
-  static constexpr std::uint64_t pack(std::uint64_t s, std::uint64_t c, std::uint64_t f, std::uint64_t sl) noexcept {
-    return ((s & mask22) << 42) | (c << 28) | (f << 14) | sl;
-  }
-};
-
-// The count-based totals: [gen:16 | calls:16 | failures:16 | slow:16], each
-// count kept modulo 2^16 (a slot may be subtracted a moment before it was
-// added; the sum settles right after). A slot is [gen:16 | code:8].
-struct totals_word {
-  static constexpr std::uint16_t gen(std::uint64_t w) noexcept { return static_cast<std::uint16_t>(w >> 48); }
-  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept { return static_cast<std::uint16_t>(w >> (48 - 16 * i)); }
-  static constexpr std::uint64_t pack(std::uint16_t g, std::uint16_t c, std::uint16_t f, std::uint16_t s) noexcept {
-    return (std::uint64_t{g} << 48) | (std::uint64_t{c} << 32) | (std::uint64_t{f} << 16) | s;
-  }
-};
-
-inline constexpr std::uint8_t slot_recorded = 1, slot_failure = 2, slot_slow = 4;
-
 inline void check_rate(double v, const char* what) {
   if (!(v > 0.0 && v <= 1.0)) throw std::invalid_argument{std::string{"circuit_breaker: "} + what + " must be in (0, 1]"};
 }
@@ -242,7 +197,7 @@ inline void check_rate(double v, const char* what) {
 inline void validate(const circuit_breaker_options& o) {
   auto fail = [](const char* msg) { throw std::invalid_argument{std::string{"circuit_breaker: "} + msg}; };
   if (o.fail_max < 1) fail("fail_max must be >= 1");
-  if (o.timeout_duration <= duration::zero()) fail("timeout_duration must be > 0");
+  if (o.break_duration <= duration::zero()) fail("break_duration must be > 0");
   if (o.half_open_max_calls < 1) fail("half_open_max_calls must be >= 1");
   if (o.half_open_max_calls > 0x7fff) fail("half_open_max_calls must be <= 32767");
   if (o.success_threshold < 1) fail("success_threshold must be >= 1");
@@ -250,11 +205,11 @@ inline void validate(const circuit_breaker_options& o) {
   if (o.max_wait_in_half_open <= duration::zero()) fail("max_wait_in_half_open must be > 0");
   if (!(o.break_duration_multiplier >= 1.0) || !std::isfinite(o.break_duration_multiplier))
     fail("break_duration_multiplier must be a finite number >= 1");
-  if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.timeout_duration)
-    fail("max_break_duration must be >= timeout_duration");
+  if (o.break_duration_multiplier > 1.0 && o.max_break_duration < o.break_duration)
+    fail("max_break_duration must be >= break_duration");
   if (o.slow_call_duration < duration::zero()) fail("slow_call_duration must be >= 0");
   // Periods are bounded; the max_ options are caps and may be duration::max() (never).
-  checked_duration(o.timeout_duration, "circuit_breaker: timeout_duration");
+  checked_duration(o.break_duration, "circuit_breaker: break_duration");
   checked_duration(o.window_duration, "circuit_breaker: window_duration");
   checked_duration(o.slow_call_duration, "circuit_breaker: slow_call_duration");
   check_rate(o.failure_rate_threshold, "failure_rate_threshold");
@@ -283,10 +238,6 @@ inline void validate(const circuit_breaker_options& o) {
 class breaker_state;
 // The breaker whose transition this thread is announcing, if any.
 inline thread_local const breaker_state* announcing = nullptr;
-// Which stripe of a breaker's call counters this thread writes.
-inline constexpr std::size_t no_stripe = ~std::size_t{0};
-inline thread_local std::size_t thread_stripe = no_stripe;
-inline std::atomic<std::size_t> next_stripe{0};
 
 // The shared state behind every copy of one circuit_breaker.
 class breaker_state {
@@ -310,14 +261,6 @@ class breaker_state {
       ring_mask_ = std::bit_ceil(opts_.window_buckets) - 1;
       buckets_ = std::make_unique<std::atomic<std::uint64_t>[]>(ring_mask_ + 1);
       for (std::size_t i = 0; i <= ring_mask_; ++i) buckets_[i].store(0, std::memory_order_relaxed);
-    }
-  }
-
-  ~breaker_state() {
-    for (auto* n = observers_.load(std::memory_order_acquire); n != nullptr;) {
-      auto* next = n->next;
-      delete n;
-      n = next;
     }
   }
 
@@ -384,7 +327,7 @@ class breaker_state {
       s.failed += c.n[static_cast<std::size_t>(call_status::failure)].load(std::memory_order_relaxed);
       s.ignored += c.n[static_cast<std::size_t>(call_status::ignored)].load(std::memory_order_relaxed);
       s.rejected += c.n[static_cast<std::size_t>(call_status::rejected)].load(std::memory_order_relaxed);
-      s.slow += c.n[call_counts::slow].load(std::memory_order_relaxed);
+      s.slow += c.n[breaker_call_counts::slow].load(std::memory_order_relaxed);
     }
     add_window_counts(s);
     for (std::size_t f = 0; f < 3; ++f)
@@ -414,9 +357,7 @@ class breaker_state {
   void reset() noexcept { force(cb_phase::closed); }
 
   void add_observer(std::function<void(duration, call_status)> fn) {
-    auto* node = new observer_node{std::move(fn), observers_.load(std::memory_order_relaxed)};
-    while (!observers_.compare_exchange_weak(node->next, node, std::memory_order_release, std::memory_order_relaxed)) {
-    }
+    observers_.add(std::move(fn));
     timed_.store(true, std::memory_order_relaxed);
   }
 
@@ -456,24 +397,9 @@ class breaker_state {
   }
 
  private:
-  struct observer_node {
-    std::function<void(duration, call_status)> fn;
-    observer_node* next;
-  };
-
   void start_timing(cb_ticket& t) const noexcept {
     t.timed = true;
     t.start = opts_.clock.now();
-  }
-
-  [[gnu::noinline]] void notify_observers(duration took, call_status s) const noexcept {
-    for (auto* n = observers_.load(std::memory_order_acquire); n != nullptr; n = n->next) {
-      try {
-        n->fn(took, s);
-      } catch (...) {
-        // An observer's failure must not break the call it observes.
-      }
-    }
   }
 
   // acquire() in every state but closed-and-ready.
@@ -488,7 +414,7 @@ class breaker_state {
           return t;
         }
         case cb_phase::open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.timeout_duration);
+          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.break_duration);
           const time_point now = opts_.clock.now();
           const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
           if (now < until) return reject(circuit_state::open, saturating_sub(until, now));
@@ -572,7 +498,7 @@ class breaker_state {
       end = opts_.clock.now();
       const duration took = end - t.start;
       slow = slow_enabled_ && took > opts_.slow_call_duration;
-      if (observers_.load(std::memory_order_acquire) != nullptr) notify_observers(took, status);
+      if (!observers_.empty()) observers_.notify(took, status);
     }
     if (t.kind != cb_ticket::closed || status == call_status::ignored) {
       count(status, slow);
@@ -597,7 +523,7 @@ class breaker_state {
         if (failure)
           count(status, slow);
         else  // a slow success: the success itself is counted by its position
-          counts_[stripe()].n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
+          counts_[breaker_stripe()].n[breaker_call_counts::slow].fetch_add(1, std::memory_order_relaxed);
         record_count(t.gen, failure, slow);
         return;
       case breaker_window::time_based:
@@ -613,16 +539,6 @@ class breaker_state {
     t.retry_after = retry_after;
     t.state = s;
     return t;
-  }
-
-  // A counter read that can come out low for a moment, while calls move
-  // between the places it adds up, is held at the highest value reported
-  // before: it is a Prometheus counter and never goes down.
-  static std::uint64_t monotonic(std::atomic<std::uint64_t>& seen, std::uint64_t now) noexcept {
-    std::uint64_t best = seen.load(std::memory_order_relaxed);
-    while (now > best && !seen.compare_exchange_weak(best, now, std::memory_order_relaxed)) {
-    }
-    return std::max(now, best);
   }
 
   // Adds to `s` the calls the window counted instead of the stripes.
@@ -652,9 +568,9 @@ class breaker_state {
   }
 
   void count(call_status s, bool slow) noexcept {
-    auto& c = counts_[stripe()];
+    auto& c = counts_[breaker_stripe()];
     c.n[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed);
-    if (slow) c.n[call_counts::slow].fetch_add(1, std::memory_order_relaxed);
+    if (slow) c.n[breaker_call_counts::slow].fetch_add(1, std::memory_order_relaxed);
   }
 
   // Consecutive mode: [gen:32 | failures:32]; a word of an older generation reads as zero.
@@ -676,10 +592,6 @@ class breaker_state {
       transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
   }
 
-  struct window_totals {
-    std::uint64_t calls = 0, failures = 0, slow = 0;
-  };
-
   bool rate_exceeded(const window_totals& w) const noexcept {
     if (w.calls < opts_.minimum_calls) return false;
     const double n = static_cast<double>(w.calls);
@@ -691,12 +603,6 @@ class breaker_state {
     if (rate_exceeded(w)) transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
   }
 
-  // A count-window slot: [gen:16 | code:8].
-  static constexpr std::uint32_t slot_code(std::uint32_t gen, bool failure, bool slow) noexcept {
-    const auto g = static_cast<std::uint16_t>(gen);
-    return (std::uint32_t{g} << 8) | slot_recorded | (failure ? slot_failure : 0u) | (slow ? slot_slow : 0u);
-  }
-
   // position % window_size, by Lemire's fastmod on the low 32 bits of the
   // position (the high half of low * n): exact, and much cheaper than a
   // division. At the 2^32 wrap one slot is reused out of turn, which a
@@ -705,11 +611,6 @@ class breaker_state {
     const std::uint64_t low = fastmod_m_ * static_cast<std::uint32_t>(position), n = window_size_;
     return static_cast<std::size_t>(((low >> 32) * n + (((low & 0xffffffffu) * n) >> 32)) >> 32);
   }
-
-  struct window_slot {
-    std::size_t index;
-    std::uint32_t seen;  // what the slot held when its position was taken
-  };
 
   // Takes the next position of the count window. The read-modify-write
   // comes first: a locked instruction waits for every load before it, so a
@@ -794,15 +695,6 @@ class breaker_state {
   // Time window: a closed-state call goes into the current bucket, which
   // also counts it for stats(), or into the stripes when the bucket cannot
   // take it. A failure or a slow call re-evaluates the rates.
-  // A bucket read ahead of time: its epoch and what it held.
-  struct bucket_hint {
-    bucket_hint() noexcept : epoch{~std::uint64_t{0}}, word{0} {}
-    bucket_hint(std::uint64_t e, std::size_t mask, const std::atomic<std::uint64_t>* buckets) noexcept
-        : epoch{e}, word{buckets[e & mask].load(std::memory_order_relaxed)} {}
-    std::uint64_t epoch;
-    std::uint64_t word;
-  };
-
   [[gnu::always_inline]] void record_time(std::uint32_t gen, call_status status, bool slow, time_point now,
                                           bucket_hint hint = {}) noexcept {
     const bool failure = status == call_status::failure;
@@ -929,8 +821,8 @@ class breaker_state {
   }
 
   duration break_duration(std::uint32_t opens) const noexcept {
-    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.timeout_duration;
-    const double grown = static_cast<double>(opts_.timeout_duration.count()) *
+    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.break_duration;
+    const double grown = static_cast<double>(opts_.break_duration.count()) *
                          std::pow(opts_.break_duration_multiplier, static_cast<double>(opens - 1));
     const double cap = static_cast<double>(opts_.max_break_duration.count());
     return grown >= cap ? opts_.max_break_duration : duration{static_cast<duration::rep>(grown)};
@@ -1008,18 +900,6 @@ class breaker_state {
     }
   }
 
-  // Call counters, striped by thread so that threads calling one breaker
-  // do not fight over one cache line; stats() adds the stripes up.
-  struct alignas(64) call_counts {
-    static constexpr std::size_t slow = 4;  // after the call_status values
-    std::array<std::atomic<std::uint64_t>, 5> n{};
-  };
-  static constexpr std::size_t stripes = 8;
-  static std::size_t stripe() noexcept {
-    if (thread_stripe == no_stripe) thread_stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % stripes;
-    return thread_stripe;
-  }
-
   const circuit_breaker_options opts_;
   bool rate_mode_ = false;
   bool slow_enabled_ = false;
@@ -1038,7 +918,7 @@ class breaker_state {
   std::atomic<duration::rep> open_until_{0};
   std::atomic<duration::rep> half_open_since_{0};
   std::atomic<std::uint32_t> opens_in_a_row_{0};
-  std::atomic<observer_node*> observers_{nullptr};
+  observer_list<duration, call_status> observers_;
   std::atomic<bool> timed_{false};  // calls are timed: slow calls are tracked or an observer is attached
   // Read on every success; written on failures.
   alignas(64) std::atomic<std::uint64_t> consecutive_{0};
@@ -1048,7 +928,7 @@ class breaker_state {
   std::atomic<std::uint64_t> window_failures_{0};
   std::array<std::atomic<std::uint64_t>, 3> seen_{};    // the highest window-derived counts stats() reported
   std::array<std::atomic<std::uint64_t>, 3> folded_{};  // time window: successes, failures, slow calls of buckets reused or cleared
-  std::array<call_counts, stripes> counts_{};
+  std::array<breaker_call_counts, breaker_stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
   std::atomic<std::uint32_t> announced_{0};  // the generation whose change was last announced
   event_hub hub_;
@@ -1279,7 +1159,7 @@ class circuit_breaker_registry {
 };
 
 /// The process-wide breaker registry.
-inline circuit_breaker_registry& circuit_breakers() {
+inline circuit_breaker_registry& global_circuit_breakers() {
   static circuit_breaker_registry registry;
   return registry;
 }

@@ -606,7 +606,7 @@ class degradation_manager {
 
 /// The process-wide manager (default services, steady clock). Tests should
 /// build their own.
-inline degradation_manager& get_degradation_manager() {
+inline degradation_manager& global_degradation_manager() {
   static degradation_manager m;
   return m;
 }
@@ -627,7 +627,7 @@ class degradation_guard {
  public:
   /// Guards with the process-wide manager; rejects below `min_tier`.
   explicit degradation_guard(tier min_tier) requires std::is_same_v<Fallback, no_fallback>
-      : degradation_guard(get_degradation_manager(), min_tier) {}
+      : degradation_guard(global_degradation_manager(), min_tier) {}
 
   /// Guards with `manager`; rejects below `min_tier`.
   degradation_guard(degradation_manager manager, tier min_tier) requires std::is_same_v<Fallback, no_fallback>

@@ -578,7 +578,7 @@ class metrics_registry {
   /// Reads every breaker of a circuit_breaker_registry at each scrape,
   /// including breakers created after this call (their durations are
   /// recorded from the first scrape that sees them). The registry must
-  /// outlive this one (circuit_breakers() does).
+  /// outlive this one (global_circuit_breakers() does).
   void watch(const circuit_breaker_registry& breakers, call_durations durations = call_durations::when_timed) {
     std::lock_guard lock{mutex_};
     for (const auto& [reg, d] : breaker_registries_)

@@ -194,12 +194,12 @@ inline timeout_options timeout_settings(const settings& s) {
 /// Circuit-breaker options from a preset, on clock `clk`.
 inline circuit_breaker_options breaker_settings(const settings& s, clock_ref clk = {}) {
   return circuit_breaker_options{.name = std::string{s.name}, .clock = std::move(clk), .fail_max = s.fail_max,
-                                 .timeout_duration = s.break_duration};
+                                 .break_duration = s.break_duration};
 }
 
 /// Rate-limit configuration from a preset (precondition: s.rate_limited()).
-inline rate_limit_config rate_limit_settings(const settings& s) {
-  return rate_limit_config{.requests_per_second = s.requests_per_second, .burst_size = s.burst_size};
+inline limiter_options rate_limit_settings(const settings& s) {
+  return limiter_options{.requests_per_second = s.requests_per_second, .burst_size = s.burst_size};
 }
 
 /// Where make() finds the shared breakers and rate limiters, and the clock
@@ -207,8 +207,8 @@ inline rate_limit_config rate_limit_settings(const settings& s) {
 /// clock; tests pass their own. A rate_limiter keeps the clock it was built
 /// with, so give a manual-clock test a rate_limiter on the same clock.
 struct sources {
-  circuit_breaker_registry* breakers = nullptr;  ///< default: circuit_breakers()
-  rate_limiter* limits = nullptr;                ///< default: get_rate_limiter()
+  circuit_breaker_registry* breakers = nullptr;  ///< default: global_circuit_breakers()
+  rate_limiter* limits = nullptr;                ///< default: global_rate_limiter()
   clock_ref clock{};                             ///< the calls' clock, and the clock of breakers make() creates
 };
 
@@ -287,8 +287,8 @@ inline settings checked(const settings& s, fallback_kind given) {
 
 template <class F, class... Fallback>
 auto build(const settings& s, F&& fn, const sources& src, Fallback&&... fb) {
-  auto& breakers = src.breakers ? *src.breakers : circuit_breakers();
-  auto& limits = src.limits ? *src.limits : get_rate_limiter();
+  auto& breakers = src.breakers ? *src.breakers : global_circuit_breakers();
+  auto& limits = src.limits ? *src.limits : global_rate_limiter();
   auto breaker = breakers.get_or_create(s.name, breaker_settings(s, src.clock));
   optional_policy<rate_limit> limit;
   if (s.rate_limited()) {

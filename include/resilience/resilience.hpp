@@ -16,6 +16,8 @@
 #include "events.hpp"
 #include "executor.hpp"
 #include "fallback.hpp"
+#include "limiter.hpp"
+#include "limiter_options.hpp"
 #include "metrics.hpp"
 #include "outcome.hpp"
 #include "predicates.hpp"

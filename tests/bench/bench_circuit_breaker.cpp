@@ -102,7 +102,7 @@ void closed_slow_call_tracking(benchmark::State& state) {
 BENCHMARK(closed_slow_call_tracking);
 
 void open_rejection_try_call(benchmark::State& state) {
-  circuit_breaker cb{{.name = "factor_api", .timeout_duration = 1h}};
+  circuit_breaker cb{{.name = "factor_api", .break_duration = 1h}};
   resilient fetch{bench::opaque_call, cb};
   resilient failing{failing_lookup, cb};
   for (int k = 0; k < 5; ++k) (void)failing.try_call(k);

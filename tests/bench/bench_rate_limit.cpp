@@ -40,7 +40,7 @@ class mutex_token_bucket {
 };
 
 // Always admits: the benchmarks time the grant path (a refusal does no CAS).
-constexpr rate_limit_config fast(rate_limit_algorithm a) {
+constexpr limiter_options fast(rate_limit_algorithm a) {
   return {.requests_per_second = 1e9, .burst_size = a == rate_limit_algorithm::sliding_window ? (1 << 20) : 1'000'000'000, .algorithm = a};
 }
 

@@ -1,6 +1,6 @@
-// resilience/detail/rate_limit_state.hpp: the four rate-limit algorithms as
-// plain state machines over integer nanoseconds. Users name rate_limit.hpp,
-// never this header.
+// resilience/detail/limiter_state.hpp: the four rate-limit algorithms as
+// plain state machines over integer nanoseconds. Users name limiter.hpp and
+// rate_limit.hpp, never this header.
 //
 // Every algorithm answers one question, reserve(now, n, deadline): can n
 // permits be had no later than `deadline`, and if not, how long until a
@@ -24,42 +24,10 @@
 #include <vector>
 
 #include "../clock.hpp"
+#include "../limiter_options.hpp"
 
 namespace resilience {
 inline namespace v1 {
-
-/// Which algorithm a limiter runs (see rate_limit.hpp for the semantics of each).
-enum class rate_limit_algorithm : std::uint8_t {
-  token_bucket,   ///< bursts up to burst_size, refilled at the rate (the default)
-  leaky_bucket,   ///< smooth output: one permit every 1/rate, up to burst_size queued ahead
-  fixed_window,   ///< burst_size permits per window of burst_size/rate seconds
-  sliding_window  ///< exact rolling window: never more than burst_size in any burst_size/rate seconds
-};
-
-/// "token_bucket", "leaky_bucket", "fixed_window" or "sliding_window".
-constexpr std::string_view to_string(rate_limit_algorithm a) noexcept {
-  switch (a) {
-    case rate_limit_algorithm::token_bucket: return "token_bucket";
-    case rate_limit_algorithm::leaky_bucket: return "leaky_bucket";
-    case rate_limit_algorithm::fixed_window: return "fixed_window";
-    case rate_limit_algorithm::sliding_window: return "sliding_window";
-  }
-  return "unknown";
-}
-
-/// How a key (or a single limiter) is limited.
-struct rate_limit_config {
-  double requests_per_second = 10.0;  ///< the sustained rate; finite, > 0 and <= 1e9
-  std::int64_t burst_size = 20;       ///< bucket capacity / queue depth / permits per window; >= 1
-  rate_limit_algorithm algorithm = rate_limit_algorithm::token_bucket;  ///< default: token bucket
-  std::size_t max_partitions = 10'000;  ///< registry only: tenant limiters kept per key (idle ones evicted first); >= 1
-  /// Count grants in rate_limit_stats::allowed: one more atomic add per
-  /// grant (~10 ns). Default false: with nobody watching, a grant costs its
-  /// CAS and nothing else. metrics_registry::watch turns counting on for the
-  /// limiter or registry it watches, for good (a later configure() with
-  /// false does not turn it off). Refusals are always counted.
-  bool count_grants = false;
-};
 
 namespace detail {
 
@@ -70,7 +38,7 @@ inline constexpr std::int64_t max_window_ns = std::int64_t{100} * 365 * 24 * 360
 // Validates a config; throws std::invalid_argument naming the field, with
 // "<who> '<name>': " in front (just "<who>: " without a name). Builds no
 // string unless it throws: configure() of a known key allocates nothing.
-inline void validate(const rate_limit_config& c, std::string_view who, std::string_view name = {}) {
+inline void validate(const limiter_options& c, std::string_view who, std::string_view name = {}) {
   auto fail = [&](std::string_view what) {
     std::string message{who};
     if (!name.empty()) message.append(" '").append(name).append("'");
@@ -99,7 +67,7 @@ struct limiter_shape {
   std::int64_t interval = 1;
 };
 
-inline limiter_shape shape_of(const rate_limit_config& c) noexcept {
+inline limiter_shape shape_of(const limiter_options& c) noexcept {
   return {c.algorithm, c.burst_size, std::max<std::int64_t>(1, static_cast<std::int64_t>(std::llround(1e9 / c.requests_per_second)))};
 }
 
