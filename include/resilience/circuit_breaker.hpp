@@ -428,7 +428,8 @@ class breaker_state {
   call_status classify(const outcome<T>& r) const noexcept {
     if (r.has_value()) {
       if constexpr (!std::is_void_v<T>) {
-        if (results_) return classify_value(*r);
+        if (results_) [[unlikely]]
+          return classify_result(*r);
       }
       return call_status::success;
     }
@@ -438,7 +439,14 @@ class breaker_state {
 
   template <class T>
   call_status classify_value(const T& v) const noexcept {
-    if (!results_) return call_status::success;
+    if (!results_) [[likely]]
+      return call_status::success;
+    return classify_result(v);
+  }
+
+  // Out of line: only a breaker with a results() predicate (or ignore) gets here.
+  template <class T>
+  [[gnu::noinline]] call_status classify_result(const T& v) const noexcept {
     try {
       const failure f{&v};  // a results() predicate on another type does not match
       if (opts_.ignore.matches(f)) return call_status::ignored;
@@ -462,7 +470,7 @@ class breaker_state {
 
   // Another policy's refusal says nothing about the dependency, except a
   // timeout's (or any kind that says so), and only when handle takes it.
-  call_status classify_rejection(const rejection& r) const noexcept {
+  [[gnu::noinline]] call_status classify_rejection(const rejection& r) const noexcept {
     const bool dependency = r.kind->dependency_failure();
     try {
       const failure f{&r};

@@ -366,8 +366,9 @@ class failures {
     return except(exceptions<E, Es...>());
   }
 
-  /// Whether f is handled. Throws what a predicate throws.
-  bool matches(const failure& f) const {
+  /// Whether f is handled. Throws what a predicate throws. Out of line:
+  /// policies ask only off their happy path, which stays small.
+  [[gnu::noinline]] bool matches(const failure& f) const {
     if (except_ && except_->matches(f)) return false;
     if (f.has_exception()) {
       if (every_exception_) return true;
