@@ -16,6 +16,8 @@
 #include "events.hpp"
 #include "executor.hpp"
 #include "fallback.hpp"
+#include "fallback_event.hpp"
+#include "metric_snapshot.hpp"
 #include "metrics.hpp"
 #include "outcome.hpp"
 #include "predicates.hpp"

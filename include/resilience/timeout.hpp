@@ -32,12 +32,25 @@
 #include "clock.hpp"
 #include "context.hpp"
 #include "events.hpp"
+#include "metric_snapshot.hpp"
 #include "executor.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// timeouts_total{operation}, driven by timeout_occurred_event.
+inline constexpr metric_family timeouts_family{"timeouts_total", metric_type::counter, "Calls abandoned by a timeout policy.", 19};
+inline const metric_families timeout_metric_families{timeouts_family};
+
+namespace detail {
+inline constexpr event_metric timeout_occurred_metrics[] = {{&timeouts_family, {{{"operation", "operation"}}}}};
+}  // namespace detail
+
+/// A timeout policy abandoned a call. Fields: limit.
+inline constexpr event_kind timeout_occurred_event{"timeout_occurred", log_level::warning,
+                                                   {.operation = true, .metrics = detail::timeout_occurred_metrics}};
 
 /// The operations of the seed services, each with its default timeout.
 enum class operation_type : std::uint8_t {
@@ -203,7 +216,7 @@ class timeout {
     s->timer = ctx.clock().call_at(s->inner.deadline, [s] {
       if (s->finished.exchange(true)) return;
       s->stop.request_stop();
-      emit_timeout(*s->shared, s->inner.operation, s->limit);
+      emit_timeout(*s->shared, s->inner.operation, s->limit, s->inner.now());
       // Delivered on the timer's thread: the executor may be busy with the very work that hangs.
       s->done(outcome<T>{rejection_for(*s->shared, s->limit)});
     });
@@ -239,8 +252,12 @@ class timeout {
     return rejection{.kind = &timeout_kind, .source = s.name, .value = limit};
   }
 
-  static void emit_timeout(const shared_state& s, std::string_view operation, duration limit) noexcept {
-    detail::emit(&s.hub, [&] { return timeout_occurred{operation, limit}; });
+  static void emit_timeout(const shared_state& s, std::string_view operation, duration limit, time_point at) noexcept {
+    detail::emit(&s.hub, [&] {
+      event e{timeout_occurred_event};
+      e.at(at).with_operation(operation).with("limit", limit);
+      return e;
+    });
   }
 
   time_point deadline_from(const call_context& ctx) const noexcept {
@@ -276,7 +293,7 @@ class timeout {
   // The outcome of a call whose timer fired, whatever the call returned.
   template <class O>
   [[gnu::cold, gnu::noinline]] O timed_out(const call_context& ctx) const {
-    emit_timeout(*shared_, ctx.operation, limit_);
+    emit_timeout(*shared_, ctx.operation, limit_, ctx.now());
     return O{rejection_for(*shared_, limit_)};
   }
 
@@ -373,7 +390,7 @@ class timeout {
     if (done()) return std::move(*slot->result);
     slot->stop.request_stop();  // a stop-aware callable may end early; its result is dropped either way
     if (ctx.stop.stop_requested()) return O{rejection{.kind = &cancelled_kind, .source = shared_->name}};
-    emit_timeout(*shared_, ctx.operation, limit_);
+    emit_timeout(*shared_, ctx.operation, limit_, ctx.now());
     return O{rejection_for(*shared_, limit_)};
   }
 
