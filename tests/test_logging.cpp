@@ -1,4 +1,5 @@
 #include <resilience/logging.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>

@@ -24,6 +24,8 @@
 #include <atomic>
 #include <bit>
 #include <charconv>
+#include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +41,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "detail/text_escape.hpp"
