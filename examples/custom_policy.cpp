@@ -58,7 +58,9 @@ inline constexpr kill_switch_kind_t kill_switch_kind{};
 /// kill_switch_rejections_total{name}: a family and an event kind of its own.
 inline constexpr resilience::metric_family kill_switch_rejections{
     "kill_switch_rejections_total", resilience::metric_type::counter, "Calls a kill switch refused."};
-inline const resilience::metric_families kill_switch_families{kill_switch_rejections};
+inline constexpr resilience::metric_family kill_switch_off_family{"kill_switch_off", resilience::metric_type::gauge,
+                                                                 "1 while a kill switch refuses calls, else 0."};
+inline const resilience::metric_families kill_switch_families{kill_switch_rejections, kill_switch_off_family};
 inline constexpr resilience::event_metric kill_switch_rejected_metrics[] = {{&kill_switch_rejections, {{{"name", "source"}}}}};
 inline constexpr resilience::event_kind kill_switch_rejected_event{
     "kill_switch_rejected", resilience::log_level::warning,
@@ -86,6 +88,13 @@ struct kill_switch {
   }
 };
 // [kill-switch]
+
+// [kill-switch-collect]
+/// Its state, read at each scrape once a metrics_registry watches it (found by ADL).
+void collect_metrics(const kill_switch& s, resilience::metric_snapshot& out) {
+  out.add("kill_switch_off", resilience::metric_type::gauge, {}, {{"name", s.name}}, s.off->load() ? 1.0 : 0.0);
+}
+// [kill-switch-collect]
 
 struct service_unavailable : std::runtime_error {
   service_unavailable() : std::runtime_error{"HTTP 503 Service Unavailable"} {}
@@ -139,8 +148,9 @@ int main() {
   // The kill switch: retry waits out its retry_after for this kind only, and
   // a fallback answers with a default when the switch stays off.
   std::printf("kill switch\n");
-  const resilience::metrics_registry metrics;  // counts every policy's events, the switch's too
+  resilience::metrics_registry metrics;  // counts every policy's events, the switch's too
   const kill_switch guard{"factor_api"};
+  metrics.watch(guard);  // and reads its state at each scrape
   const auto sub = resilience::global_events().subscribe(resilience::json_logger{
       [](std::string_view line) { std::printf("  log %.*s\n", static_cast<int>(line.size()), line.data()); },
       {.now = [] { return std::chrono::system_clock::time_point{}; }}});
@@ -179,12 +189,12 @@ int main() {
   const double fallback_factor = guarded("electricity");
   std::printf("electricity: %.3f (the fallback's default)\n", fallback_factor);
   resilience::global_events().unsubscribe(sub);
-  // /metrics counts the switch's refusals, declared in this file only.
+  // /metrics counts the switch's refusals and shows its state, declared in this file only.
   const std::string scrape = metrics.render();
   for (std::size_t at = 0, end; at < scrape.size(); at = end + 1) {
     end = scrape.find('\n', at);
     const std::string_view line{scrape.data() + at, end - at};
-    if (line.find("kill_switch_rejections_total") != std::string_view::npos) std::printf("metrics %.*s\n", static_cast<int>(line.size()), line.data());
+    if (line.find("kill_switch") != std::string_view::npos) std::printf("metrics %.*s\n", static_cast<int>(line.size()), line.data());
   }
 
   return missing.has_exception() && factor == 0.233 && refused.has_rejection() && refused.rejection().is(kill_switch_kind) &&
