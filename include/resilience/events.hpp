@@ -360,18 +360,25 @@ namespace detail {
 
 // Builds the event only when someone listens, then publishes it to the
 // instance's hub (may be null) and the global one. Never throws.
+// Out of line and cold: building an event (a few hundred bytes) must not
+// weigh on the inlining of the policy's own path.
+template <class MakeEvent>
+[[gnu::noinline, gnu::cold]] void emit_now(const event_hub* local, bool to_global, MakeEvent& make) noexcept {
+  try {
+    const event e = make();
+    if (local != nullptr) local->publish(e);
+    if (to_global) global_events().publish(e);
+  } catch (...) {
+    // Building the event failed (out of memory): observability never breaks a call.
+  }
+}
+
 template <class MakeEvent>
 void emit(const event_hub* local, MakeEvent&& make) noexcept {
   const bool to_local = local != nullptr && local->active();
   const bool to_global = global_events().active();
   if (!to_local && !to_global) return;
-  try {
-    const event e = std::forward<MakeEvent>(make)();
-    if (to_local) local->publish(e);
-    if (to_global) global_events().publish(e);
-  } catch (...) {
-    // Building the event failed (out of memory): observability never breaks a call.
-  }
+  emit_now(to_local ? local : nullptr, to_global, make);
 }
 
 }  // namespace detail
