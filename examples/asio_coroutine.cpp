@@ -166,35 +166,34 @@ int main() {
   // [use it]
   resilience::resilient llm{summarize, resilience::retry{{.max_retries = 2, .base_delay = 20ms}}};
   llm.with_clock(clock).with_executor(executor);
-
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        const std::string text = co_await resilient_call<std::string>(llm, std::string{"Acme Steel"});
-        std::printf("%s (after %d requests)\n", text.c_str(), llm_requests.load());
-      },
-      asio::detached);
   // [use it]
 
   // A call in a 10 s backoff, cancelled after 50 ms through asio's cancellation slot.
   resilience::resilient erp{fetch_invoices, resilience::retry{{.max_retries = 3, .base_delay = 10s}}};
   erp.with_clock(clock).with_executor(executor);
   asio::cancellation_signal cancel;
-  const auto started = std::chrono::steady_clock::now();
+  asio::steady_timer later{io};
+  auto cancelled_call = [&]() -> asio::awaitable<void> {
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      co_await resilient_call<int>(erp, std::string{"supplier 42"});
+    } catch (const std::exception& e) {
+      const auto waited = std::chrono::steady_clock::now() - started;
+      std::printf("ERP call cancelled mid-backoff after %d request(s): %s (%s)\n", erp_requests.load(), e.what(),
+                  waited < 5s ? "well before the 10 s wait" : "too late");
+    }
+  };
+
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        try {
-          co_await resilient_call<int>(erp, std::string{"supplier 42"});
-        } catch (const std::exception& e) {
-          const auto waited = std::chrono::steady_clock::now() - started;
-          std::printf("ERP call cancelled mid-backoff after %d request(s): %s (%s)\n", erp_requests.load(), e.what(),
-                      waited < 5s ? "well before the 10 s wait" : "too late");
-        }
+        const std::string text = co_await resilient_call<std::string>(llm, std::string{"Acme Steel"});
+        std::printf("%s (after %d requests)\n", text.c_str(), llm_requests.load());
+        asio::co_spawn(io, cancelled_call, asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+        later.expires_after(50ms);
+        later.async_wait([&](std::error_code) { cancel.emit(asio::cancellation_type::terminal); });
       },
-      asio::bind_cancellation_slot(cancel.slot(), asio::detached));
-  asio::steady_timer later{io, 50ms};
-  later.async_wait([&](std::error_code) { cancel.emit(asio::cancellation_type::terminal); });
+      asio::detached);
 
   io.run();
   return llm_requests == 3 && erp_requests == 1 ? 0 : 1;

@@ -88,11 +88,9 @@ class resilient_function<R(Args...)> {
   explicit operator bool() const noexcept { return ops_ != nullptr; }
 
   /// Calls through the policies; returns the value or throws the failure.
-  R operator()(Args... args) const { return detail::value_of(ops_->try_call(self_, {}, std::forward<Args>(args)...)); }
+  R operator()(Args... args) const { return ops_->call(self_, no_options, std::forward<Args>(args)...); }
   /// operator() with per-call options.
-  R call_with(const call_options& options, Args... args) const {
-    return detail::value_of(ops_->try_call(self_, options, std::forward<Args>(args)...));
-  }
+  R call_with(const call_options& options, Args... args) const { return ops_->call(self_, options, std::forward<Args>(args)...); }
   /// Calls through the policies and returns the outcome; never throws.
   outcome<R> try_call(Args... args) const noexcept { return ops_->try_call(self_, {}, std::forward<Args>(args)...); }
   /// try_call with per-call options.
@@ -125,7 +123,12 @@ class resilient_function<R(Args...)> {
   }
 
  private:
+  static inline const call_options no_options{};
+
+  // The value comes back as it is (in registers for a small R) and a
+  // failure as the exception: no outcome crosses the indirect call.
   struct ops {
+    R (*call)(const void* self, const call_options& options, Args&&... args);
     outcome<R> (*try_call)(const void* self, const call_options& options, Args&&... args) noexcept;
     future<R> (*async)(const void* self, const call_options& options, Args&&... args);
     void (*post)(const void* self, const call_options& options, detail::erased_done<R> done, Args&&... args);
@@ -146,6 +149,12 @@ class resilient_function<R(Args...)> {
 
   template <class W>
   static constexpr ops ops_for{
+      [](const void* self, const call_options& options, Args&&... args) -> R {
+        if constexpr (std::is_void_v<R>)
+          as<W>(self).call_with(options, args...);
+        else
+          return static_cast<R>(as<W>(self).call_with(options, args...));
+      },
       [](const void* self, const call_options& options, Args&&... args) noexcept -> outcome<R> {
         if constexpr (std::is_same_v<decltype(as<W>(self).try_call_with(options, args...)), outcome<R>>) {
           return as<W>(self).try_call_with(options, args...);
