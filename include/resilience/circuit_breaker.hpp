@@ -1178,6 +1178,9 @@ class circuit_breaker {
   [[nodiscard]] scope try_enter() const noexcept { return scope{st_.get(), st_->acquire()}; }
 
   /// The policy step: rejects with circuit_open_kind, or runs next and records its outcome.
+  /// Never waits or blocks: a coroutine's co_call runs it on the awaiting thread (coro.hpp).
+  static constexpr bool never_waits = true;
+
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using O = std::invoke_result_t<Next&, call_context&>;

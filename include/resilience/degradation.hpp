@@ -713,6 +713,9 @@ class degradation_guard {
     degradation_manager::check_tier(min_tier, "degradation_guard: min_tier");
   }
 
+  /// Never waits or blocks: a coroutine's co_call runs it on the awaiting thread (coro.hpp).
+  static constexpr bool never_waits = true;
+
   /// The policy step.
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {

@@ -281,6 +281,9 @@ class fallback {
   /// This policy's events (fallback_activated); copies share it.
   event_hub& events() const noexcept { return hub_->hub; }
 
+  /// Never waits or blocks: a coroutine's co_call runs it on the awaiting thread (coro.hpp).
+  static constexpr bool never_waits = true;
+
   template <class Next, class Call>
   auto execute(call_context& ctx, Next&& next, const Call& call) const {
     return handle(ctx, next(ctx), call);

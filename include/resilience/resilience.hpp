@@ -1,5 +1,5 @@
 // resilience/resilience.hpp: the whole library in one include (all but
-// logging.hpp, which needs fmt).
+// logging.hpp, which needs fmt, and coro.hpp, which only coroutine code needs).
 //
 //   #include <resilience/resilience.hpp>
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
@@ -17,15 +17,17 @@
 #include "executor.hpp"
 #include "failures.hpp"
 #include "fallback.hpp"
+#include "fallback_event.hpp"
+#include "future.hpp"
 #include "limiter.hpp"
 #include "limiter_options.hpp"
-#include "fallback_event.hpp"
 #include "metric_snapshot.hpp"
 #include "metrics.hpp"
 #include "outcome.hpp"
 #include "presets.hpp"
 #include "rate_limit.hpp"
 #include "resilient.hpp"
+#include "resilient_function.hpp"
 #include "retry.hpp"
 #include "retry_after.hpp"
 #include "timeout.hpp"

@@ -17,7 +17,6 @@
 #include <concepts>
 #include <exception>
 #include <functional>
-#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +29,7 @@
 #include "clock.hpp"
 #include "context.hpp"
 #include "executor.hpp"
+#include "future.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 #include "failures.hpp"
@@ -39,12 +39,34 @@ inline namespace v1 {
 
 template <class F, class... Policies>
 class resilient;
+template <class... Policies>
+class pipeline;
 
 namespace detail {
 
 // A callable may take the call's std::stop_token first, as std::jthread's do.
 template <class F, class... Args>
 constexpr bool takes_stop_token = std::is_invocable_v<F&, std::stop_token, Args&...>;
+
+// One message for the one mistake (a static_assert needs a literal).
+#define RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT                                                                  \
+  "resilience: the callable takes a move-only argument by value, but a resilient call keeps its arguments " \
+  "and passes them again on every attempt (as lvalues): take the parameter by reference (const T&), or "   \
+  "pass a copyable handle such as std::shared_ptr instead of std::unique_ptr"
+
+// The wrapper passes the call's arguments to the callable as lvalues, once
+// per attempt; a parameter taken by value must then be copyable.
+template <class F, class... Args>
+constexpr bool callable_with_lvalues = std::is_invocable_v<F&, Args&...> || takes_stop_token<F, Args...>;
+template <class F, class... Args>
+constexpr bool only_callable_with_rvalues =
+    !callable_with_lvalues<F, Args...> && (std::is_invocable_v<F&, Args&&...> || std::is_invocable_v<F&, std::stop_token, Args&&...>);
+
+// What such a callable returns when called with rvalues (so that the one
+// static_assert is the only error, not the caller's use of the result).
+template <class F, class... Args>
+using rvalue_call_result_t = std::remove_cvref_t<typename std::conditional_t<
+    std::is_invocable_v<F&, Args&&...>, std::invoke_result<F&, Args&&...>, std::invoke_result<F&, std::stop_token, Args&&...>>::type>;
 
 template <class F, class... Args>
 struct call_result {
@@ -116,6 +138,21 @@ template <class P>
 concept reads_clock = requires(const P& p) {
   { p.clock() } -> std::convertible_to<const clock_ref&>;
 };
+
+// A policy whose sync form neither waits on time nor blocks for other calls
+// (it says so: `static constexpr bool never_waits = true;`).
+template <class P>
+concept never_waiting_policy = requires {
+  { P::never_waits } -> std::convertible_to<bool>;
+} && P::never_waits;
+
+/// True when a co_call through these policies runs on the awaiting thread.
+template <class Pipeline>
+struct runs_inline;
+template <class... Policies>
+struct runs_inline<pipeline<Policies...>> : std::bool_constant<(never_waiting_policy<Policies> && ...)> {};
+template <class Pipeline>
+inline constexpr bool runs_inline_v = runs_inline<Pipeline>::value;
 
 // "circuit_breaker" for resilience::v1::circuit_breaker.
 template <class T>
@@ -213,13 +250,24 @@ class pipeline {
   /// async with per-call options (the option strings are copied).
   template <class F, class... Args>
   auto async_with(const call_options& options, F&& f, Args&&... args) const {
+    if constexpr (detail::only_callable_with_rvalues<std::decay_t<F>, std::decay_t<Args>...>) {
+      static_assert(!detail::only_callable_with_rvalues<std::decay_t<F>, std::decay_t<Args>...>, RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT);
+      return future<detail::rvalue_call_result_t<std::decay_t<F>, std::decay_t<Args>...>>{};
+    } else {
+      return async_checked(options, std::forward<F>(f), std::forward<Args>(args)...);
+    }
+  }
+
+ private:
+  template <class F, class... Args>
+  auto async_checked(const call_options& options, F&& f, Args&&... args) const {
     using owned = detail::owned_call<std::decay_t<F>, pipeline, std::decay_t<Args>...>;
     call_context base{clock_, options};
     if (base.operation.empty()) base.operation = operation_;
-    return owned::start(std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...),
-                        executor_);
+    return owned::start(std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...));
   }
 
+ public:
   /// A resilient<F, Policies...> calling f through copies of these policies.
   template <class F>
   resilient<std::decay_t<F>, Policies...> wrap(F&& f) const& {
@@ -387,18 +435,6 @@ class once_callback {
   std::atomic<bool> fired_{false};
 };
 
-template <class T>
-void fulfil(std::promise<T>& p, outcome<T>&& o) {
-  if (o.has_value()) {
-    if constexpr (std::is_void_v<T>)
-      p.set_value();
-    else
-      p.set_value(std::move(*o));
-  } else {
-    p.set_exception(o.to_exception_ptr());
-  }
-}
-
 // One call that owns everything it touches: copies of the callable, the
 // arguments, the policies (stateful ones share their state), the clock, the
 // executor, the operation and tenant strings, and its own call_context.
@@ -448,8 +484,7 @@ struct owned_call {
       const P& p = std::get<I>(self->pl.policies());
       auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
       const call_view<I, bound_type> view{self->bound};
-      if constexpr (requires { p.execute_async(c, next, view, std::move(done)); } &&
-                    noexcept(p.execute_async(c, next, view, std::move(done)))) {
+      if constexpr (requires { { p.execute_async(c, next, view, std::move(done)) } noexcept; }) {
         // A noexcept async form promises done exactly once and continuations
         // that never throw (retry's loop): no guard, no allocation for one.
         p.execute_async(c, next, view, std::move(done));
@@ -479,24 +514,34 @@ struct owned_call {
     }
   }
 
-  // Posts the whole call to the executor; the future gets its outcome.
-  static auto start(std::shared_ptr<owned_call> self, const executor_ref&) {
-    using T = outcome_value_t<owned_outcome_t<owned_call, 0>>;
-    std::promise<T> promise;
-    auto future = promise.get_future();
+  // Posts the whole call to the executor; done(outcome) is called once, on
+  // whichever thread ends the call. What post throws is thrown here (the
+  // executor refused the task, and destroyed it, done and all).
+  template <class Done>
+  static void post_start(std::shared_ptr<owned_call> self, Done&& done) {
+    using value_type = outcome_value_t<owned_outcome_t<owned_call, 0>>;
     auto* s = self.get();
+    s->exec.post([self = std::move(self), done = std::forward<Done>(done)]() mutable {
+      start_async<0>(self, self->ctx, async_callback<value_type>{std::move(done)});
+    });
+  }
+
+  // Posts the whole call to the executor; the future gets its outcome.
+  static auto start(std::shared_ptr<owned_call> self) {
+    using value_type = outcome_value_t<owned_outcome_t<owned_call, 0>>;
+    future_promise<value_type> promise;
+    future<value_type> result{promise.state()};
     try {
-      s->exec.post([self = std::move(self), promise = std::move(promise)]() mutable {
-        start_async<0>(self, self->ctx, [promise = std::move(promise)](outcome<T> o) mutable { fulfil(promise, std::move(o)); });
-      });
+      post_start(std::move(self), [promise = std::move(promise)](outcome<value_type> o) mutable { promise.set(std::move(o)); });
     } catch (...) {
-      // The executor refused the task (and destroyed it, promise and all):
-      // the call's failure is what post threw.
-      std::promise<T> failed;
-      failed.set_exception(std::current_exception());
-      return failed.get_future();
+      // The executor refused the task (and destroyed it, promise and all,
+      // which set broken_promise): the call's failure is what post threw.
+      future_promise<value_type> failed;
+      future<value_type> refused{failed.state()};
+      failed.fail(std::current_exception());
+      return refused;
     }
-    return future;
+    return result;
   }
 
   using bound_type = bound_call<F, Pipeline, A...>;
@@ -552,12 +597,13 @@ class resilient {
   /// try_call with per-call options (tenant, stop_token, deadline, operation name).
   template <class... Args>
   auto try_call_with(const call_options& options, Args&&... args) const noexcept {
-    call_context ctx{pipeline_.clock(), options};
-    ctx.executor = &pipeline_.executor();
-    if (ctx.operation.empty()) ctx.operation = pipeline_.operation();
-    auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f_, c, args...); };
-    const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{&f_, &pipeline_, {args...}};
-    return pipeline_.template step<0>(ctx, inner, call);
+    if constexpr (detail::only_callable_with_rvalues<const F, std::remove_reference_t<Args>...>) {
+      static_assert(!detail::only_callable_with_rvalues<const F, std::remove_reference_t<Args>...>,
+                    RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT);
+      return outcome<detail::rvalue_call_result_t<const F, std::remove_reference_t<Args>...>>{std::exception_ptr{}};
+    } else {
+      return try_call_checked(options, args...);
+    }
   }
 
   /// Calls through the policies on the executor and returns at once; the
@@ -575,6 +621,20 @@ class resilient {
   auto async_with(const call_options& options, Args&&... args) const {
     return pipeline_.async_with(options, f_, std::forward<Args>(args)...);
   }
+
+  /// `co_await r.co_call(args...)` in any coroutine: the value, or the
+  /// failure thrown (defined in coro.hpp: include it to use these four).
+  template <class... Args>
+  auto co_call(Args&&... args) const;
+  /// co_call with per-call options (the caller's stop_token cancels the call).
+  template <class... Args>
+  auto co_call_with(const call_options& options, Args&&... args) const;
+  /// `co_await r.co_try_call(args...)`: the outcome; never throws.
+  template <class... Args>
+  auto co_try_call(Args&&... args) const;
+  /// co_try_call with per-call options.
+  template <class... Args>
+  auto co_try_call_with(const call_options& options, Args&&... args) const;
 
   /// Runs detached timeouts and async calls on `ex` (default: default_executor()).
   resilient& with_executor(executor_ref ex) & noexcept {
@@ -616,9 +676,48 @@ class resilient {
   const pipeline<Policies...>& policies() const noexcept { return pipeline_; }
 
  private:
+  template <class... Args>
+  auto try_call_checked(const call_options& options, Args&... args) const noexcept {
+    call_context ctx{pipeline_.clock(), options};
+    ctx.executor = &pipeline_.executor();
+    if (ctx.operation.empty()) ctx.operation = pipeline_.operation();
+    auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f_, c, args...); };
+    const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{&f_, &pipeline_, {args...}};
+    return pipeline_.template step<0>(ctx, inner, call);
+  }
+
   F f_;
   pipeline<Policies...> pipeline_;
 };
+
+namespace detail {
+
+// Starts r's call as async() does (the whole call posted to the executor,
+// with copies of the callable and arguments) but without a future:
+// done(outcome, keep) is called once, on the thread that ends the call,
+// where `keep` holds the call's owned state (a rejection's views point into
+// it). What the executor's post throws is thrown here. For co_call and
+// resilient_function.
+template <class R, class Done, class... A>
+void post_call(const R& r, const call_options& options, Done&& done, A&&... args) {
+  using F = std::remove_cvref_t<decltype(r.callable())>;
+  using Pipeline = std::remove_cvref_t<decltype(r.policies())>;
+  if constexpr (only_callable_with_rvalues<F, std::decay_t<A>...>) {
+    static_assert(!only_callable_with_rvalues<F, std::decay_t<A>...>, RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT);
+  } else {
+    using owned = owned_call<F, Pipeline, std::decay_t<A>...>;
+    const Pipeline& pl = r.policies();
+    call_context base{pl.clock(), options};
+    if (base.operation.empty()) base.operation = pl.operation();
+    auto call = std::make_shared<owned>(r.callable(), pl, base, options.stop, std::forward<A>(args)...);
+    std::shared_ptr<void> keep = call;
+    owned::post_start(std::move(call), [done = std::forward<Done>(done), keep = std::move(keep)](auto o) mutable {
+      done(std::move(o), std::move(keep));
+    });
+  }
+}
+
+}  // namespace detail
 
 template <class F, class... Policies>
 resilient(F, Policies...) -> resilient<F, Policies...>;

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -163,7 +164,9 @@ class retry {
   template <class T, class Next, class Call>
   void execute_async(call_context& ctx, Next& next, const Call&, async_callback<T> done) const noexcept {
     try {
-      std::make_shared<async_loop<T, Next>>(*this, ctx, next, std::move(done))->attempt();
+      auto loop = std::make_shared<async_loop<T, Next>>(*this, ctx, next, std::move(done));
+      if (ctx.stop.stop_possible()) loop->on_stop.emplace(ctx.stop, typename async_loop<T, Next>::stop_wait{loop.get()});
+      loop->attempt();
     } catch (...) {  // the loop could not be allocated: done was not taken
       if (done) done(outcome<T>{std::current_exception()});
     }
@@ -258,18 +261,44 @@ class retry {
           post([me = this->shared_from_this()] { me->attempt(); });
           return;
         }
-        clk.call_at(when, [me = this->shared_from_this()] {
-          // On the clock's timer thread: a throwing post must not escape there.
-          try {
-            me->post([me] { me->attempt(); });
-          } catch (...) {
-            me->finish(outcome<T>{std::current_exception()});
-          }
+        waiting.store(true, std::memory_order_seq_cst);
+        const timer_id id = clk.call_at(when, [me = this->shared_from_this()] {
+          if (me->waiting.exchange(false)) me->wake();
         });
+        timer.store(id, std::memory_order_release);
+        // A stop request that came before the wait began (stop_wait ignored it).
+        if (ctx->stop.stop_requested() && waiting.exchange(false)) {
+          clk.cancel(id);
+          wake();
+        }
       } catch (...) {
         finish(outcome<T>{std::current_exception()});
       }
     }
+
+    // The wait is over (the timer fired, or a stop request cancelled it).
+    void wake() {
+      // On the clock's timer thread: a throwing post must not escape there.
+      try {
+        post([me = this->shared_from_this()] { me->attempt(); });
+      } catch (...) {
+        finish(outcome<T>{std::current_exception()});
+      }
+    }
+
+    // A stop request ends a wait at once (as it ends a sync retry's
+    // sleep): the timer is cancelled and attempt() gives up. Whichever of
+    // the timer and the stop request takes `waiting` wakes the loop.
+    struct stop_wait {
+      async_loop* loop;
+      void operator()() const noexcept {
+        // The loop may be ending on another thread: it is alive while its timer holds it.
+        const auto me = loop->weak_from_this().lock();
+        if (!me || !me->waiting.exchange(false)) return;
+        if (const timer_id id = me->timer.load(std::memory_order_acquire)) me->ctx->clock().cancel(id);
+        me->wake();
+      }
+    };
 
     void post(task t) const {
       if (ctx->executor)
@@ -291,6 +320,9 @@ class retry {
     async_callback<T> done;
     std::optional<outcome<T>> last;
     std::atomic<bool> finished{false};
+    std::atomic<bool> waiting{false};  // a backoff timer is pending
+    std::atomic<timer_id> timer{0};    // the latest backoff timer
+    std::optional<std::stop_callback<stop_wait>> on_stop;  // registered once, for the whole loop
   };
 
   template <class Result>

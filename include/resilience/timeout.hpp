@@ -179,11 +179,16 @@ class timeout {
       Next keep;  // holds the call's owned state alive for as long as the timer may fire
       std::shared_ptr<const shared_state> shared;
       duration limit;
+      struct forward_stop {
+        std::stop_source* to;
+        void operator()() const noexcept { to->request_stop(); }
+      };
+      std::optional<std::stop_callback<forward_stop>> caller_stop;  // the caller's stop reaches the inner work
     };
     auto s = std::make_shared<slot>(ctx, std::move(done), next, shared_, limit_);
     s->inner.narrow_deadline(deadline_from(ctx));
     s->inner.stop = s->stop.get_token();
-    if (ctx.stop.stop_requested()) s->stop.request_stop();
+    if (ctx.stop.stop_possible()) s->caller_stop.emplace(ctx.stop, typename slot::forward_stop{&s->stop});
     s->timer = ctx.clock().call_at(s->inner.deadline, [s] {
       if (s->finished.exchange(true)) return;
       s->stop.request_stop();

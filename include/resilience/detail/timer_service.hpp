@@ -48,7 +48,15 @@ namespace detail {
 // std::thread's function does. Nobody could catch it on the real clock's
 // callback thread, and on manual_clock it would leave later timers unfired.
 // The library's own callbacks catch and route failures into their call.
-inline void run_timer_callback(std::function<void()>& fn) noexcept { fn(); }
+// While a timer callback runs, its thread says so (in_timer_callback), so
+// that a continuation handed to it (a coroutine's resumption) can move to an
+// executor instead of holding up the timers behind it.
+inline constinit thread_local int in_timer_callback = 0;
+inline void run_timer_callback(std::function<void()>& fn) noexcept {
+  ++in_timer_callback;
+  fn();
+  --in_timer_callback;
+}
 
 // Fences for a handshake with one hot side (a thread arming and disarming
 // its own timeout slots, once per call) and one rare side (the timer
