@@ -423,3 +423,79 @@ TEST_CASE("bad options throw std::invalid_argument naming the field", "[redis]")
   CHECK_THROWS_AS(limits.try_acquire(), redis::error);
   CHECK_THROWS_AS(limits.try_acquire(), redis::error);
 }
+
+TEST_CASE("leasing: k adapts to the process's own rate", "[redis]") {
+  REQUIRE_REDIS();
+  resilience::manual_clock clock;
+  redis::rate_limiter limits{server().connect(), "api", opts(1000, 100, rate_limit_algorithm::token_bucket, unique_prefix("lease")), clock};
+  redis::leased_rate_limiter fast{limits, {.max_lease = 16, .lease_period = 10ms}};
+  CHECK(fast.lease_size("acme") == 1);
+  for (int i = 0; i < 40; ++i) CHECK(fast.try_acquire("acme", 1));  // no time passes: k doubles to max_lease
+  CHECK(fast.lease_size("acme") == 16);
+  // A slow tenant (one call per 100 ms, a lease period of 10 ms) keeps k = 1.
+  for (int i = 0; i < 5; ++i) {
+    CHECK(fast.try_acquire("slow", 1));
+    clock.advance(100ms);
+  }
+  CHECK(fast.lease_size("slow") == 1);
+  CHECK(fast.unspent() <= 16);
+  CHECK_THROWS_AS(redis::leased_rate_limiter(limits, {.max_lease = 101}), std::invalid_argument);
+  CHECK_THROWS_AS(redis::leased_rate_limiter(limits, {.lease_ttl = 0s}), std::invalid_argument);
+}
+
+TEST_CASE("leasing: unspent leases are dropped after lease_ttl and by a hold", "[redis]") {
+  REQUIRE_REDIS();
+  resilience::manual_clock clock;
+  redis::rate_limiter limits{server().connect(), "api", opts(10, 10, rate_limit_algorithm::token_bucket, unique_prefix("ttl")), clock};
+  redis::leased_rate_limiter leased{limits, {.max_lease = 8, .lease_ttl = 500ms}};
+  for (int i = 0; i < 4; ++i) CHECK(leased.try_acquire());  // leases of 1, 2, then 4: 3 unspent
+  CHECK(leased.unspent() == 3);
+  clock.advance(501ms);
+  CHECK(leased.try_acquire());
+  CHECK(leased.dropped() == 3);
+  leased.hold(1s);
+  CHECK(leased.unspent() == 0);
+  CHECK_FALSE(leased.try_acquire());
+}
+
+TEST_CASE("leasing: two processes stay within the strict limit plus the unspent leases", "[redis]") {
+  REQUIRE_REDIS();
+  resilience::manual_clock clock;
+  const auto prefix = unique_prefix("overshoot");
+  // 10 per second, burst 20: a window of 2 s, 200 ticks of 10 ms. Leases of
+  // at most 8 each. Keys expire on the server's real time: the manual clock
+  // must run ahead of it (10 ms a tick), or a key could expire while its
+  // state still counts on the manual time line.
+  constexpr std::int64_t burst = 20;
+  constexpr std::uint32_t max_lease = 8;
+  for (auto a : {rate_limit_algorithm::token_bucket, rate_limit_algorithm::sliding_window}) {
+    redis::rate_limiter one{server().connect(), "quota", opts(10, burst, a, prefix), clock};
+    redis::rate_limiter two{server().connect(), "quota", opts(10, burst, a, prefix), clock};
+    redis::leased_rate_limiter p1{one, {.max_lease = max_lease, .lease_ttl = 2s}};
+    redis::leased_rate_limiter p2{two, {.max_lease = max_lease, .lease_ttl = 2s}};
+    std::vector<std::int64_t> grants;  // the tick of every permit spent
+    for (int ms = 0; ms < 3000; ++ms) {  // ticks
+      // Process one is busy all the time; process two in bursts.
+      for (int i = 0; i < 3; ++i)
+        if (p1.try_acquire("acme", 1)) grants.push_back(ms);
+      if (ms % 250 < 20)
+        for (int i = 0; i < 5; ++i)
+          if (p2.try_acquire("acme", 1)) grants.push_back(ms);
+      clock.advance(10ms);
+    }
+    // Over the run: never more than the strict limit could grant (burst + rate x time).
+    CHECK(static_cast<std::int64_t>(grants.size()) <= burst + 300);
+    CHECK(static_cast<std::int64_t>(grants.size()) >= 250);  // and the quota is used
+    // In any 2 s window (grants at ticks t..t+199): at most what the
+    // strict limiter grants in it (sliding window: the burst; token bucket:
+    // the burst and 19 refills) plus both processes' unspent leases.
+    const std::int64_t strict = a == rate_limit_algorithm::token_bucket ? burst + 19 : burst;
+    std::size_t worst = 0;
+    for (std::size_t i = 0, j = 0; i < grants.size(); ++i) {
+      while (grants[i] - grants[j] >= 200) ++j;
+      worst = std::max(worst, i - j + 1);
+    }
+    INFO(resilience::to_string(a));
+    CHECK(worst <= static_cast<std::size_t>(strict + 2 * max_lease));
+  }
+}

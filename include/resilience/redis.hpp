@@ -49,6 +49,7 @@
 #include <string_view>
 #include <sys/time.h>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -557,6 +558,133 @@ class rate_limiter {
   clock_ref clock_;
   std::string interval_, burst_;
   std::unique_ptr<resilience::rate_limiter> fallback_;
+};
+
+/// How a leased_rate_limiter leases.
+struct lease_options {
+  std::uint32_t max_lease = 100;  ///< most permits taken from Redis in one round trip; 1..limit.burst_size
+  duration lease_period = std::chrono::milliseconds{10};  ///< the lease size aims at one round trip per this long at this process's own rate; > 0
+  duration lease_ttl = std::chrono::seconds{1};  ///< leased permits not spent within this long are dropped (never spent late); > 0
+};
+
+/// A redis::rate_limiter spent locally: a round trip takes a lease of k
+/// permits for a tenant (k adapting to this process's own rate of that
+/// tenant, up to max_lease), and the next k - 1 decisions take no round
+/// trip (a mutex and a hash lookup). Every permit spent was granted by
+/// Redis first, so nothing is counted twice; the cost is timing: permits
+/// leased but unspent in one process are missing to the others until they
+/// are spent or dropped (lease_ttl). The overshoot bound: over any interval,
+/// the permits spent by all processes are at most what the strict limiter
+/// would grant over it plus the leases unspent at its start, at most
+/// (processes) x max_lease per tenant. Thread-safe; the limiter must outlive it.
+class leased_rate_limiter {
+ public:
+  /// Leases from `limiter`. Throws std::invalid_argument naming a bad field.
+  explicit leased_rate_limiter(const rate_limiter& limiter, lease_options options = {}) : limiter_{&limiter}, options_{validated(limiter, options)} {}
+
+  /// Takes n permits of the key's own budget.
+  rate_limit_decision try_acquire(std::uint32_t n = 1) const { return try_acquire(std::string_view{}, n); }
+  /// Takes n permits of `tenant`'s budget: from the local lease, or from a
+  /// new lease (one round trip; when Redis refuses the lease, n alone is asked for).
+  rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n) const {
+    if (n == 0) return {true, duration::zero()};
+    const auto now = limiter_->clock().now();
+    std::lock_guard lock{mutex_};
+    auto& p = pool_of(tenant);
+    if (p.permits > 0 && now - p.leased_at > options_.lease_ttl) {
+      dropped_ += static_cast<std::uint64_t>(p.permits);
+      p.permits = 0;
+    }
+    if (p.permits >= n) {
+      p.permits -= n;
+      return {true, duration::zero()};
+    }
+    // A new lease: k from this tenant's rate since the last one.
+    if (p.leases > 0) {
+      const auto dt = now - p.leased_at;
+      const std::uint64_t cap = std::min<std::uint64_t>(options_.max_lease, 2 * std::uint64_t{p.k});
+      const double wanted = dt <= duration::zero() ? static_cast<double>(cap)
+                                                   : std::ceil(static_cast<double>(p.k) * static_cast<double>(options_.lease_period.count()) /
+                                                               static_cast<double>(dt.count()));
+      p.k = static_cast<std::uint32_t>(std::clamp<double>(wanted, 1.0, static_cast<double>(cap)));
+    }
+    const std::uint32_t k = std::max(p.k, n);
+    dropped_ += static_cast<std::uint64_t>(p.permits);  // a partial remainder would split n across two leases: dropped
+    p.permits = 0;
+    auto d = limiter_->try_acquire(tenant, k);
+    std::uint32_t got = k;
+    if (!d && k > n) {
+      d = limiter_->try_acquire(tenant, n);
+      got = n;
+    }
+    if (!d) return d;
+    ++p.leases;
+    p.leased_at = now;
+    p.permits = got - n;
+    return d;
+  }
+
+  /// Holds the key (redis::rate_limiter::hold) and drops this process's leases.
+  void hold(duration wait) const {
+    {
+      std::lock_guard lock{mutex_};
+      for (auto& [tenant, p] : pools_) {
+        dropped_ += static_cast<std::uint64_t>(p.permits);
+        p.permits = 0;
+      }
+    }
+    limiter_->hold(wait);
+  }
+
+  /// The size of `tenant`'s next lease.
+  std::uint32_t lease_size(std::string_view tenant = {}) const {
+    std::lock_guard lock{mutex_};
+    const auto it = pools_.find(tenant);
+    return it == pools_.end() ? 1 : it->second.k;
+  }
+  /// Leased permits not spent yet (all tenants).
+  std::uint64_t unspent() const {
+    std::lock_guard lock{mutex_};
+    std::uint64_t n = 0;
+    for (const auto& [tenant, p] : pools_) n += static_cast<std::uint64_t>(p.permits);
+    return n;
+  }
+  /// Leased permits dropped unspent (lease_ttl passed, a hold, or a remainder too small for a request).
+  std::uint64_t dropped() const {
+    std::lock_guard lock{mutex_};
+    return dropped_;
+  }
+  /// The limiter leased from.
+  const rate_limiter& limiter() const noexcept { return *limiter_; }
+
+ private:
+  struct pool {
+    std::int64_t permits = 0;
+    std::uint32_t k = 1;
+    std::uint64_t leases = 0;
+    time_point leased_at{};
+  };
+
+  static lease_options validated(const rate_limiter& l, lease_options o) {
+    if (o.max_lease < 1 || static_cast<std::int64_t>(o.max_lease) > l.options().limit.burst_size)
+      throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': max_lease must be in 1..limit.burst_size"};
+    if (o.lease_period <= duration::zero()) throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_period must be > 0"};
+    if (o.lease_ttl <= duration::zero()) throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_ttl must be > 0"};
+    return o;
+  }
+
+  // Under the mutex. At most max_partitions pools: beyond, the empty ones go (their k restarts at 1).
+  pool& pool_of(std::string_view tenant) const {
+    if (auto it = pools_.find(tenant); it != pools_.end()) return it->second;
+    if (pools_.size() >= limiter_->options().limit.max_partitions) std::erase_if(pools_, [](const auto& e) { return e.second.permits == 0; });
+    return pools_.try_emplace(std::string{tenant}).first->second;
+  }
+
+  const rate_limiter* limiter_;
+  lease_options options_;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, pool, resilience::detail::sv_hash, std::equal_to<>> pools_;
+  mutable std::uint64_t dropped_ = 0;
 };
 
 /// Options of the redis::rate_limit policy.
