@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <csignal>
 #include <fcntl.h>
 #include <cstdlib>
@@ -498,4 +499,26 @@ TEST_CASE("leasing: two processes stay within the strict limit plus the unspent 
     INFO(resilience::to_string(a));
     CHECK(worst <= static_cast<std::size_t>(strict + 2 * max_lease));
   }
+}
+
+TEST_CASE("threads sharing a connection and limiters grant the quota exactly once", "[redis]") {
+  REQUIRE_REDIS();
+  resilience::manual_clock clock;  // no time passes: exactly the burst is granted
+  auto conn = server().connect();
+  const auto prefix = unique_prefix("threads");
+  redis::rate_limiter strict{conn, "quota", opts(1, 50, rate_limit_algorithm::token_bucket, prefix), clock};
+  redis::rate_limiter other{server().connect(), "quota", opts(1, 50, rate_limit_algorithm::token_bucket, prefix), clock};
+  redis::leased_rate_limiter leased{other, {.max_lease = 8}};
+  std::atomic<int> granted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        const auto d = t % 2 == 0 ? strict.try_acquire("acme", 1) : leased.try_acquire("acme", 1);
+        if (d) granted.fetch_add(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  while (strict.try_acquire("acme", 1)) granted.fetch_add(1);  // what a refused lease left in Redis
+  CHECK(granted.load() + static_cast<int>(leased.unspent()) + static_cast<int>(leased.dropped()) == 50);
 }
