@@ -59,6 +59,7 @@ class redis_server {
   }
 
   bool running() const { return pid_ > 0; }
+  void signal(int sig) const { ::kill(pid_, sig); }
   const std::string& socket() const { return socket_; }
 
   void start(const std::string& binary = find_redis_server()) {
@@ -521,4 +522,32 @@ TEST_CASE("threads sharing a connection and limiters grant the quota exactly onc
   for (auto& th : threads) th.join();
   while (strict.try_acquire("acme", 1)) granted.fetch_add(1);  // what a refused lease left in Redis
   CHECK(granted.load() + static_cast<int>(leased.unspent()) + static_cast<int>(leased.dropped()) == 50);
+}
+
+TEST_CASE("a paused server (SIGSTOP) fails the call after command_timeout; it works again after SIGCONT", "[redis]") {
+  REQUIRE_REDIS();
+  redis_server own;
+  REQUIRE(own.running());
+  resilience::manual_clock clock;
+  auto conn = own.connect({.command_timeout = 200ms, .reconnect_backoff = 0ms, .max_reconnect_backoff = 0ms});
+  redis::rate_limiter limits{conn, "api", opts(10, 5, rate_limit_algorithm::token_bucket, unique_prefix("paused")), clock};
+  CHECK(limits.try_acquire());
+  own.signal(SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    (void)limits.try_acquire();
+    FAIL("no exception");
+  } catch (const redis::error& e) {
+    CHECK(e.kind() == redis::error_kind::connection);
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited >= 150ms);
+  CHECK(waited < 2s);
+  own.signal(SIGCONT);
+  // The timed-out decision may or may not have been applied on the server
+  // (it was sent): at most one permit more is gone, never one granted twice.
+  int granted = 0;
+  while (limits.try_acquire()) ++granted;
+  CHECK(granted >= 3);  // burst 5, one taken before, perhaps one by the timed-out call
+  CHECK(granted <= 4);
 }
