@@ -454,7 +454,7 @@ class rate_limiter {
   /// Takes n permits of the key's own budget now, or says how long until it could.
   rate_limit_decision try_acquire(std::uint32_t n = 1) const { return try_acquire(std::string_view{}, n); }
   /// Takes n permits of `tenant`'s budget (an empty tenant: the key's own).
-  rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n) const {
+  rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n = 1) const {
     if (static_cast<std::int64_t>(n) > options_.limit.burst_size)
       throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': n (" + std::to_string(n) + ") exceeds burst_size (" +
                                   std::to_string(options_.limit.burst_size) + "); it could never be granted"};
@@ -586,7 +586,7 @@ class leased_rate_limiter {
   rate_limit_decision try_acquire(std::uint32_t n = 1) const { return try_acquire(std::string_view{}, n); }
   /// Takes n permits of `tenant`'s budget: from the local lease, or from a
   /// new lease (one round trip; when Redis refuses the lease, n alone is asked for).
-  rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n) const {
+  rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n = 1) const {
     if (n == 0) return {true, duration::zero()};
     const auto now = limiter_->clock().now();
     std::lock_guard lock{mutex_};
