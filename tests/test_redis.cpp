@@ -551,3 +551,33 @@ TEST_CASE("a paused server (SIGSTOP) fails the call after command_timeout; it wo
   CHECK(granted >= 3);  // burst 5, one taken before, perhaps one by the timed-out call
   CHECK(granted <= 4);
 }
+
+TEST_CASE("shared breaker: one process's opening isolates the others within a poll", "[redis]") {
+  REQUIRE_REDIS();
+  resilience::manual_clock clock;
+  const auto prefix = unique_prefix("cb");
+  auto options = resilience::circuit_breaker_options{.name = "erp", .clock = clock};
+  options.break_duration = 10s;
+  redis::shared_breaker a{server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
+  redis::shared_breaker b{server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
+  static_assert(resilience::policy<redis::shared_breaker, int>);
+  resilience::resilient call_b{[] { return 7; }, b};
+  CHECK(call_b.try_call().value() == 7);  // b polled: nothing shared yet
+  a.breaker().isolate();                  // a opens...
+  a.sync();                               // ...and publishes it
+  CHECK(a.key() == prefix + "erp");
+  CHECK(call_b.try_call().value() == 7);  // b's next poll is 100 ms after its last
+  clock.advance(100ms);
+  auto r = call_b.try_call();  // polled: held open by a
+  CHECK(r.has_rejection());
+  CHECK(b.held_by_another());
+  CHECK(b.breaker().state() == resilience::circuit_state::open);
+  // a recovers (here: the key goes, as when its break ends); b follows at its next poll.
+  a.breaker().reset();
+  server().connect()->command({"DEL", a.key()});
+  clock.advance(100ms);
+  CHECK(call_b.try_call().value() == 7);
+  CHECK_FALSE(b.held_by_another());
+  CHECK(b.breaker().state() == resilience::circuit_state::closed);
+  CHECK_THROWS_AS(redis::shared_breaker(server().connect(), resilience::circuit_breaker{options}, {.poll_interval = 0s}), std::invalid_argument);
+}

@@ -33,6 +33,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -40,6 +41,7 @@
 #include <cstring>
 #include <ctime>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,11 +50,13 @@
 #include <string>
 #include <string_view>
 #include <sys/time.h>
+#include <unistd.h>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "context.hpp"
 #include "limiter.hpp"
@@ -740,6 +744,98 @@ class rate_limit {
   }
   const rate_limiter* limiter_;
   rate_limit_options options_;
+};
+
+/// How a shared_breaker shares its breaker's openings.
+struct shared_breaker_options {
+  std::string prefix = "resilience:cb:";  ///< namespace of the Redis key (<prefix><breaker name>)
+  duration poll_interval = std::chrono::milliseconds{100};  ///< at most one round trip per this long (on the breaker's clock); > 0
+};
+
+/// Shares one circuit breaker's openings across processes by a short poll:
+/// when this process's breaker opens, it stores <prefix><name> in Redis for
+/// its break_duration; a process that finds the key (set by another) while
+/// its own breaker is closed isolates its breaker, and resets it once the
+/// key is gone. Each process still counts its own failures, but a reset
+/// after a shared opening clears its window. Bound: another process learns
+/// of an opening within poll_interval of its next call (it polls only when
+/// called). A policy for resilient<> in place of the breaker; Redis failures
+/// are ignored (the breaker then works alone). Copies share the state.
+class shared_breaker {
+ public:
+  /// Shares `breaker` (a handle: copies share its state) through `conn`.
+  /// Throws std::invalid_argument naming a bad field.
+  shared_breaker(std::shared_ptr<connection> conn, circuit_breaker breaker, shared_breaker_options options = {})
+      : s_{std::make_shared<shared>(std::move(conn), std::move(breaker), validated(std::move(options)))} {}
+
+  /// Polls Redis (at most once per poll_interval): publishes this breaker's
+  /// opening or applies another process's. Called by execute before each call.
+  void sync() const {
+    auto& st = *s_;
+    const auto now = resilience::detail::ns(st.breaker.clock().now());
+    auto due = st.next_poll.load(std::memory_order_relaxed);
+    if (now < due || !st.next_poll.compare_exchange_strong(due, now + st.options.poll_interval.count(), std::memory_order_relaxed)) return;
+    std::lock_guard lock{st.mutex};
+    try {
+      const auto state = st.breaker.state();
+      if (state == circuit_state::open && !st.applied) {
+        const auto ms = std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(st.breaker.options().break_duration).count());
+        st.conn->command({"SET", st.key, st.id, "PX", std::to_string(ms)});
+        return;
+      }
+      auto r = st.conn->command({"GET", st.key});
+      const bool remote = r->type == REDIS_REPLY_STRING && std::string_view{r->str, r->len} != st.id;
+      if (remote && !st.applied && state == circuit_state::closed) {
+        st.breaker.isolate();
+        st.applied = true;
+      } else if (!remote && st.applied) {
+        st.breaker.reset();
+        st.applied = false;
+      }
+    } catch (const error&) {
+      // Redis down: the breaker decides alone.
+    }
+  }
+
+  template <class Next>
+  auto execute(call_context& ctx, Next&& next) const {
+    sync();
+    return s_->breaker.execute(ctx, std::forward<Next>(next));
+  }
+
+  /// The breaker shared.
+  const circuit_breaker& breaker() const noexcept { return s_->breaker; }
+  /// True while this breaker is isolated because another process's opened.
+  bool held_by_another() const {
+    std::lock_guard lock{s_->mutex};
+    return s_->applied;
+  }
+  /// The Redis key.
+  const std::string& key() const noexcept { return s_->key; }
+  /// The breaker's clock (a pipeline's clock must be the same).
+  const clock_ref& clock() const noexcept { return s_->breaker.clock(); }
+
+ private:
+  struct shared {
+    shared(std::shared_ptr<connection> c, circuit_breaker b, shared_breaker_options o)
+        : conn{std::move(c)}, breaker{std::move(b)}, options{std::move(o)}, key{options.prefix + breaker.name()} {
+      if (!conn) throw std::invalid_argument{"redis::shared_breaker: connection must not be null"};
+      id = std::to_string(::getpid()) + ":" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+    }
+    std::shared_ptr<connection> conn;
+    circuit_breaker breaker;
+    shared_breaker_options options;
+    std::string key, id;
+    std::atomic<std::int64_t> next_poll{std::numeric_limits<std::int64_t>::min()};
+    std::mutex mutex;
+    bool applied = false;
+  };
+  static shared_breaker_options validated(shared_breaker_options o) {
+    if (o.poll_interval <= duration::zero()) throw std::invalid_argument{"redis::shared_breaker: poll_interval must be > 0"};
+    if (o.prefix.empty()) throw std::invalid_argument{"redis::shared_breaker: prefix must not be empty"};
+    return o;
+  }
+  std::shared_ptr<shared> s_;
 };
 
 }  // namespace redis
