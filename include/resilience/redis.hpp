@@ -21,6 +21,10 @@
 // it is back to its idle state (a full bucket, an empty window), so an idle
 // tenant costs Redis nothing.
 //
+// Also here: leased_rate_limiter (k permits per round trip, spent locally;
+// bounded overshoot) and shared_breaker (a breaker's openings shared by a
+// short poll).
+//
 // Failures of Redis (connection refused or lost, a timeout, an error reply
 // such as WRONGTYPE) are redis::error exceptions out of connection; each
 // limiter chooses what a decision does then (on_failure): raise the
