@@ -5,6 +5,12 @@ include(CMakePackageConfigHelpers)
 install(TARGETS resilience EXPORT resilienceTargets)
 install(DIRECTORY include/resilience DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT resilienceTargets NAMESPACE resilience:: DESTINATION ${CMAKE_INSTALL_DATADIR}/resilience/cmake)
+if(TARGET resilience_redis)
+  # Its own export set: find_package(resilience) gives resilience::redis only
+  # where the consumer has hiredis too (resilienceConfig.cmake checks).
+  install(TARGETS resilience_redis EXPORT resilienceRedisTargets)
+  install(EXPORT resilienceRedisTargets NAMESPACE resilience:: DESTINATION ${CMAKE_INSTALL_DATADIR}/resilience/cmake)
+endif()
 
 configure_package_config_file(cmake/resilienceConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/resilienceConfig.cmake
