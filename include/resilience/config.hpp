@@ -279,17 +279,23 @@ std::string keys_text(const config_field<O> (&fields)[N]) {
   return list;
 }
 
-// Reads the members of `v` into `o`; unknown keys are issues.
+// Reads the members of `v` into `o`; unknown keys are issues. False when a
+// value could not be read (then `o` is not what the file says, and the
+// policy's rules are not checked on it).
 template <class O, std::size_t N>
-void read_fields(config_reader& r, const json& v, const std::string& path, O& o, const config_field<O> (&fields)[N]) {
-  r.each(v, path, [&](const std::string& key, const json& child, const std::string& p) {
+bool read_fields(config_reader& r, const json& v, const std::string& path, O& o, const config_field<O> (&fields)[N]) {
+  bool read_all = true;
+  const bool object = r.each(v, path, [&](const std::string& key, const json& child, const std::string& p) {
     for (const auto& f : fields)
       if (f.key == key) {
+        const auto before = r.issues.size();
         f.read(r, child, p, o);
+        read_all = read_all && r.issues.size() == before;
         return;
       }
     r.issue(p, "unknown key (expected one of " + keys_text(fields) + ")");
   });
+  return object && read_all;
 }
 
 // Runs a policy's own validation over `o` and turns each std::invalid_argument
@@ -534,9 +540,7 @@ class config {
     r.each(v, path, [&](const std::string& name, const nlohmann::json& child, const std::string& p) {
       const O base = base_of(name);
       O o = base;
-      const auto before = r.issues.size();
-      detail::read_fields(r, child, p, o, fields);
-      if (r.issues.size() == before) detail::check_fields(r, child, p, o, base, fields, validate);
+      if (detail::read_fields(r, child, p, o, fields)) detail::check_fields(r, child, p, o, base, fields, validate);
       out[name] = std::move(o);
     });
   }
@@ -576,10 +580,12 @@ class config {
       }
       r.each(child, p, [&](const std::string& name, const nlohmann::json& s, const std::string& sp) {
         degradation_service service;
-        const auto before = r.issues.size();
-        detail::read_fields(r, s, sp, service, detail::service_fields);
-        if (s.is_object() && !s.contains("tier")) r.issue(sp + ".tier", "is required (one of full, core, read_only, maintenance)");
-        if (r.issues.size() == before)
+        bool read_all = detail::read_fields(r, s, sp, service, detail::service_fields);
+        if (s.is_object() && !s.contains("tier")) {
+          r.issue(sp + ".tier", "is required (one of full, core, read_only, maintenance)");
+          read_all = false;
+        }
+        if (read_all)
           detail::check_fields(r, s, sp, service, degradation_service{}, detail::service_fields, [&](const degradation_service& d) {
             degradation_manager scratch{degradation_options{.register_defaults = false}};
             scratch.register_service(name, d.implies, d.slow_threshold);
@@ -587,10 +593,8 @@ class config {
         services_[name] = service;
       });
     });
-    const auto before = r.issues.size();
     degradation_options o = d_.degradation;
-    detail::read_fields(r, options, path, o, detail::degradation_fields);
-    if (r.issues.size() == before)
+    if (detail::read_fields(r, options, path, o, detail::degradation_fields))
       detail::check_fields(r, options, path, o, d_.degradation, detail::degradation_fields, [](const degradation_options& d) {
         auto copy = d;
         copy.register_defaults = false;
@@ -618,9 +622,7 @@ class config {
         }
         const presets::settings base = presets::get(*op, *env);
         presets::settings o = base;
-        const auto before = r.issues.size();
-        detail::read_fields(r, s, op_path, o, detail::preset_fields);
-        if (r.issues.size() != before) return;
+        if (!detail::read_fields(r, s, op_path, o, detail::preset_fields)) return;
         if (o.requests_per_second < 0) {
           r.issue(op_path + ".requests_per_second", "must be >= 0 (0: not rate limited), got " + s.at("requests_per_second").dump());
           o.requests_per_second = base.requests_per_second;
