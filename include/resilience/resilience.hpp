@@ -1,5 +1,5 @@
 // resilience/resilience.hpp: the whole library in one include (all but
-// logging.hpp, which needs fmt).
+// logging.hpp, which needs fmt, and config.hpp, which needs nlohmann-json).
 //
 //   #include <resilience/resilience.hpp>
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
