@@ -109,7 +109,8 @@ int main() {
                          .base_delay = 1s,
                          .jitter = resilience::jitter_mode::equal,
                          .random = resilience::seeded_random(7),
-                         .retry_rejections = {resilience::timeout_kind}}},  // never retry into an open breaker
+                         .handle = resilience::failures::exceptions() |
+                                   resilience::failures::rejections({resilience::timeout_kind})}},  // never retry into an open breaker
       breaker,                                                               // counts every attempt
       resilience::timeout{resilience::operation_type::factor_lookup}};      // 5 s per attempt
   lookup.with_clock(virtual_time);

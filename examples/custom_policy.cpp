@@ -9,8 +9,7 @@
 //
 // Then a kill switch, also written here: an operator turns the factor API
 // off, and the switch refuses calls with a rejection kind of its own
-// ("kill_switch"). Retry's rejection filter and fallback's trigger name that
-// kind, and the JSON log prints its message, with no library header naming it.
+// ("kill_switch"). Retry's and fallback's `handle` name that kind, and the JSON log prints its message, with no library header naming it.
 #include <resilience/logging.hpp>
 #include <resilience/resilience.hpp>
 
@@ -99,8 +98,8 @@ int main() {
       factor_api{},
       resilience::retry{{.max_retries = 3,
                          .base_delay = 1s,
-                         .never_retry = resilience::exceptions<factor_not_found>{},
-                         .on_retry = [](int attempt, resilience::duration delay, const resilience::retry_failure&) {
+                         .handle = resilience::failures::any().except<factor_not_found>(),
+                         .on_retry = [](int attempt, resilience::duration delay, const resilience::failure&) {
                            std::printf("  retry %d in %llds\n", attempt,
                                        static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(delay).count()));
                          }}},
@@ -129,11 +128,11 @@ int main() {
   // [kill-switch-compose]
   auto guarded = resilience::resilient{
       healthy_api,
-      resilience::fallback{resilience::default_value{0.0}, {.when = resilience::kind_set{kill_switch_kind}}},
+      resilience::fallback{resilience::default_value{0.0}, {.handle = resilience::failures::rejections({kill_switch_kind})}},
       resilience::retry{{.max_retries = 1,
                          .base_delay = 1s,
-                         .retry_rejections = {kill_switch_kind},
-                         .on_retry = [&](int, resilience::duration, const resilience::retry_failure&) {
+                         .handle = resilience::failures::exceptions() | resilience::failures::rejections({kill_switch_kind}),
+                         .on_retry = [&](int, resilience::duration, const resilience::failure&) {
                            if (operator_turns_it_on) guard.off->store(false);
                          }}},
       guard}.with_clock(clock);

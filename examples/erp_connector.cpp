@@ -100,7 +100,7 @@ int main() {
                            }}},
       resilience::retry{{.max_retries = 5,
                          .base_delay = 2s,
-                         .on_retry = [](int attempt, resilience::duration delay, const resilience::retry_failure& f) {
+                         .on_retry = [](int attempt, resilience::duration delay, const resilience::failure& f) {
                            std::printf("             attempt %d failed (%s); retry in %s\n", attempt, f.what().c_str(),
                                        resilience::format_duration(delay).c_str());
                          }}},

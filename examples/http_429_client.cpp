@@ -87,7 +87,7 @@ int main() {
   rs::resilient fetch{fetch_factor,
                       rs::retry{{.max_retries = 3,
                                  .base_delay = 1s,
-                                 .on_retry = [](int attempt, rs::duration delay, const rs::retry_failure&) {
+                                 .on_retry = [](int attempt, rs::duration delay, const rs::failure&) {
                                    std::printf("attempt %d failed; retrying in %.0fs\n", attempt,
                                                std::chrono::duration<double>(delay).count());
                                  }}},

@@ -284,7 +284,7 @@ TEST_CASE("async retry: what the executor or the clock throws completes the futu
                   throw erp_error{"busy"};
                   return 0;
                 },
-                retry{{.max_retries = 3, .base_delay = 1s, .on_retry = [](int, duration, const retry_failure&) { throw std::logic_error{"listener"}; }}}};
+                retry{{.max_retries = 3, .base_delay = 1s, .on_retry = [](int, duration, const failure&) { throw std::logic_error{"listener"}; }}}};
     r.with_executor(ex);
     auto f = r.async();
     ex.run_all();

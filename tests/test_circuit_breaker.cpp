@@ -667,19 +667,19 @@ TEST_CASE("a scope inside a destructor that runs during unwinding counts only it
   CHECK(cb.stats().failed == 0);
 }
 
-TEST_CASE("which failures count: ignore and record lists, result predicate, foreign rejections", "[circuit_breaker]") {
+TEST_CASE("which failures count: ignore and handle, result predicate, foreign rejections", "[circuit_breaker]") {
   manual_clock clk;
   auto lookup_missing = []() -> int { throw not_found{}; };
   SECTION("ignored exceptions count as neither") {
-    circuit_breaker cb{{.clock = clk, .fail_max = 2, .ignore_exceptions = exceptions<not_found>{}}};
+    circuit_breaker cb{{.clock = clk, .fail_max = 2, .ignore = failures::exceptions<not_found>()}};
     for (int i = 0; i < 5; ++i) CHECK_THROWS_AS(cb.call(lookup_missing), not_found);
     CHECK(cb.state() == closed);
     CHECK(cb.stats().ignored == 5);
     fail_n(cb, 2);
     CHECK(cb.state() == open);
   }
-  SECTION("only recorded exceptions are failures; others are successes") {
-    circuit_breaker cb{{.clock = clk, .fail_max = 2, .record_exceptions = exceptions<service_down>{}}};
+  SECTION("only handled exceptions are failures; others are successes") {
+    circuit_breaker cb{{.clock = clk, .fail_max = 2, .handle = failures::exceptions<service_down>() | failures::rejections()}};
     fail_n(cb, 1);
     (void)cb.try_call(lookup_missing);  // a success: the service answered
     fail_n(cb, 1);
@@ -689,7 +689,7 @@ TEST_CASE("which failures count: ignore and record lists, result predicate, fore
     CHECK(cb.state() == open);
   }
   SECTION("a scope classifies an exception it is given") {
-    circuit_breaker cb{{.clock = clk, .fail_max = 1, .ignore_exceptions = exceptions<not_found>{}}};
+    circuit_breaker cb{{.clock = clk, .fail_max = 1, .ignore = failures::exceptions<not_found>()}};
     cb.enter().failure(std::make_exception_ptr(not_found{}));
     CHECK(cb.state() == closed);
     cb.enter().failure(std::make_exception_ptr(service_down{}));
@@ -698,7 +698,7 @@ TEST_CASE("which failures count: ignore and record lists, result predicate, fore
   SECTION("a returned value can be a failure") {
     circuit_breaker cb{{.clock = clk,
                         .fail_max = 2,
-                        .record_result = [](const int& status) { return status >= 500; }}};
+                        .handle = failures::any() | failures::results([](const int& status) { return status >= 500; })}};
     auto status = [](int s) { return s; };
     CHECK(cb.call(status, 503) == 503);
     CHECK(cb.try_call(status, 200).value() == 200);
@@ -715,6 +715,29 @@ TEST_CASE("which failures count: ignore and record lists, result predicate, fore
     CHECK(cb.state() == closed);
     CHECK(cb.stats().ignored == 2);
     (void)resilient{ok, cb, reject_with{timeout_kind}}.try_call();
+    CHECK(cb.state() == open);
+  }
+  SECTION("a timeout counts only while handle takes it; ignore can take it too") {
+    circuit_breaker narrow{{.clock = clk, .fail_max = 1, .handle = failures::exceptions<service_down>()}};
+    (void)resilient{ok, narrow, reject_with{timeout_kind}}.try_call();
+    CHECK(narrow.state() == closed);
+    CHECK(narrow.stats().ignored == 1);
+    circuit_breaker ignoring{{.clock = clk, .fail_max = 1, .ignore = failures::rejections({timeout_kind})}};
+    (void)resilient{ok, ignoring, reject_with{timeout_kind}}.try_call();
+    CHECK(ignoring.state() == closed);
+    CHECK(ignoring.stats().ignored == 1);
+  }
+  SECTION("a result predicate on another type leaves those calls successes; ignore wins over handle") {
+    circuit_breaker cb{{.clock = clk,
+                        .fail_max = 1,
+                        .handle = failures::any() | failures::results([](const std::string& s) { return s.empty(); }),
+                        .ignore = failures::exceptions<not_found>()}};
+    CHECK(cb.call([] { return 500; }) == 500);  // an int: the predicate takes strings
+    CHECK(cb.stats().successful == 1);
+    CHECK_THROWS_AS(cb.call(lookup_missing), not_found);
+    CHECK(cb.stats().ignored == 1);
+    CHECK(cb.state() == closed);
+    CHECK(cb.call([] { return std::string{}; }).empty());
     CHECK(cb.state() == open);
   }
 }

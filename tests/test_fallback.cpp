@@ -151,61 +151,60 @@ TEST_CASE("chain tries cached, then a secondary source, then a default, in order
   CHECK_THROWS_AS(ends_raising("diesel"), factor_api_error);
 }
 
-TEST_CASE("triggers: exception type lists", "[fallback]") {
-  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.when = trigger::on<factor_api_error>()}}};
+TEST_CASE("handle: exception type lists", "[fallback]") {
+  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
 }
 
-TEST_CASE("triggers: the type lists and code sets retry uses work here too", "[fallback]") {
-  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.when = exceptions<factor_api_error>{}}}};
+TEST_CASE("handle: the failures retry takes work here too", "[fallback]") {
+  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = kind_set{circuit_open_kind}}},
+  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
                       always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = kind_set{circuit_open_kind}}},
+  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
                     always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
 }
 
-TEST_CASE("triggers: rejection kinds, and exception types that match rejections", "[fallback]") {
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({circuit_open_kind})}},
+TEST_CASE("handle: rejection kinds, and exception types that match rejections", "[fallback]") {
+  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
                       always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::rejections({circuit_open_kind})}},
+  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
                     always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
-  resilient by_type{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::on<circuit_open_error>()}},
+  resilient by_type{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::exceptions<circuit_open_error>()}},
                     always_reject{circuit_open_kind}};
   CHECK(by_type(0) == -1);
-  resilient by_base{[](int) { return 1; }, fallback{default_value{-1}, {.when = trigger::on<rejected_error>()}},
+  resilient by_base{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::exceptions<rejected_error>()}},
                     always_reject{bulkhead_full_kind}};
   CHECK(by_base(0) == -1);
 }
 
-TEST_CASE("triggers: predicate and combination", "[fallback]") {
-  auto only_503 = trigger::when([](const failure& f) { return f.what().find("503") != std::string::npos; });
-  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.when = only_503}}};
+TEST_CASE("handle: predicate and combination", "[fallback]") {
+  auto only_503 = failures::when([](const failure& f) { return f.what().find("503") != std::string::npos; });
+  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = only_503}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
 
-  resilient either{make_script({-1, -2}), fallback{default_value{0.0}, {.when = trigger::on<std::logic_error>() | only_503}}};
+  resilient either{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<std::logic_error>() | only_503}}};
   CHECK(either("a") == 0.0);
   CHECK(either("a") == 0.0);
 }
 
-TEST_CASE("triggers: a result predicate treats some values as failures", "[fallback]") {
+TEST_CASE("handle: a result predicate treats some values as failures", "[fallback]") {
   std::vector<bool> causes;
-  auto fb = fallback{default_value{99}, {.when = trigger::results(),
-                                         .on_activated = [&](const fallback_info& i) { causes.push_back(i.cause.is_result()); }}}
-                .when_result([](int v) { return v < 0; });
+  auto fb = fallback{default_value{99}, {.handle = failures::results([](const int& v) { return v < 0; }),
+                                         .on_activated = [&](const fallback_info& i) { causes.push_back(i.cause.is_result()); }}};
   resilient r{[](int x) { return x; }, fb};
   CHECK(r(-4) == 99);
   CHECK(r(4) == 4);
   CHECK(causes == std::vector<bool>{true});
   resilient thrower{[](int) -> int { throw factor_api_error{"x"}; }, fb};
-  CHECK_THROWS_AS(thrower(1), factor_api_error);  // trigger::results() only
+  CHECK_THROWS_AS(thrower(1), factor_api_error);  // results() only
 }
 
 TEST_CASE("fallback reports through the callback and the fallback_activated event", "[fallback]") {
@@ -230,7 +229,7 @@ TEST_CASE("fallback reports through the callback and the fallback_activated even
 
 TEST_CASE("fallback outside retry and timeout replaces what they finally return", "[fallback]") {
   manual_clock clk{manual_clock::auto_advance};
-  resilient r{make_script({-1, -1, -1}), fallback{default_value{0.5}, {.when = trigger::on<factor_api_error>()}},
+  resilient r{make_script({-1, -1, -1}), fallback{default_value{0.5}, {.handle = failures::exceptions<factor_api_error>()}},
               retry{{.max_retries = 2, .base_delay = 1s}}, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
   r.with_clock(clk);
   CHECK(r("a") == 0.5);
@@ -245,9 +244,9 @@ struct bad_default {
 
 }  // namespace
 
-TEST_CASE("a throwing when_result predicate becomes the call's failure, not std::terminate", "[fallback][hooks]") {
+TEST_CASE("a throwing results() predicate becomes the call's failure, not std::terminate", "[fallback][hooks]") {
   // The reproducer of issue #11, item 1.
-  resilient f{[] { return 1; }, fallback{default_value{0}}.when_result([](const int&) -> bool { throw std::logic_error{"p"}; })};
+  resilient f{[] { return 1; }, fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool { throw std::logic_error{"p"}; })}}};
   const auto o = f.try_call();
   REQUIRE(o.has_exception());
   CHECK(failure_text(o) == "p");
@@ -272,9 +271,9 @@ TEST_CASE("a throwing default_value conversion and cached key function become th
   CHECK(failure_text(keyed.try_call("grid")) == "key");  // the recovery path's key throws
 }
 
-TEST_CASE("async: a throwing when_result predicate completes the future with its exception", "[fallback][hooks][async]") {
+TEST_CASE("async: a throwing results() predicate completes the future with its exception", "[fallback][hooks][async]") {
   manual_executor ex;
-  resilient f{[] { return 1; }, fallback{default_value{0}}.when_result([](const int&) -> bool { throw std::logic_error{"p"}; })};
+  resilient f{[] { return 1; }, fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool { throw std::logic_error{"p"}; })}}};
   f.with_executor(ex);
   auto fut = f.async();
   ex.run_all();

@@ -96,10 +96,15 @@ TEST_CASE("the option builders carry the preset into each policy", "[presets]") 
   CHECK(r.base_delay == 1s);
   CHECK(r.strategy == backoff_strategy::exponential);
   CHECK(r.jitter == jitter_mode::full);
-  CHECK(r.retry_rejections.contains(timeout_kind));
-  CHECK(r.retry_rejections.contains(rate_limited_kind));
-  CHECK_FALSE(r.retry_rejections.contains(circuit_open_kind));
-  CHECK_FALSE(r.retry_rejections.contains(degraded_kind));
+  auto retries = [&r](const rejection_kind& k) {
+    const rejection rej{.kind = &k};
+    return r.handle.matches(failure{&rej});
+  };
+  CHECK(retries(timeout_kind));
+  CHECK(retries(rate_limited_kind));
+  CHECK_FALSE(retries(circuit_open_kind));
+  CHECK_FALSE(retries(degraded_kind));
+  CHECK(r.handle.handles_every_exception());
   const timeout_options t = presets::timeout_settings(s);
   CHECK(t.limit == 10s);
   CHECK(t.name == "erp_api");

@@ -72,7 +72,7 @@ struct flaky {
 struct delay_log {
   std::shared_ptr<std::vector<duration>> delays = std::make_shared<std::vector<duration>>();
   std::shared_ptr<std::vector<int>> attempts = std::make_shared<std::vector<int>>();
-  void operator()(int attempt, duration delay, const retry_failure&) const {
+  void operator()(int attempt, duration delay, const failure&) const {
     attempts->push_back(attempt);
     delays->push_back(delay);
   }
@@ -195,7 +195,7 @@ TEST_CASE("the caller gets the very exception object the last attempt threw", "[
   }
 }
 
-TEST_CASE("never_retry fails fast; retry_on limits what retries", "[retry]") {
+TEST_CASE("except<> fails fast; handle limits what retries", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   int calls = 0;
   auto thrower = [&calls](int which) {
@@ -207,34 +207,34 @@ TEST_CASE("never_retry fails fast; retry_on limits what retries", "[retry]") {
     };
   };
 
-  SECTION("never_retry") {
+  SECTION("except") {
     // [retry-never]
-    retry r{{.never_retry = exceptions<invalid_factor, std::logic_error>{}}};
+    retry r{{.handle = failures::any().except<invalid_factor, std::logic_error>()}};
     // [retry-never]
     CHECK_THROWS_AS(resilient(thrower(0), r).with_clock(clk)(), invalid_factor);
     CHECK(calls == 1);
     CHECK_THROWS_AS(resilient(thrower(2), r).with_clock(clk)(), service_error);
     CHECK(calls == 5);
   }
-  SECTION("retry_on matches a type and its subclasses only") {
-    retry r{{.retry_on = exceptions<timeout_like>{}}};
+  SECTION("exceptions<E> matches a type and its subclasses only") {
+    retry r{{.handle = failures::exceptions<timeout_like>() | failures::rejections()}};
     CHECK_THROWS_AS(resilient(thrower(1), r).with_clock(clk)(), timeout_like);
     CHECK(calls == 4);
     calls = 0;
     CHECK_THROWS_AS(resilient(thrower(2), r).with_clock(clk)(), service_error);  // the base is not listed
     CHECK(calls == 1);
     calls = 0;
-    retry base{{.retry_on = exceptions<service_error>{}}};
+    retry base{{.handle = failures::exceptions<service_error>() | failures::rejections()}};
     CHECK_THROWS_AS(resilient(thrower(1), base).with_clock(clk)(), timeout_like);  // a subclass of a listed type
     CHECK(calls == 4);
   }
-  SECTION("never_retry wins over retry_on") {
-    retry r{{.retry_on = exceptions<service_error>{}, .never_retry = exceptions<timeout_like>{}}};
+  SECTION("except wins over the rest of handle") {
+    retry r{{.handle = (failures::exceptions<service_error>() | failures::rejections()).except<timeout_like>()}};
     CHECK_THROWS_AS(resilient(thrower(1), r).with_clock(clk)(), timeout_like);
     CHECK(calls == 1);
   }
-  SECTION("an empty list retries nothing") {
-    retry r{{.retry_on = exceptions<>{}}};
+  SECTION("a handle without exceptions retries none") {
+    retry r{{.handle = failures::rejections()}};
     CHECK_THROWS_AS(resilient(thrower(2), r).with_clock(clk)(), service_error);
     CHECK(calls == 1);
   }
@@ -246,12 +246,12 @@ TEST_CASE("never_retry fails fast; retry_on limits what retries", "[retry]") {
     CHECK_THROWS_AS(resilient(throw_int, retry{}).with_clock(clk)(), int);
     CHECK(calls == 4);
     calls = 0;
-    CHECK_THROWS_AS(resilient(throw_int, retry{{.never_retry = exceptions<int>{}}}).with_clock(clk)(), int);
+    CHECK_THROWS_AS(resilient(throw_int, retry{{.handle = failures::any().except<int>()}}).with_clock(clk)(), int);
     CHECK(calls == 1);
   }
 }
 
-TEST_CASE("retry_if decides from the typed exception", "[retry]") {
+TEST_CASE("exceptions_if decides from the typed exception", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   int calls = 0;
   auto status = 503;
@@ -261,7 +261,8 @@ TEST_CASE("retry_if decides from the typed exception", "[retry]") {
     throw http_error{status};
   };
   // [retry-if]
-  retry r{{.retry_if = [](const http_error& e) { return e.status >= 500 || e.status == 429; }}};
+  retry r{{.handle = failures::exceptions_if([](const http_error& e) { return e.status >= 500 || e.status == 429; }) |
+                    failures::rejections()}};
   // [retry-if]
   auto fetch = resilient{op, r}.with_clock(clk);
   CHECK_THROWS_AS(fetch(), http_error);
@@ -277,10 +278,11 @@ TEST_CASE("retry_if decides from the typed exception", "[retry]") {
   CHECK_THROWS_AS(fetch(), invalid_factor);
   CHECK(calls == 1);
 
-  SECTION("retry_on and retry_if together: either one retries") {
+  SECTION("a type list | a predicate: either one retries") {
     calls = 0;
-    auto both = resilient{op, retry{{.retry_on = exceptions<invalid_factor>{},
-                                     .retry_if = [](const http_error& e) { return e.status == 503; }}}}
+    auto both = resilient{op, retry{{.handle = failures::exceptions<invalid_factor>() |
+                                               failures::exceptions_if([](const http_error& e) { return e.status == 503; }) |
+                                               failures::rejections()}}}
                     .with_clock(clk);
     CHECK_THROWS_AS(both(), invalid_factor);
     CHECK(calls == 4);
@@ -292,10 +294,10 @@ TEST_CASE("retry_if decides from the typed exception", "[retry]") {
   SECTION("a predicate on the exception_ptr sees every exception") {
     calls = 0;
     int asked = 0;
-    auto any = resilient{op, retry{{.max_retries = 1, .retry_if = [&](const std::exception_ptr& e) {
+    auto any = resilient{op, retry{{.max_retries = 1, .handle = failures::exceptions_if([&](const std::exception_ptr& e) {
                                       ++asked;
                                       return e != nullptr;
-                                    }}}}
+                                    }) | failures::rejections()}}}
                    .with_clock(clk);
     CHECK_THROWS_AS(any(), invalid_factor);
     CHECK(calls == 2);
@@ -303,14 +305,14 @@ TEST_CASE("retry_if decides from the typed exception", "[retry]") {
   }
 }
 
-TEST_CASE("retry_on_result retries a value that says 503", "[retry]") {
+TEST_CASE("a results() predicate retries a value that says 503", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   std::vector<int> statuses{503, 503, 200};
   std::size_t calls = 0;
   auto get = [&] { return http_response{statuses[std::min(calls++, statuses.size() - 1)], "body"}; };
   delay_log log;
   // [retry-on-result]
-  retry r{{.retry_on_result = [](const http_response& resp) { return resp.status == 503; }, .on_retry = log}};
+  retry r{{.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; }), .on_retry = log}};
   // [retry-on-result]
   auto fetch = resilient{get, r}.with_clock(clk);
   const auto start = clk.now();
@@ -328,14 +330,14 @@ TEST_CASE("retry_on_result retries a value that says 503", "[retry]") {
   }
 }
 
-TEST_CASE("retry_on_result with the wrong type is a clear error and runs nothing", "[retry]") {
+TEST_CASE("a results() predicate of the wrong type is a clear error and runs nothing", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   int calls = 0;
-  retry r{{.retry_on_result = [](const http_response& resp) { return resp.status == 503; }}};
+  retry r{{.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; })}};
   auto wrong = resilient{[&] { return ++calls; }, r}.with_clock(clk);
-  CHECK(invalid_argument_of([&] { wrong(); }) == "retry: retry_on_result takes '(anonymous namespace)::http_response' but the call returns 'int'");
+  CHECK(invalid_argument_of([&] { wrong(); }) == "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'int'");
   auto wrong_void = resilient{[&] { ++calls; }, r}.with_clock(clk);
-  CHECK(invalid_argument_of([&] { wrong_void(); }) == "retry: retry_on_result takes '(anonymous namespace)::http_response' but the call returns 'void'");
+  CHECK(invalid_argument_of([&] { wrong_void(); }) == "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'void'");
   CHECK(calls == 0);
   // next_delay says the same.
   retry::state s;
@@ -355,9 +357,9 @@ TEST_CASE("inner rejections retry by kind; an open circuit is waited out", "[ret
     CHECK(*log.delays == seconds_list({30, 30}));
     CHECK(clk.now() - start == 60s);
   }
-  SECTION("codes outside retry_rejections are returned at once") {
+  SECTION("kinds outside handle are returned at once") {
     // [retry-rejections]
-    retry r{{.retry_rejections = {rate_limited_kind, bulkhead_full_kind}}};
+    retry r{{.handle = failures::exceptions() | failures::rejections({rate_limited_kind, bulkhead_full_kind})}};
     // [retry-rejections]
     auto fetch = resilient{flaky{0}, r, reject_first{2, open}}.with_clock(clk);
     auto out = fetch.try_call();
@@ -366,9 +368,9 @@ TEST_CASE("inner rejections retry by kind; an open circuit is waited out", "[ret
     CHECK(out.rejection().source == "factor_api");
     CHECK_THROWS_AS(fetch(), circuit_open_error);
   }
-  SECTION("{} retries no rejection") {
+  SECTION("exceptions() alone retries no rejection") {
     reject_first inner{1, rejection{.kind = &timeout_kind, .value = 5s}};
-    auto fetch = resilient{flaky{0}, retry{{.retry_rejections = {}}}, inner}.with_clock(clk);
+    auto fetch = resilient{flaky{0}, retry{{.handle = failures::exceptions()}}, inner}.with_clock(clk);
     CHECK(fetch.try_call().has_rejection());
     CHECK(*inner.calls == 1);
   }
@@ -567,7 +569,7 @@ TEST_CASE("events: retry_attempted per wait, retries_exhausted when giving up", 
   CHECK(seen.empty());  // unsubscribed
 
   SECTION("a success emits nothing; a failure that may not retry emits only retries_exhausted") {
-    retry picky{{.never_retry = exceptions<invalid_factor>{}}};
+    retry picky{{.handle = failures::any().except<invalid_factor>()}};
     picky.events().subscribe([&](const event& e) { seen.push_back(std::string{event_name(e)}); });
     auto ok = resilient{flaky{0}, picky}.with_clock(clk);
     CHECK(ok() == 42);
@@ -583,7 +585,7 @@ TEST_CASE("on_retry sees the failure; if it throws, the call ends with that", "[
   std::vector<std::string> what;
   int calls = 0;
   // [retry-on-retry]
-  retry r{{.on_retry = [&](int attempt, duration delay, const retry_failure& failure) {
+  retry r{{.on_retry = [&](int attempt, duration delay, const failure& failure) {
     what.push_back(std::to_string(attempt) + ": " + failure.what() + ", next try in " + std::to_string(delay / 1s) + " s");
   }}};
   // [retry-on-retry]
@@ -599,25 +601,25 @@ TEST_CASE("on_retry sees the failure; if it throws, the call ends with that", "[
 
   calls = 0;
   auto angry = resilient{[&]() -> int { throw service_error{++calls}; },
-                         retry{{.on_retry = [](int, duration, const retry_failure&) { throw std::logic_error{"listener bug"}; }}}}
+                         retry{{.on_retry = [](int, duration, const failure&) { throw std::logic_error{"listener bug"}; }}}}
                    .with_clock(clk);
   CHECK_THROWS_AS(angry(), std::logic_error);
   CHECK(calls == 1);
 
   SECTION("a rejection and a retried result are described too") {
     std::vector<std::string> kinds;
-    auto describe_failure = [&](int, duration, const retry_failure& f) {
+    auto describe_failure = [&](int, duration, const failure& f) {
       kinds.push_back(f.has_rejection() ? "rejection: " + f.what() : f.is_result() ? "result: " + f.what() : "exception");
     };
     auto rejected = resilient{flaky{0}, retry{{.max_retries = 1, .on_retry = describe_failure}},
                               reject_first{1, rejection{.kind = &bulkhead_full_kind, .source = "db"}}}
                         .with_clock(clk);
     CHECK(rejected() == 42);
-    auto result = resilient{[] { return 5; }, retry{{.max_retries = 1, .retry_on_result = [](const int& v) { return v == 5; },
+    auto result = resilient{[] { return 5; }, retry{{.max_retries = 1, .handle = failures::any() | failures::results([](const int& v) { return v == 5; }),
                                                      .on_retry = describe_failure}}}
                       .with_clock(clk);
     CHECK(result() == 5);
-    CHECK(kinds == std::vector<std::string>{"rejection: bulkhead 'db' is full", "result: retry_on_result rejected the result"});
+    CHECK(kinds == std::vector<std::string>{"rejection: bulkhead 'db' is full", "result: the result counts as a failure"});
   }
 }
 
@@ -814,7 +816,7 @@ TEST_CASE("an inner policy that throws fails that attempt with its exception, wh
   // item 1), so retry's predicates decide, as for any exception.
   manual_clock clk{manual_clock::auto_advance};
   throws_on_second inner;
-  auto fetch = resilient{flaky{100}, retry{{.never_retry = exceptions<std::logic_error>{}}}, inner}.with_clock(clk);
+  auto fetch = resilient{flaky{100}, retry{{.handle = failures::any().except<std::logic_error>()}}, inner}.with_clock(clk);
   auto out = fetch.try_call();
   REQUIRE(out.has_exception());
   CHECK(out.what() == "broken policy");

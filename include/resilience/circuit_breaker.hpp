@@ -58,7 +58,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "outcome.hpp"
-#include "predicates.hpp"
+#include "failures.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -139,9 +139,12 @@ struct circuit_breaker_options {
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
   duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= break_duration when multiplier > 1; duration::max(): no cap)
 
-  exception_predicate record_exceptions{};  ///< exceptions that count as failures (unset: all); others count as successes
-  exception_predicate ignore_exceptions{};  ///< exceptions that count as neither (unset: none); checked first
-  result_predicate record_result{};         ///< returned values that count as failures (unset: none; applies to calls returning its argument type)
+  /// What counts as a failure (default: every exception; a rejection counts
+  /// only when its kind is the dependency's failure, as a timeout is); other
+  /// exceptions and returned values count as successes, other rejections as
+  /// neither. A results() predicate applies to calls returning its argument type.
+  failures handle = failures::any();
+  failures ignore = failures::none();  ///< what counts as neither (default: nothing); checked first
 };
 
 /// A snapshot of a breaker's state and counters. Call counts only grow
@@ -268,7 +271,8 @@ class breaker_state {
     store_thresholds(opts_);
     rate_mode_ = opts_.window != breaker_window::consecutive;
     slow_enabled_ = rate_mode_ && opts_.slow_call_duration > duration::zero();
-    filters_ = static_cast<bool>(opts_.record_exceptions) || static_cast<bool>(opts_.ignore_exceptions);
+    filters_ = !opts_.handle.handles_every_exception() || !opts_.ignore.handles_no_exception();
+    results_ = opts_.handle.has_result_predicates() || opts_.ignore.has_result_predicates();
     timed_.store(slow_enabled_, std::memory_order_relaxed);
     if (opts_.window == breaker_window::count_based) {
       window_size_ = opts_.window_size;
@@ -420,21 +424,29 @@ class breaker_state {
   call_status classify(const outcome<T>& r) const noexcept {
     if (r.has_value()) {
       if constexpr (!std::is_void_v<T>) {
-        if (opts_.record_result) return classify_value(*r);
+        if (results_) [[unlikely]]
+          return classify_result(*r);
       }
       return call_status::success;
     }
     if (r.has_exception()) return classify_exception(r.exception());
-    // Another policy's refusal says nothing about the dependency, except a timeout's
-    // (or any kind that says so).
-    return r.rejection().kind->dependency_failure() ? call_status::failure : call_status::ignored;
+    return classify_rejection(r.rejection());
   }
 
   template <class T>
   call_status classify_value(const T& v) const noexcept {
-    if (!opts_.record_result.template accepts<T>()) return call_status::success;  // a predicate on another type
+    if (!results_) [[likely]]
+      return call_status::success;
+    return classify_result(v);
+  }
+
+  // Out of line: only a breaker with a results() predicate (or ignore) gets here.
+  template <class T>
+  [[gnu::noinline]] call_status classify_result(const T& v) const noexcept {
     try {
-      return opts_.record_result(v) ? call_status::failure : call_status::success;
+      const failure f{&v};  // a results() predicate on another type does not match
+      if (opts_.ignore.matches(f)) return call_status::ignored;
+      return opts_.handle.matches(f) ? call_status::failure : call_status::success;
     } catch (...) {
       return call_status::failure;
     }
@@ -443,12 +455,26 @@ class breaker_state {
   call_status classify_exception(const std::exception_ptr& e) const noexcept {
     if (!filters_) return call_status::failure;
     try {
-      if (opts_.ignore_exceptions && opts_.ignore_exceptions(e)) return call_status::ignored;
-      if (opts_.record_exceptions && !opts_.record_exceptions(e)) return call_status::success;
+      const failure f{&e};
+      if (opts_.ignore.matches(f)) return call_status::ignored;
+      if (!opts_.handle.matches(f)) return call_status::success;
     } catch (...) {
       // A predicate that throws cannot tell us anything: count a failure.
     }
     return call_status::failure;
+  }
+
+  // Another policy's refusal says nothing about the dependency, except a
+  // timeout's (or any kind that says so), and only when handle takes it.
+  [[gnu::noinline]] call_status classify_rejection(const rejection& r) const noexcept {
+    const bool dependency = r.kind->dependency_failure();
+    try {
+      const failure f{&r};
+      if (opts_.ignore.matches(f)) return call_status::ignored;
+      return dependency && opts_.handle.matches(f) ? call_status::failure : call_status::ignored;
+    } catch (...) {
+      return dependency ? call_status::failure : call_status::ignored;
+    }
   }
 
  private:
@@ -995,7 +1021,8 @@ class breaker_state {
   std::atomic<duration::rep> max_break_duration_{0};
   bool rate_mode_ = false;
   bool slow_enabled_ = false;
-  bool filters_ = false;
+  bool filters_ = false;  // handle or ignore asks about exceptions
+  bool results_ = false;  // handle or ignore has a results() predicate
   duration bucket_width_{1};
   std::size_t ring_mask_ = 0;
   mutable std::atomic<std::uint64_t> last_epoch_{0};

@@ -183,7 +183,7 @@ inline retry_options retry_settings(const settings& s) {
                        .base_delay = s.base_delay,
                        .strategy = backoff_strategy::exponential,
                        .jitter = s.jitter,
-                       .retry_rejections = {timeout_kind, rate_limited_kind, bulkhead_full_kind}};
+                       .handle = failures::exceptions() | failures::rejections({timeout_kind, rate_limited_kind, bulkhead_full_kind})};
 }
 
 /// Timeout options from a preset (named after the dependency).

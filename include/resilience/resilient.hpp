@@ -32,7 +32,7 @@
 #include "executor.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
-#include "predicates.hpp"
+#include "failures.hpp"
 
 namespace resilience {
 inline namespace v1 {

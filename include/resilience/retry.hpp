@@ -5,8 +5,8 @@
 //                               resilience::retry{{.max_retries = 3, .base_delay = 1s}}};
 //   double f = fetch("electricity");  // tries again after 1 s, 2 s, 4 s; then throws the last failure
 //
-// Which failures retry is configurable (exception types, predicates on the
-// exception or on the result, rejection codes of inner policies); a failure
+// Which failures retry is its `handle` (failures.hpp: exception types,
+// predicates on the exception or on the result, rejection kinds); a failure
 // carrying a Retry-After hint makes the wait at least that long; the wait
 // never runs past the call's deadline, and a stop request ends it.
 #pragma once
@@ -31,44 +31,13 @@
 #include "context.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "failures.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
-#include "predicates.hpp"
 #include "retry_after.hpp"
 
 namespace resilience {
 inline namespace v1 {
-
-/// The failed attempt as on_retry sees it: an exception, a rejection, or a
-/// result that retry_on_result asked to retry. Views into the attempt's
-/// outcome, valid during the callback.
-class retry_failure {
- public:
-  template <class T>
-  explicit retry_failure(const outcome<T>& o) noexcept
-      : exception_{o.has_exception() ? &o.exception() : nullptr}, rejection_{o.has_rejection() ? &o.rejection() : nullptr} {}
-
-  /// The callable threw.
-  bool has_exception() const noexcept { return exception_ != nullptr; }
-  /// What it threw (precondition: has_exception()).
-  const std::exception_ptr& exception() const noexcept { return *exception_; }
-  /// An inner policy rejected the attempt.
-  bool has_rejection() const noexcept { return rejection_ != nullptr; }
-  /// The rejection (precondition: has_rejection()).
-  const resilience::rejection& rejection() const noexcept { return *rejection_; }
-  /// The attempt returned a value that retry_on_result asked to retry.
-  bool is_result() const noexcept { return exception_ == nullptr && rejection_ == nullptr; }
-  /// A readable description of the failure.
-  std::string what() const {
-    if (exception_) return describe(*exception_);
-    if (rejection_) return outcome<void>{*rejection_}.what();
-    return "retry_on_result rejected the result";
-  }
-
- private:
-  const std::exception_ptr* exception_;
-  const resilience::rejection* rejection_;
-};
 
 /// Settings of a retry policy; every default is the seed's. Validated when
 /// the retry is built.
@@ -89,24 +58,16 @@ struct retry_options {
   /// Where jitter's randomness comes from; default a per-thread generator.
   random_source random{};
 
-  /// Exceptions that retry. With neither retry_on nor retry_if set, every
-  /// exception retries; otherwise one retries when it is listed here or
-  /// retry_if accepts it.
-  exception_filter retry_on{};
-  /// Exceptions that never retry (fail fast); wins over retry_on and retry_if.
-  exception_filter never_retry{};
-  /// A predicate on the exception; see retry_on.
-  exception_predicate retry_if{};
-  /// A predicate on a successful result: true means "retry anyway". When
-  /// attempts run out, that last result is returned as it is. Default: unset.
-  result_predicate retry_on_result{};
-  /// Rejection kinds of inner policies that retry; default all (an open
-  /// circuit's or a rate limit's retry_after is waited out first).
-  kind_set retry_rejections = kind_set::all();
+  /// Which failures retry; default failures::any(): every exception and every
+  /// rejection kind of inner policies (an open circuit's or a rate limit's
+  /// retry_after is waited out first), no returned value. A results()
+  /// predicate retries a value anyway; when attempts run out, that last
+  /// result is returned as it is.
+  failures handle = failures::any();
 
   /// Called before each wait: (the attempt that failed, 1-based; the wait; the failure).
   /// An exception from it (or from a predicate) ends the call with that exception.
-  std::function<void(int attempt, duration delay, const retry_failure& failure)> on_retry{};
+  std::function<void(int attempt, duration delay, const failure& failure)> on_retry{};
 };
 
 /// Retries a failed call after a backoff delay. A value: copies share only
@@ -127,24 +88,29 @@ class retry {
   /// or nullopt to stop and hand `result` to the caller as it is. Applies the
   /// classification, backoff and jitter, Retry-After, the deadline and stop
   /// token of ctx, and fires on_retry and the events. Increments s.attempt
-  /// when it returns a delay. Throws std::invalid_argument when
-  /// retry_on_result takes another type than T, and what on_retry or a
+  /// when it returns a delay. Throws std::invalid_argument when handle has
+  /// a results() predicate but none takes T, and what on_retry or a
   /// predicate throws.
   template <class T>
   std::optional<duration> next_delay(const call_context& ctx, const outcome<T>& result, state& s) const {
     if (result.has_value()) {
-      if (!options_.retry_on_result) return std::nullopt;
+      if (!options_.handle.has_result_predicates()) return std::nullopt;
       check_result_type<T>();
       if constexpr (!std::is_void_v<T>) {
-        if (!options_.retry_on_result(*result)) return std::nullopt;
+        const failure why{&*result};
+        if (!options_.handle.matches(why)) return std::nullopt;
+        return schedule(ctx, why, std::nullopt, s);
+      } else {
+        return std::nullopt;  // not reached: no results() predicate takes void
       }
-    } else if (out_of_attempts(ctx, s) ||
-               (result.has_exception() ? !retryable(result.exception()) : !options_.retry_rejections.contains(*result.rejection().kind))) {
-      // Attempts are checked first: classifying an exception costs a rethrow per filter.
-      give_up(ctx, retry_failure{result}, s.attempt);
+    }
+    const failure why = result.has_exception() ? failure{&result.exception()} : failure{&result.rejection()};
+    if (out_of_attempts(ctx, s) || !options_.handle.matches(why)) {
+      // Attempts are checked first: classifying an exception costs a rethrow per rule.
+      give_up(ctx, why, s.attempt);
       return std::nullopt;
     }
-    return schedule(ctx, retry_failure{result}, result.retry_after(), s);
+    return schedule(ctx, why, result.retry_after(), s);
   }
 
   /// Runs next(ctx) until it succeeds, a failure is not retryable, attempts
@@ -155,7 +121,7 @@ class retry {
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using result_t = std::remove_cvref_t<std::invoke_result_t<Next&, call_context&>>;
-    if (options_.retry_on_result) [[unlikely]]
+    if (options_.handle.has_result_predicates()) [[unlikely]]
       return execute_checking_results<result_t>(ctx, next);
     // The happy path stays this small (one outcome, returned in place) so
     // that compilers inline it; everything a failure needs is out of line.
@@ -220,7 +186,7 @@ class retry {
         if (!delay) return;
         // Clamped: the clock moved on since next_delay measured the time left.
         if (!ctx.clock().sleep_until(std::min(saturating_add(ctx.now(), *delay), ctx.deadline), ctx.stop)) {
-          give_up(ctx, retry_failure{result}, s.attempt - 1);
+          give_up(ctx, failure{result}, s.attempt - 1);
           return;
         }
         ctx.attempt = s.attempt;
@@ -316,8 +282,8 @@ class retry {
 
   template <class T>
   void check_result_type() const {
-    if (!options_.retry_on_result.template accepts<T>())
-      throw std::invalid_argument{"retry: retry_on_result takes '" + options_.retry_on_result.type_name() +
+    if (!options_.handle.template takes_result<T>())
+      throw std::invalid_argument{"retry: handle's results() takes '" + options_.handle.result_type_names() +
                                   "' but the call returns '" + detail::type_name<T>() + "'"};
   }
 
@@ -327,13 +293,7 @@ class retry {
     return s.attempt > options_.max_retries || s.attempt == std::numeric_limits<int>::max() || ctx.stop.stop_requested();
   }
 
-  bool retryable(const std::exception_ptr& e) const {
-    if (options_.never_retry.matches(e)) return false;
-    if (!options_.retry_on && !options_.retry_if) return true;
-    return options_.retry_on.matches(e) || (options_.retry_if && options_.retry_if(e));
-  }
-
-  std::optional<duration> schedule(const call_context& ctx, const retry_failure& failure, std::optional<duration> hint,
+  std::optional<duration> schedule(const call_context& ctx, const failure& failure, std::optional<duration> hint,
                                    state& s) const {
     if (out_of_attempts(ctx, s)) {
       give_up(ctx, failure, s.attempt);
@@ -353,7 +313,7 @@ class retry {
     return delay;
   }
 
-  void give_up(const call_context& ctx, const retry_failure& failure, int attempts) const noexcept {
+  void give_up(const call_context& ctx, const failure& failure, int attempts) const noexcept {
     detail::emit(events_.get(), [&] { return retries_exhausted{ctx.operation, attempts, failure.what()}; });
   }
 

@@ -95,9 +95,10 @@ void resilient_retry_configured(benchmark::State& state) {
                                 resilience::retry{{.max_retries = 5,
                                                    .jitter = resilience::jitter_mode::full,
                                                    .random = resilience::seeded_random(1),
-                                                   .never_retry = resilience::exceptions<std::invalid_argument>{},
-                                                   .retry_if = [](const http_error&) { return true; },
-                                                   .on_retry = [](int, resilience::duration, const resilience::retry_failure&) {}}}};
+                                                   .handle = (resilience::failures::exceptions_if([](const http_error&) { return true; }) |
+                                                              resilience::failures::rejections())
+                                                                 .except<std::invalid_argument>(),
+                                                   .on_retry = [](int, resilience::duration, const resilience::failure&) {}}}};
   double x = 12.5;
   bench::alloc_scope a;
   for (auto _ : state) {
