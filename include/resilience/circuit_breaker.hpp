@@ -305,12 +305,11 @@ class breaker_state {
   void reconfigure(const circuit_breaker_options& next) {
     std::lock_guard lock{options_mutex_};
     circuit_breaker_options merged = next;
-    // The name, the clock and the failure filters are the breaker's identity and code: kept.
+    // The name, the clock and what counts as a failure are the breaker's identity and code: kept.
     merged.name = opts_.name;
     merged.clock = opts_.clock;
-    merged.record_exceptions = opts_.record_exceptions;
-    merged.ignore_exceptions = opts_.ignore_exceptions;
-    merged.record_result = opts_.record_result;
+    merged.handle = opts_.handle;
+    merged.ignore = opts_.ignore;
     if (const auto c = reconfigure_check(opts_, merged))
       throw std::invalid_argument{std::string{"circuit_breaker: "} + c->field + " " + c->rule};
     validate(merged);
@@ -1123,7 +1122,7 @@ class circuit_breaker {
   /// minimum_calls, the rate thresholds, slow_call_duration (while it stays
   /// > 0), half_open_max_calls, success_threshold, max_wait_in_half_open,
   /// break_duration_multiplier and max_break_duration. The name, the clock
-  /// and the failure filters of `options` are ignored (the breaker keeps its
+  /// and the handle/ignore failures of `options` are ignored (the breaker keeps its
   /// own). Each decision taken while it runs uses the old value or the new
   /// one; an open breaker's current break keeps its end. Throws
   /// std::invalid_argument naming the field for a bad value, or for a change

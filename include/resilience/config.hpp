@@ -21,8 +21,8 @@
 //     "presets":     { "production": { "factor_lookup": { "max_retries": 3, "timeout": "5s", ... } } } }
 //
 // A duration is a number of seconds (0.5) or a string with a unit ("500ms",
-// "2.5s", "1m", "1h"; also ns, us). Failure filters (which exceptions a
-// retry or breaker handles) are code, not configuration: they stay in
+// "2.5s", "1m", "1h"; also ns, us). Which failures a retry or breaker
+// handles (`handle`, `ignore`) is code, not configuration: it stays in
 // config_defaults.
 #pragma once
 
@@ -94,7 +94,7 @@ using named_options = std::map<std::string, Options, std::less<>>;
 struct config_defaults {
   circuit_breaker_options breaker{};  ///< base of every breaker (its clock is the clock of breakers apply() creates)
   limiter_options limiter{};          ///< base of every limiter key
-  retry_options retry{};              ///< base of every retry (filters and on_retry stay code)
+  retry_options retry{};              ///< base of every retry (handle, ignore and on_retry stay code)
   timeout_options timeout{};          ///< base of every timeout
   bulkhead_options bulkhead{};        ///< base of every bulkhead
   degradation_options degradation{};  ///< the degradation manager's options
@@ -458,7 +458,7 @@ class config {
   circuit_breaker_options breaker(std::string_view name) const { return find(breakers_, name, named(d_.breaker, name)); }
   /// The options of limiter key `key`.
   limiter_options limiter(std::string_view key) const { return find(limiters_, key, d_.limiter); }
-  /// The options of retry `name` (failure filters and on_retry from the code defaults).
+  /// The options of retry `name` (handle, ignore and on_retry from the code defaults).
   retry_options retry(std::string_view name) const { return find(retries_, name, d_.retry); }
   /// The options of timeout `name` (named `name` when the defaults give no name).
   timeout_options timeout(std::string_view name) const { return find(timeouts_, name, named(d_.timeout, name)); }
