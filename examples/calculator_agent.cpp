@@ -8,6 +8,7 @@
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/degradation.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>

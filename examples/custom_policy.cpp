@@ -9,7 +9,9 @@
 //
 // Then a kill switch, also written here: an operator turns the factor API
 // off, and the switch refuses calls with a rejection kind of its own
-// ("kill_switch"). Retry's and fallback's `handle` name that kind, and the JSON log prints its message, with no library header naming it.
+// ("kill_switch"). Retry's and fallback's `handle` name that kind, the JSON log
+// prints its message and its own events, and /metrics counts them, with no
+// library header naming it.
 #include <resilience/logging.hpp>
 #include <resilience/resilience.hpp>
 
@@ -20,6 +22,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 using namespace std::chrono_literals;
@@ -51,6 +54,18 @@ struct kill_switch_kind_t final : resilience::rejection_kind {
 };
 inline constexpr kill_switch_kind_t kill_switch_kind{};
 
+/// Its refusals as events, logged as JSON and counted in /metrics as
+/// kill_switch_rejections_total{name}: a family and an event kind of its own.
+inline constexpr resilience::metric_family kill_switch_rejections{
+    "kill_switch_rejections_total", resilience::metric_type::counter, "Calls a kill switch refused."};
+inline constexpr resilience::metric_family kill_switch_off_family{"kill_switch_off", resilience::metric_type::gauge,
+                                                                 "1 while a kill switch refuses calls, else 0."};
+inline const resilience::metric_families kill_switch_families{kill_switch_rejections, kill_switch_off_family};
+inline constexpr resilience::event_metric kill_switch_rejected_metrics[] = {{&kill_switch_rejections, {{{"name", "source"}}}}};
+inline constexpr resilience::event_kind kill_switch_rejected_event{
+    "kill_switch_rejected", resilience::log_level::warning,
+    {.source_key = "name", .operation = true, .metrics = kill_switch_rejected_metrics}};
+
 /// Refuses every call while an operator holds the switch off: a rejection
 /// value (no throw, no allocation), thrown at the API edge as a
 /// resilience::rejected_error whose kind() is kill_switch_kind.
@@ -61,11 +76,25 @@ struct kill_switch {
   template <class Next>
   auto execute(resilience::call_context& ctx, Next&& next) const {
     using result = std::remove_cvref_t<std::invoke_result_t<Next&, resilience::call_context&>>;
-    if (off->load()) return result{resilience::rejection{.kind = &kill_switch_kind, .retry_after = 1s, .source = name}};
+    if (off->load()) {
+      resilience::emit(nullptr, [&] {  // no hub of its own: global_events() only
+        resilience::event e{kill_switch_rejected_event, name};
+        e.at(ctx.now()).with_operation(ctx.operation);
+        return e;
+      });
+      return result{resilience::rejection{.kind = &kill_switch_kind, .retry_after = 1s, .source = name}};
+    }
     return next(ctx);
   }
 };
 // [kill-switch]
+
+// [kill-switch-collect]
+/// Its state, read at each scrape once a metrics_registry watches it (found by ADL).
+void collect_metrics(const kill_switch& s, resilience::metric_snapshot& out) {
+  out.add("kill_switch_off", resilience::metric_type::gauge, {}, {{"name", s.name}}, s.off->load() ? 1.0 : 0.0);
+}
+// [kill-switch-collect]
 
 struct service_unavailable : std::runtime_error {
   service_unavailable() : std::runtime_error{"HTTP 503 Service Unavailable"} {}
@@ -119,7 +148,9 @@ int main() {
   // The kill switch: retry waits out its retry_after for this kind only, and
   // a fallback answers with a default when the switch stays off.
   std::printf("kill switch\n");
+  resilience::metrics_registry metrics;  // counts every policy's events, the switch's too
   const kill_switch guard{"factor_api"};
+  metrics.watch(guard);  // and reads its state at each scrape
   const auto sub = resilience::global_events().subscribe(resilience::json_logger{
       [](std::string_view line) { std::printf("  log %.*s\n", static_cast<int>(line.size()), line.data()); },
       {.now = [] { return std::chrono::system_clock::time_point{}; }}});
@@ -158,6 +189,13 @@ int main() {
   const double fallback_factor = guarded("electricity");
   std::printf("electricity: %.3f (the fallback's default)\n", fallback_factor);
   resilience::global_events().unsubscribe(sub);
+  // /metrics counts the switch's refusals and shows its state, declared in this file only.
+  const std::string scrape = metrics.render();
+  for (std::size_t at = 0, end; at < scrape.size(); at = end + 1) {
+    end = scrape.find('\n', at);
+    const std::string_view line{scrape.data() + at, end - at};
+    if (line.find("kill_switch") != std::string_view::npos) std::printf("metrics %.*s\n", static_cast<int>(line.size()), line.data());
+  }
 
   return missing.has_exception() && factor == 0.233 && refused.has_rejection() && refused.rejection().is(kill_switch_kind) &&
                  retried_factor == 0.233 && fallback_factor == 0.0

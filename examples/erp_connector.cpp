@@ -7,6 +7,7 @@
 // same every run and takes no real time.
 #include <resilience/cache.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/rate_limit.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>

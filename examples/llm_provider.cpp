@@ -6,6 +6,7 @@
 #include <resilience/cache.hpp>
 #include <resilience/degradation.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>

@@ -116,8 +116,9 @@ TEST_CASE("a waiter is rejected once max_wait passes on the clock", "[bulkhead]"
   CHECK(r.rejection().is(bulkhead_full_kind));
   CHECK(b.stats().rejected == 1);
   REQUIRE(seen.size() == 1);
-  CHECK(std::get<bulkhead_rejected>(seen[0]).name == "llm");
-  CHECK(std::get<bulkhead_rejected>(seen[0]).max_concurrent_calls == 1);
+  REQUIRE(seen[0].is(bulkhead_rejected_event));
+  CHECK(seen[0].source() == "llm");
+  CHECK(seen[0].get<std::size_t>("max_concurrent_calls") == 1);
 }
 
 TEST_CASE("waiting stops at the call's deadline and on its stop_token", "[bulkhead]") {

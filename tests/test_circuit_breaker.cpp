@@ -812,13 +812,15 @@ TEST_CASE("events: one circuit_state_changed per transition, circuit_rejected pe
   fail_n(cb, 1);
   (void)cb.try_call(ok);
   REQUIRE(seen.size() == 2);
-  const auto& changed = std::get<circuit_state_changed>(seen[0]);
-  CHECK(changed.name == "llm");
-  CHECK(changed.from == closed);
-  CHECK(changed.to == open);
-  const auto& rejected = std::get<circuit_rejected>(seen[1]);
-  CHECK(rejected.name == "llm");
-  CHECK(rejected.retry_after == 60s);
+  const auto& changed = seen[0];
+  REQUIRE(changed.is(circuit_state_changed_event));
+  CHECK(changed.source() == "llm");
+  CHECK(circuit_state_of(changed.get<std::string_view>("from")) == closed);
+  CHECK(circuit_state_of(changed.get<std::string_view>("to")) == open);
+  const auto& rejected = seen[1];
+  REQUIRE(rejected.is(circuit_rejected_event));
+  CHECK(rejected.source() == "llm");
+  CHECK(rejected.get<duration>("retry_after") == 60s);
 }
 
 TEST_CASE("copies share state; the registry shares breakers by name", "[circuit_breaker]") {

@@ -288,10 +288,12 @@ TEST_CASE("events: tier_changed and service_health_changed, only on changes", "[
   degradation_manager m{immediate(clk)};
   std::vector<std::string> seen;
   m.events().subscribe([&](const event& e) {
-    if (auto* t = std::get_if<tier_changed>(&e))
-      seen.push_back("tier " + std::string{to_string(t->from)} + "->" + std::string{to_string(t->to)} + " by " + std::string{t->cause});
-    else if (auto* h = std::get_if<service_health_changed>(&e))
-      seen.push_back("health " + std::string{h->service} + (h->healthy ? " up" : " down: ") + std::string{h->error});
+    if (e.is(tier_changed_event))
+      seen.push_back("tier " + std::string{e.get<std::string_view>("from")} + "->" + std::string{e.get<std::string_view>("to")} +
+                     " by " + std::string{e.get<std::string_view>("cause")});
+    else if (e.is(service_health_changed_event))
+      seen.push_back("health " + std::string{e.source()} + (e.get<bool>("healthy") ? " up" : " down: ") +
+                     std::string{e.get<std::string_view>("error")});
   });
   m.update_health("factor_api", false, 0s, "HTTP 500");
   m.update_health("factor_api", false, 0s, "HTTP 500");
@@ -357,11 +359,11 @@ TEST_CASE("degradation_guard with a fallback value serves it below min_tier", "[
   degradation_guard guard{m, tier::full, std::string{"[LLM unavailable]"}};
   int fallbacks = 0;
   guard.events().subscribe([&](const event& e) {
-    if (auto* f = std::get_if<fallback_activated>(&e)) {
+    if (e.is(fallback_activated_event)) {
       ++fallbacks;
-      CHECK(f->strategy == "degraded");
-      CHECK(f->reason == "tier 'core' is below 'full'");
-      CHECK(f->operation == "explain");
+      CHECK(e.get<std::string_view>("strategy") == "degraded");
+      CHECK(e.get<std::string_view>("reason") == "tier 'core' is below 'full'");
+      CHECK(e.operation() == "explain");
     }
   });
   resilient explain{[&](const std::string& q) {
@@ -408,7 +410,7 @@ TEST_CASE("stress: many threads report health and call guarded functions", "[deg
   });
   std::atomic<int> tier_events{0};
   m.events().subscribe([&](const event& e) {
-    if (std::holds_alternative<tier_changed>(e)) tier_events.fetch_add(1, std::memory_order_relaxed);
+    if (e.is(tier_changed_event)) tier_events.fetch_add(1, std::memory_order_relaxed);
   });
 
   std::atomic<int> served{0}, degraded{0}, ran{0};

@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/events.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,6 +19,7 @@
 #include <vector>
 
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 
 namespace {
@@ -25,7 +28,7 @@ namespace {
 // caller (single-threaded tests) or replaced by a counter in threaded ones.
 struct recorder {
   std::vector<std::string>* names;
-  void operator()(const event& e) const { names->emplace_back(event_name(e)); }
+  void operator()(const event& e) const { names->emplace_back(e.name()); }
 };
 
 // Unsubscribes from the global hub at the end of a test, even a failing one,
@@ -46,9 +49,9 @@ TEST_CASE("a hub delivers each event once, in order, to every listener", "[event
   hub.subscribe(recorder{&a});
   hub.subscribe(recorder{&b});
 
-  hub.publish(retry_attempted{"factor_lookup", 1, 1s, "HTTP 503"});
-  hub.publish(retry_attempted{"factor_lookup", 2, 2s, "HTTP 503"});
-  hub.publish(retries_exhausted{"factor_lookup", 3, "HTTP 503"});
+  hub.publish(retry_attempted("factor_lookup", 1, 1s, "HTTP 503"));
+  hub.publish(retry_attempted("factor_lookup", 2, 2s, "HTTP 503"));
+  hub.publish(retries_exhausted("factor_lookup", 3, "HTTP 503"));
 
   const std::vector<std::string> expected{"retry_attempted", "retry_attempted", "retries_exhausted"};
   CHECK(a == expected);
@@ -57,15 +60,18 @@ TEST_CASE("a hub delivers each event once, in order, to every listener", "[event
 
 TEST_CASE("listeners see the event's fields", "[events]") {
   event_hub hub;
-  circuit_state_changed seen{};
+  std::string name;
+  circuit_state from{}, to{};
   hub.subscribe([&](const event& e) {
-    REQUIRE(std::holds_alternative<circuit_state_changed>(e));
-    seen = std::get<circuit_state_changed>(e);
+    REQUIRE(e.is(circuit_state_changed_event));
+    name = e.source();
+    from = circuit_state_of(e.get<std::string_view>("from"));
+    to = circuit_state_of(e.get<std::string_view>("to"));
   });
-  hub.publish(circuit_state_changed{"erp_api", circuit_state::closed, circuit_state::open});
-  CHECK(seen.name == "erp_api");
-  CHECK(seen.from == circuit_state::closed);
-  CHECK(seen.to == circuit_state::open);
+  hub.publish(circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open));
+  CHECK(name == "erp_api");
+  CHECK(from == circuit_state::closed);
+  CHECK(to == circuit_state::open);
 }
 
 TEST_CASE("a throwing listener never stops delivery or the publisher", "[events]") {
@@ -75,8 +81,8 @@ TEST_CASE("a throwing listener never stops delivery or the publisher", "[events]
   hub.subscribe([](const event&) { throw 42; });  // not even a std::exception
   hub.subscribe(recorder{&after});
 
-  CHECK_NOTHROW(hub.publish(timeout_occurred{"llm_inference", 30s}));
-  CHECK_NOTHROW(detail::emit(&hub, [] { return bulkhead_rejected{"database", 10}; }));
+  CHECK_NOTHROW(hub.publish(timeout_occurred("llm_inference", 30s)));
+  CHECK_NOTHROW(detail::emit(&hub, [] { return bulkhead_rejected("database", 10); }));
   CHECK(after == std::vector<std::string>{"timeout_occurred", "bulkhead_rejected"});
 }
 
@@ -91,14 +97,14 @@ TEST_CASE("unsubscribe stops delivery and reports unknown ids", "[events]") {
   CHECK(ida != idb);
   CHECK(hub.active());
 
-  hub.publish(tier_changed{tier::full, tier::core, "llm"});
+  hub.publish(tier_changed(tier::full, tier::core, "llm"));
   CHECK(hub.unsubscribe(ida));
   CHECK_FALSE(hub.unsubscribe(ida));
   CHECK(hub.active());
-  hub.publish(tier_changed{tier::core, tier::full, "llm"});
+  hub.publish(tier_changed(tier::core, tier::full, "llm"));
   CHECK(hub.unsubscribe(idb));
   CHECK_FALSE(hub.active());
-  hub.publish(tier_changed{tier::full, tier::maintenance, "database"});
+  hub.publish(tier_changed(tier::full, tier::maintenance, "database"));
 
   CHECK(a.size() == 1);
   CHECK(b.size() == 2);
@@ -112,8 +118,8 @@ TEST_CASE("a listener may unsubscribe itself while being called", "[events]") {
     ++calls;
     hub.unsubscribe(id);
   });
-  hub.publish(bulkhead_rejected{"report_generator", 2});
-  hub.publish(bulkhead_rejected{"report_generator", 2});
+  hub.publish(bulkhead_rejected("report_generator", 2));
+  hub.publish(bulkhead_rejected("report_generator", 2));
   CHECK(calls == 1);
   CHECK_FALSE(hub.active());
 }
@@ -123,11 +129,11 @@ TEST_CASE("emit builds nothing when nobody listens", "[events]") {
   int built = 0;
   detail::emit(&hub, [&] {
     ++built;
-    return timeout_occurred{"database", 10s};
+    return timeout_occurred("database", 10s);
   });
   detail::emit(nullptr, [&] {
     ++built;
-    return timeout_occurred{"database", 10s};
+    return timeout_occurred("database", 10s);
   });
   CHECK(built == 0);
 }
@@ -141,10 +147,10 @@ TEST_CASE("emit reaches the instance hub and the global hub once each", "[events
   int built = 0;
   detail::emit(&hub, [&] {
     ++built;
-    return rate_limit_violated{"factor_api", "tenant-7", 100ms};
+    return rate_limit_violated("factor_api", "tenant-7", 100ms);
   });
   // A policy without its own hub still reaches the global one.
-  detail::emit(nullptr, [] { return service_health_changed{"llm", false, 30s, "HTTP 500"}; });
+  detail::emit(nullptr, [] { return service_health_changed("llm", false, 30s, "HTTP 500"); });
 
   CHECK(built == 1);  // built once, delivered twice
   CHECK(local == std::vector<std::string>{"rate_limit_violated"});
@@ -155,22 +161,46 @@ TEST_CASE("emit swallows a failure to build the event", "[events]") {
   event_hub hub;
   std::vector<std::string> seen;
   hub.subscribe(recorder{&seen});
-  CHECK_NOTHROW(detail::emit(&hub, []() -> fallback_activated { throw std::bad_alloc{}; }));
+  CHECK_NOTHROW(detail::emit(&hub, []() -> event { throw std::bad_alloc{}; }));
   CHECK(seen.empty());
 }
 
-TEST_CASE("event_name names every alternative", "[events]") {
-  CHECK(event_name(retry_attempted{}) == "retry_attempted");
-  CHECK(event_name(retries_exhausted{}) == "retries_exhausted");
-  CHECK(event_name(timeout_occurred{}) == "timeout_occurred");
-  CHECK(event_name(fallback_activated{}) == "fallback_activated");
-  CHECK(event_name(rate_limit_violated{}) == "rate_limit_violated");
-  CHECK(event_name(circuit_state_changed{}) == "circuit_state_changed");
-  CHECK(event_name(circuit_rejected{}) == "circuit_rejected");
-  CHECK(event_name(bulkhead_rejected{}) == "bulkhead_rejected");
-  CHECK(event_name(tier_changed{}) == "tier_changed");
-  CHECK(event_name(service_health_changed{}) == "service_health_changed");
+TEST_CASE("every event kind has its name", "[events]") {
+  CHECK(retry_attempted("", 1, 1s, "").name() == "retry_attempted");
+  CHECK(retries_exhausted("", 1, "").name() == "retries_exhausted");
+  CHECK(timeout_occurred("", 1s).name() == "timeout_occurred");
+  CHECK(fallback_activated("", "", "").name() == "fallback_activated");
+  CHECK(rate_limit_violated("", "", 1s).name() == "rate_limit_violated");
+  CHECK(circuit_state_changed("", circuit_state::closed, circuit_state::open).name() == "circuit_state_changed");
+  CHECK(circuit_rejected("", circuit_state::open, 1s).name() == "circuit_rejected");
+  CHECK(bulkhead_rejected("", 1).name() == "bulkhead_rejected");
+  CHECK(tier_changed(tier::full, tier::core, "").name() == "tier_changed");
+  CHECK(service_health_changed("", true, 1s, "").name() == "service_health_changed");
   CHECK(to_string(circuit_state::half_open) == "half_open");
+}
+
+TEST_CASE("an event's typed fields read back; its owned text survives copies and moves", "[events]") {
+  const event e = retry_attempted("factor_lookup", 2, 1500ms, "a failure text longer than any small-string buffer");
+  CHECK(e.is(retry_attempted_event));
+  CHECK_FALSE(e.is(retries_exhausted_event));
+  CHECK(e.kind() == retry_attempted_event);
+  CHECK(e.severity() == log_level::warning);
+  CHECK(e.operation() == "factor_lookup");
+  CHECK(e.get<int>("attempt") == 2);
+  CHECK(e.get<duration>("delay") == 1500ms);
+  CHECK(e.get<duration>("attempt") == duration::zero());  // another type: the default
+  CHECK_FALSE(e.has("missing"));
+  event copy = e;
+  event moved = std::move(copy);
+  CHECK(moved.get<std::string_view>("failure") == "a failure text longer than any small-string buffer");
+  event small = retries_exhausted("op", 3, "short");
+  event small_moved = std::move(small);
+  CHECK(small_moved.get<std::string_view>("failure") == "short");
+  event two{fallback_activated_event};
+  two.with_text("reason", "first").with_text("strategy", std::string(100, 'x'));
+  const event two_copy = two;
+  CHECK(two_copy.get<std::string_view>("reason") == "first");
+  CHECK(two_copy.get<std::string_view>("strategy") == std::string(100, 'x'));
 }
 
 TEST_CASE("concurrent publishers and subscribers: every event delivered exactly once per listener", "[events]") {
@@ -182,7 +212,7 @@ TEST_CASE("concurrent publishers and subscribers: every event delivered exactly 
   std::vector<std::jthread> publishers;
   for (int t = 0; t < threads; ++t)
     publishers.emplace_back([&] {
-      for (int i = 0; i < per_thread; ++i) detail::emit(&hub, [] { return circuit_rejected{"db", circuit_state::open, 1s}; });
+      for (int i = 0; i < per_thread; ++i) detail::emit(&hub, [] { return circuit_rejected("db", circuit_state::open, 1s); });
     });
   // Meanwhile listeners come and go; the stable one must still see everything.
   for (int i = 0; i < 200; ++i) {
@@ -196,40 +226,31 @@ TEST_CASE("concurrent publishers and subscribers: every event delivered exactly 
 namespace {
 
 // Describes each event in one line, for exact comparisons of scripted scenarios.
-struct describe {
-  std::string operator()(const retry_attempted& e) const {
-    return "retry_attempted " + std::string{e.operation} + " #" + std::to_string(e.attempt) + " wait " +
-           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.delay).count()) + "ms: " + e.failure;
-  }
-  std::string operator()(const retries_exhausted& e) const {
-    return "retries_exhausted " + std::string{e.operation} + " after " + std::to_string(e.attempts) + ": " + e.failure;
-  }
-  std::string operator()(const timeout_occurred& e) const {
-    return "timeout_occurred " + std::string{e.operation} + " " +
-           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.limit).count()) + "ms";
-  }
-  std::string operator()(const fallback_activated& e) const {
-    return "fallback_activated " + std::string{e.operation} + " " + std::string{e.strategy} + ": " + e.reason;
-  }
-  std::string operator()(const rate_limit_violated& e) const {
-    return "rate_limit_violated " + std::string{e.key} + "/" + std::string{e.tenant};
-  }
-  std::string operator()(const tier_changed& e) const {
-    return "tier_changed " + std::string{to_string(e.from)} + "->" + std::string{to_string(e.to)} + " by " + std::string{e.cause};
-  }
-  std::string operator()(const service_health_changed& e) const {
-    return "service_health_changed " + std::string{e.service} + (e.healthy ? " healthy" : " unhealthy");
-  }
-  template <class Other>
-  std::string operator()(const Other& e) const {
-    return std::string{event_name(e)};
-  }
-};
+std::string describe(const event& e) {
+  const auto text = [&](std::string_view field) { return std::string{e.get<std::string_view>(field)}; };
+  const auto ms = [&](std::string_view field) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.get<duration>(field)).count());
+  };
+  if (e.is(retry_attempted_event))
+    return "retry_attempted " + std::string{e.operation()} + " #" + std::to_string(e.get<int>("attempt")) + " wait " +
+           ms("delay") + "ms: " + text("failure");
+  if (e.is(retries_exhausted_event))
+    return "retries_exhausted " + std::string{e.operation()} + " after " + std::to_string(e.get<int>("attempts")) + ": " +
+           text("failure");
+  if (e.is(timeout_occurred_event)) return "timeout_occurred " + std::string{e.operation()} + " " + ms("limit") + "ms";
+  if (e.is(fallback_activated_event))
+    return "fallback_activated " + std::string{e.operation()} + " " + text("strategy") + ": " + text("reason");
+  if (e.is(rate_limit_violated_event)) return "rate_limit_violated " + std::string{e.source()} + "/" + std::string{e.tenant()};
+  if (e.is(tier_changed_event)) return "tier_changed " + text("from") + "->" + text("to") + " by " + text("cause");
+  if (e.is(service_health_changed_event))
+    return "service_health_changed " + std::string{e.source()} + (e.get<bool>("healthy") ? " healthy" : " unhealthy");
+  return std::string{e.name()};
+}
 
 // Everything the process emits during a test, described, in order.
 struct global_log {
   std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
-  global_subscription sub{[l = lines](const event& e) { l->push_back(std::visit(describe{}, e)); }};
+  global_subscription sub{[l = lines](const event& e) { l->push_back(describe(e)); }};
 };
 
 }  // namespace

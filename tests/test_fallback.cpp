@@ -212,11 +212,11 @@ TEST_CASE("fallback reports through the callback and the fallback_activated even
   int events = 0;
   std::string reason, strategy;
   fb.events().subscribe([&](const event& e) {
-    if (auto* a = std::get_if<fallback_activated>(&e)) {
+    if (e.is(fallback_activated_event)) {
       ++events;
-      reason = a->reason;
-      strategy = a->strategy;
-      CHECK(a->operation == "factor_lookup");
+      reason = e.get<std::string_view>("reason");
+      strategy = e.get<std::string_view>("strategy");
+      CHECK(e.operation() == "factor_lookup");
     }
   });
   resilient r{make_script({-1, 1}), fb};

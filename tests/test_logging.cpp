@@ -1,9 +1,12 @@
 #include <resilience/logging.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "support/events.hpp"
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -16,6 +19,7 @@
 #include <vector>
 
 using namespace resilience;
+using namespace support;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
@@ -38,13 +42,13 @@ json round_trip(const event& e) {
 }
 
 std::string logged_failure(std::string_view failure) {
-  return round_trip(retries_exhausted{"op", 3, std::string{failure}})["failure"].get<std::string>();
+  return round_trip(retries_exhausted("op", 3, std::string{failure}))["failure"].get<std::string>();
 }
 
 }  // namespace
 
 TEST_CASE("every line has timestamp, level and event", "[logging]") {
-  const auto j = round_trip(timeout_occurred{"llm_inference", 30s});
+  const auto j = round_trip(timeout_occurred("llm_inference", 30s));
   CHECK(j["timestamp"] == "2026-11-28T21:05:39.123456Z");
   CHECK(j["level"] == "warning");
   CHECK(j["event"] == "timeout_occurred");
@@ -53,49 +57,49 @@ TEST_CASE("every line has timestamp, level and event", "[logging]") {
 }
 
 TEST_CASE("each event type logs its fields as JSON values", "[logging]") {
-  auto j = round_trip(retry_attempted{"factor_lookup", 2, 1500ms, "HTTP 503"});
+  auto j = round_trip(retry_attempted("factor_lookup", 2, 1500ms, "HTTP 503"));
   CHECK(j["event"] == "retry_attempted");
   CHECK(j["attempt"] == 2);
   CHECK(j["attempt"].is_number_integer());
   CHECK(j["delay_seconds"] == 1.5);
   CHECK(j["failure"] == "HTTP 503");
 
-  j = round_trip(retries_exhausted{"erp_api", 6, "timed out"});
+  j = round_trip(retries_exhausted("erp_api", 6, "timed out"));
   CHECK(j["level"] == "error");
   CHECK(j["attempts"] == 6);
 
-  j = round_trip(fallback_activated{"report", "default", "database down"});
+  j = round_trip(fallback_activated("report", "default", "database down"));
   CHECK(j["strategy"] == "default");
   CHECK(j["reason"] == "database down");
 
-  j = round_trip(rate_limit_violated{"factor_api", "tenant-7", 100ms});
+  j = round_trip(rate_limit_violated("factor_api", "tenant-7", 100ms));
   CHECK(j["key"] == "factor_api");
   CHECK(j["tenant"] == "tenant-7");
   CHECK(j["retry_after_seconds"] == 0.1);
 
-  j = round_trip(circuit_state_changed{"erp_api", circuit_state::closed, circuit_state::open});
+  j = round_trip(circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open));
   CHECK(j["level"] == "error");
   CHECK(j["from"] == "closed");
   CHECK(j["to"] == "open");
-  CHECK(round_trip(circuit_state_changed{"erp_api", circuit_state::half_open, circuit_state::closed})["level"] == "info");
+  CHECK(round_trip(circuit_state_changed("erp_api", circuit_state::half_open, circuit_state::closed))["level"] == "info");
 
-  j = round_trip(circuit_rejected{"erp_api", circuit_state::open, 42s});
+  j = round_trip(circuit_rejected("erp_api", circuit_state::open, 42s));
   CHECK(j["state"] == "open");
   CHECK(j["retry_after_seconds"] == 42.0);
 
-  j = round_trip(bulkhead_rejected{"database", 10});
+  j = round_trip(bulkhead_rejected("database", 10));
   CHECK(j["name"] == "database");
   CHECK(j["max_concurrent_calls"] == 10);
 
-  j = round_trip(tier_changed{tier::full, tier::read_only, "factor_api"});
+  j = round_trip(tier_changed(tier::full, tier::read_only, "factor_api"));
   CHECK(j["level"] == "warning");
   CHECK(j["from"] == "full");
   CHECK(j["to"] == "read_only");
   CHECK(j["cause"] == "factor_api");
-  CHECK(round_trip(tier_changed{tier::core, tier::maintenance, "database"})["level"] == "error");
-  CHECK(round_trip(tier_changed{tier::core, tier::full, "llm"})["level"] == "info");
+  CHECK(round_trip(tier_changed(tier::core, tier::maintenance, "database"))["level"] == "error");
+  CHECK(round_trip(tier_changed(tier::core, tier::full, "llm"))["level"] == "info");
 
-  j = round_trip(service_health_changed{"llm", false, 2500ms, "HTTP 500"});
+  j = round_trip(service_health_changed("llm", false, 2500ms, "HTTP 500"));
   CHECK(j["healthy"] == false);
   CHECK(j["healthy"].is_boolean());
   CHECK(j["response_time_seconds"] == 2.5);
@@ -112,7 +116,7 @@ TEST_CASE("quotes, backslashes and control characters are escaped", "[logging]")
   controls.push_back('\x7f');
   CHECK(logged_failure(controls) == controls);  // includes an embedded NUL
 
-  const auto line = to_json(retries_exhausted{"op", 1, "\x01\x1f"}, {});
+  const auto line = to_json(retries_exhausted("op", 1, "\x01\x1f"), {});
   CHECK(line.find(R"("failure":"\u0001\u001f")") != std::string::npos);
 }
 
@@ -121,7 +125,7 @@ TEST_CASE("valid UTF-8 passes through unchanged", "[logging]") {
   CHECK(logged_failure(text) == text);
   // U+2028 is escaped (line separator in JavaScript) but means the same.
   CHECK(logged_failure("a\xe2\x80\xa8z") == "a\xe2\x80\xa8z");
-  CHECK(to_json(retries_exhausted{"op", 1, "\xe2\x80\xa9"}, {}).find("\\u2029") != std::string::npos);
+  CHECK(to_json(retries_exhausted("op", 1, "\xe2\x80\xa9"), {}).find("\\u2029") != std::string::npos);
 }
 
 TEST_CASE("invalid UTF-8 becomes one U+FFFD per bad byte", "[logging]") {
@@ -143,7 +147,7 @@ TEST_CASE("any byte string gives a line a JSON parser accepts", "[logging]") {
   for (int i = 0; i < 2000; ++i) {
     std::string s(static_cast<std::size_t>(length(rng)), '\0');
     for (auto& c : s) c = static_cast<char>(byte(rng));
-    const auto line = to_json(fallback_activated{s, s, s}, {});
+    const auto line = to_json(fallback_activated(s, s, s), {});
     INFO(i);
     REQUIRE(line.find('\n') == std::string::npos);
     REQUIRE(json::accept(line));
@@ -156,9 +160,9 @@ TEST_CASE("the callback sink gets one line per event, filtered by level", "[logg
   event_hub hub;
   hub.subscribe(log);
 
-  hub.publish(circuit_state_changed{"db", circuit_state::open, circuit_state::half_open});  // info: filtered out
-  hub.publish(circuit_state_changed{"db", circuit_state::closed, circuit_state::open});     // error
-  hub.publish(retry_attempted{"db", 1, 1s, "deadlock"});                                   // warning
+  hub.publish(circuit_state_changed("db", circuit_state::open, circuit_state::half_open));  // info: filtered out
+  hub.publish(circuit_state_changed("db", circuit_state::closed, circuit_state::open));     // error
+  hub.publish(retry_attempted("db", 1, 1s, "deadlock"));                                   // warning
 
   REQUIRE(lines.size() == 2);
   CHECK(json::parse(lines[0])["event"] == "circuit_state_changed");
@@ -172,9 +176,9 @@ TEST_CASE("a leveled sink gets each line with its event's level", "[logging]") {
   event_hub hub;
   hub.subscribe(log);
 
-  hub.publish(circuit_state_changed{"db", circuit_state::open, circuit_state::half_open});
-  hub.publish(circuit_state_changed{"db", circuit_state::closed, circuit_state::open});
-  hub.publish(retry_attempted{"db", 1, 1s, "deadlock"});
+  hub.publish(circuit_state_changed("db", circuit_state::open, circuit_state::half_open));
+  hub.publish(circuit_state_changed("db", circuit_state::closed, circuit_state::open));
+  hub.publish(retry_attempted("db", 1, 1s, "deadlock"));
 
   REQUIRE(got.size() == 3);
   CHECK(got[0].first == log_level::info);
@@ -188,8 +192,8 @@ TEST_CASE("the FILE* sink writes newline-terminated lines", "[logging]") {
   std::FILE* f = std::tmpfile();
   REQUIRE(f != nullptr);
   json_logger log{f, fixed_clock()};
-  log(bulkhead_rejected{"report_generator", 2});
-  log(tier_changed{tier::full, tier::core, "llm \"gpt\"\n"});
+  log(bulkhead_rejected("report_generator", 2));
+  log(tier_changed(tier::full, tier::core, "llm \"gpt\"\n"));
 
   std::rewind(f);
   std::string content;
@@ -218,7 +222,7 @@ TEST_CASE("lines from many threads never interleave", "[logging]") {
     for (int t = 0; t < threads; ++t)
       workers.emplace_back([&hub, t] {
         for (int i = 0; i < per_thread; ++i)
-          hub.publish(retry_attempted{"worker", t, 1ms, std::string(static_cast<std::size_t>(50 + t * 30), 'x')});
+          hub.publish(retry_attempted("worker", t, 1ms, std::string(static_cast<std::size_t>(50 + t * 30), 'x')));
       });
   }
   std::fflush(f);
@@ -246,7 +250,7 @@ TEST_CASE("a failing sink does not break the observed call", "[logging]") {
   int calls = 0;
   CHECK_NOTHROW(detail::emit(&hub, [&] {
     ++calls;
-    return timeout_occurred{"db", 10s};
+    return timeout_occurred("db", 10s);
   }));
   CHECK(calls == 1);
 }
@@ -263,8 +267,8 @@ TEST_CASE("every event of the process, as JSON lines, into a log file", "[loggin
       resilience::json_logger{log_file, {.min_level = resilience::log_level::warning}});
 
   resilience::event_hub breaker_hub;  // a policy's own hub: its events reach the global hub too
-  detail::emit(&breaker_hub, [] { return circuit_state_changed{"erp_api", circuit_state::closed, circuit_state::open}; });
-  detail::emit(&breaker_hub, [] { return circuit_state_changed{"erp_api", circuit_state::open, circuit_state::half_open}; });
+  detail::emit(&breaker_hub, [] { return circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open); });
+  detail::emit(&breaker_hub, [] { return circuit_state_changed("erp_api", circuit_state::open, circuit_state::half_open); });
   resilience::global_events().unsubscribe(subscription);
 
   std::rewind(log_file);

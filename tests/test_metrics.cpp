@@ -1,5 +1,6 @@
 #include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
+#include <resilience/degradation.hpp>
 #include <resilience/metrics.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/fallback.hpp>
@@ -8,6 +9,8 @@
 #include <resilience/timeout.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "support/events.hpp"
 
 #include <chrono>
 #include <map>
@@ -124,17 +127,17 @@ TEST_CASE("events become counters with their labels", "[metrics]") {
   m.count_events_of(policy);
   const event_hub* hub = &policy.events();
 
-  detail::emit(hub, [] { return retry_attempted{"factor_lookup", 1, 1s, "503"}; });
-  detail::emit(hub, [] { return retry_attempted{"factor_lookup", 2, 2s, "503"}; });
-  detail::emit(hub, [] { return retries_exhausted{"factor_lookup", 3, "503"}; });
-  detail::emit(hub, [] { return timeout_occurred{"llm_inference", 30s}; });
-  detail::emit(hub, [] { return fallback_activated{"report", "default", "db down"}; });
-  detail::emit(hub, [] { return rate_limit_violated{"factor_api", "acme", 100ms}; });
-  detail::emit(hub, [] { return bulkhead_rejected{"database", 10}; });
-  detail::emit(hub, [] { return circuit_state_changed{"erp_api", circuit_state::closed, circuit_state::open}; });
-  detail::emit(hub, [] { return circuit_rejected{"erp_api", circuit_state::open, 60s}; });
-  detail::emit(hub, [] { return tier_changed{tier::full, tier::core, "llm_api"}; });
-  detail::emit(hub, [] { return service_health_changed{"llm_api", false, 31s, "slow"}; });
+  detail::emit(hub, [] { return retry_attempted("factor_lookup", 1, 1s, "503"); });
+  detail::emit(hub, [] { return retry_attempted("factor_lookup", 2, 2s, "503"); });
+  detail::emit(hub, [] { return retries_exhausted("factor_lookup", 3, "503"); });
+  detail::emit(hub, [] { return timeout_occurred("llm_inference", 30s); });
+  detail::emit(hub, [] { return fallback_activated("report", "default", "db down"); });
+  detail::emit(hub, [] { return rate_limit_violated("factor_api", "acme", 100ms); });
+  detail::emit(hub, [] { return bulkhead_rejected("database", 10); });
+  detail::emit(hub, [] { return circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open); });
+  detail::emit(hub, [] { return circuit_rejected("erp_api", circuit_state::open, 60s); });
+  detail::emit(hub, [] { return tier_changed(tier::full, tier::core, "llm_api"); });
+  detail::emit(hub, [] { return service_health_changed("llm_api", false, 31s, "slow"); });
 
   const auto e = parse(m.render());
   CHECK(e.at(R"(greenlang_retry_attempts_total{operation="factor_lookup"})") == 2);
@@ -166,7 +169,7 @@ TEST_CASE("an event reaching both hubs is counted once", "[metrics]") {
   hub_owner policy;
   metrics_registry m;  // global
   m.count_events_of(policy);  // already counted globally: no second subscription
-  detail::emit(&policy.events(), [] { return timeout_occurred{"metrics_test_once", 1s}; });
+  detail::emit(&policy.events(), [] { return timeout_occurred("metrics_test_once", 1s); });
   CHECK(parse(m.render()).at(R"(greenlang_timeouts_total{operation="metrics_test_once"})") == 1);
 }
 
@@ -174,7 +177,7 @@ TEST_CASE("label values escape backslash, quote and newline", "[metrics]") {
   hub_owner policy;
   metrics_registry m{local_only()};
   m.count_events_of(policy);
-  detail::emit(&policy.events(), [] { return bulkhead_rejected{"db \"main\"\\\nshard", 1}; });
+  detail::emit(&policy.events(), [] { return bulkhead_rejected("db \"main\"\\\nshard", 1); });
   const auto text = m.render();
   CHECK(text.find(R"(greenlang_bulkhead_rejections_total{name="db \"main\"\\\nshard"} 1)") != std::string::npos);
 }
@@ -186,7 +189,7 @@ TEST_CASE("counters never go backwards and series never disappear", "[metrics]")
   exposition previous;
   for (int round = 0; round < 5; ++round) {
     for (int i = 0; i <= round; ++i)
-      detail::emit(&policy.events(), [&] { return rate_limit_violated{round % 2 ? "erp" : "llm", "", 1s}; });
+      detail::emit(&policy.events(), [&] { return rate_limit_violated(round % 2 ? "erp" : "llm", "", 1s); });
     const auto now = parse(m.render());
     for (const auto& [series, value] : previous.samples) {
       INFO(series);
@@ -209,7 +212,7 @@ TEST_CASE("counting from many threads loses nothing", "[metrics]") {
     for (int t = 0; t < threads; ++t)
       workers.emplace_back([&, t] {
         const std::string op = "op" + std::to_string(t % 2);
-        for (int i = 0; i < per_thread; ++i) detail::emit(&policy.events(), [&] { return timeout_occurred{op, 1s}; });
+        for (int i = 0; i < per_thread; ++i) detail::emit(&policy.events(), [&] { return timeout_occurred(op, 1s); });
       });
     for (int i = 0; i < 20; ++i) (void)m.render();  // scrapes race with the counting
   }
@@ -515,10 +518,10 @@ TEST_CASE("label values with invalid UTF-8 are written as U+FFFD, one series per
       {"CO\xe2\x82\x82" "e", "CO\xe2\x82\x82" "e"},       // valid: unchanged
   };
   for (const auto& c : cases)  // (clang 14 cannot capture a structured binding)
-    detail::emit(&policy.events(), [&] { return retry_attempted{c.first, 1, 1s, "503"}; });
+    detail::emit(&policy.events(), [&] { return retry_attempted(c.first, 1, 1s, "503"); });
   // Two names that read the same once sanitised are one series, counted together.
-  detail::emit(&policy.events(), [] { return retry_attempted{"a\xfe", 1, 1s, "503"}; });
-  detail::emit(&policy.events(), [] { return circuit_state_changed{"cb\xff", circuit_state::closed, circuit_state::open}; });
+  detail::emit(&policy.events(), [] { return retry_attempted("a\xfe", 1, 1s, "503"); });
+  detail::emit(&policy.events(), [] { return circuit_state_changed("cb\xff", circuit_state::closed, circuit_state::open); });
 
   const auto text = m.render();
   CHECK(strict_utf8(text));

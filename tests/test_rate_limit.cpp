@@ -399,12 +399,12 @@ TEST_CASE("registry: violations count episodes, refusals publish events", "[rate
   manual_clock clk;
   rate_limiter reg{clk};
   reg.configure("erp", {.requests_per_second = 1, .burst_size = 1});
-  std::vector<rate_limit_violated> seen;
+  std::vector<event> seen;
   std::vector<std::string> tenants;
   reg.events().subscribe([&](const event& e) {
-    if (auto* v = std::get_if<rate_limit_violated>(&e)) {
-      seen.push_back(*v);
-      tenants.emplace_back(v->tenant);
+    if (e.is(rate_limit_violated_event)) {
+      seen.push_back(e);
+      tenants.emplace_back(e.tenant());
     }
   });
   CHECK(reg.try_acquire("erp"));
@@ -416,8 +416,8 @@ TEST_CASE("registry: violations count episodes, refusals publish events", "[rate
   CHECK(reg.try_acquire("erp", "acme"));
   CHECK_FALSE(reg.try_acquire("erp", "acme"));
   REQUIRE(seen.size() == 4);
-  CHECK(seen[0].key == std::string_view{"erp"});
-  CHECK(seen[0].retry_after == 1s);
+  CHECK(seen[0].source() == std::string_view{"erp"});
+  CHECK(seen[0].get<duration>("retry_after") == 1s);
   CHECK(tenants[3] == "acme");
   CHECK(reg.stats("erp").violations == 3);  // episodes: a refusal after a grant (tenants share the key's counters)
   CHECK(reg.stats("erp").rejected == 4);

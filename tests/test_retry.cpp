@@ -548,11 +548,11 @@ TEST_CASE("events: retry_attempted per wait, retries_exhausted when giving up", 
   retry r{{.max_retries = 2}};
   std::vector<std::string> seen;
   const auto id = r.events().subscribe([&](const event& e) {
-    if (auto* a = std::get_if<retry_attempted>(&e))
-      seen.push_back("attempted " + std::to_string(a->attempt) + " " + std::to_string(a->delay / 1s) + "s " + a->failure + " " +
-                     std::string{a->operation});
-    else if (auto* x = std::get_if<retries_exhausted>(&e))
-      seen.push_back("exhausted " + std::to_string(x->attempts) + " " + x->failure);
+    if (e.is(retry_attempted_event))
+      seen.push_back("attempted " + std::to_string(e.get<int>("attempt")) + " " + std::to_string(e.get<duration>("delay") / 1s) +
+                     "s " + std::string{e.get<std::string_view>("failure")} + " " + std::string{e.operation()});
+    else if (e.is(retries_exhausted_event))
+      seen.push_back("exhausted " + std::to_string(e.get<int>("attempts")) + " " + std::string{e.get<std::string_view>("failure")});
   });
   auto fetch = resilient{flaky{100}, r}.with_clock(clk);  // a copy of r shares its hub
   CHECK(fetch.try_call_with({.operation = "factor_lookup"}).has_exception());
@@ -570,7 +570,7 @@ TEST_CASE("events: retry_attempted per wait, retries_exhausted when giving up", 
 
   SECTION("a success emits nothing; a failure that may not retry emits only retries_exhausted") {
     retry picky{{.handle = failures::any().except<invalid_factor>()}};
-    picky.events().subscribe([&](const event& e) { seen.push_back(std::string{event_name(e)}); });
+    picky.events().subscribe([&](const event& e) { seen.push_back(std::string{e.name()}); });
     auto ok = resilient{flaky{0}, picky}.with_clock(clk);
     CHECK(ok() == 42);
     CHECK(seen.empty());

@@ -1,4 +1,5 @@
 #include <resilience/executor.hpp>
+#include <resilience/presets.hpp>
 #include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>
@@ -99,8 +100,8 @@ TEST_CASE("cooperative: at the deadline the timer requests stop and the outcome 
   r.with_clock(clk);
   int events = 0;
   std::get<0>(r.policies().policies()).events().subscribe([&](const event& e) {
-    if (auto* t = std::get_if<timeout_occurred>(&e)) {
-      CHECK(t->limit == 5s);
+    if (e.is(timeout_occurred_event)) {
+      CHECK(e.get<duration>("limit") == 5s);
       ++events;
     }
   });

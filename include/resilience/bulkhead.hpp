@@ -29,10 +29,32 @@
 #include "context.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// A bulkhead's series (bulkhead_*{name}): written when a metrics_registry watches it.
+inline constexpr metric_family bulkhead_rejections_family{"bulkhead_rejections_total", metric_type::counter,
+                                                          "Calls a bulkhead refused because it was full.", 7};
+inline constexpr metric_family bulkhead_in_flight_family{"bulkhead_in_flight_calls", metric_type::gauge,
+                                                         "Calls running inside a bulkhead now.", 8};
+inline constexpr metric_family bulkhead_waiting_family{"bulkhead_waiting_calls", metric_type::gauge,
+                                                       "Callers waiting for a bulkhead slot now.", 9};
+inline constexpr metric_family bulkhead_max_concurrent_family{"bulkhead_max_concurrent_calls", metric_type::gauge,
+                                                              "A bulkhead's concurrency limit.", 10};
+inline const metric_families bulkhead_metric_families{bulkhead_rejections_family, bulkhead_in_flight_family,
+                                                      bulkhead_waiting_family, bulkhead_max_concurrent_family};
+
+namespace detail {
+inline constexpr event_metric bulkhead_rejected_metrics[] = {
+    {&bulkhead_rejections_family, {{{"name", "source"}}}, nullptr, "bulkhead"}};
+}  // namespace detail
+
+/// A bulkhead refused a call. Source: its name. Fields: max_concurrent_calls.
+inline constexpr event_kind bulkhead_rejected_event{"bulkhead_rejected", log_level::warning,
+                                                    {.source_key = "name", .metrics = detail::bulkhead_rejected_metrics}};
 
 /// A bulkhead's rejection kind: "bulkhead_full".
 class bulkhead_full_kind_t final : public rejection_kind {
@@ -118,7 +140,11 @@ class bulkhead_state {
   // Counts and reports a refusal.
   [[gnu::noinline]] void refuse() noexcept {
     rejected_.fetch_add(1, std::memory_order_relaxed);
-    detail::emit(&hub_, [&] { return bulkhead_rejected{opts_.name, opts_.max_concurrent_calls}; });
+    detail::emit(&hub_, [&] {
+      event e{bulkhead_rejected_event, opts_.name};
+      e.with("max_concurrent_calls", opts_.max_concurrent_calls);
+      return e;
+    });
   }
 
   rejection make_rejection(wait_result r) const noexcept {
@@ -293,6 +319,27 @@ class bulkhead {
 
   /// True when both handles share one bulkhead.
   friend bool operator==(const bulkhead& a, const bulkhead& b) noexcept { return a.st_ == b.st_; }
+
+  /// Its series, labelled name: calls in flight, callers waiting, the limit, rejections.
+  friend void collect_metrics(const bulkhead& b, metric_snapshot& s) {
+    using enum metric_type;
+    const std::string& name = b.name();
+    const auto st = b.stats();
+    s.cover("bulkhead", name);
+    s.add("bulkhead_in_flight_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.in_flight));
+    s.add("bulkhead_waiting_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.waiting));
+    s.add("bulkhead_max_concurrent_calls", gauge, {}, {{"name", name}}, static_cast<double>(st.max_concurrent_calls));
+    s.add("bulkhead_rejections_total", counter, {}, {{"name", name}}, static_cast<double>(st.rejected));
+  }
+  /// metrics_registry::watch(bulkhead): the same bulkhead again does nothing;
+  /// another one with the same name throws std::invalid_argument naming it.
+  friend void watch_metrics(const bulkhead& b, metric_watch& w) {
+    if (!w.claim("bulkhead", b.name(), b.st_.get())) return;
+    auto keep = std::make_shared<const bulkhead>(b);
+    w.collect([keep](metric_snapshot& s) { collect_metrics(*keep, s); });
+    w.count_events(keep->events());
+    w.keep(keep);
+  }
 
  private:
   std::shared_ptr<detail::bulkhead_state> st_;

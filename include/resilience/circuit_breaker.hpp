@@ -57,11 +57,69 @@
 #include "detail/breaker_word.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 #include "failures.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// The three states of a circuit breaker.
+enum class circuit_state : std::uint8_t { closed = 0, open = 1, half_open = 2 };
+
+/// "closed", "open" or "half_open".
+constexpr std::string_view to_string(circuit_state s) noexcept {
+  switch (s) {
+    case circuit_state::closed: return "closed";
+    case circuit_state::open: return "open";
+    case circuit_state::half_open: return "half_open";
+  }
+  return "unknown";
+}
+
+/// The state named by to_string() (closed for any other text): reads an event's from/to/state fields.
+constexpr circuit_state circuit_state_of(std::string_view name) noexcept {
+  return name == "open" ? circuit_state::open : name == "half_open" ? circuit_state::half_open : circuit_state::closed;
+}
+
+/// A breaker's series (circuit_breaker_*{name}): written when a
+/// metrics_registry watches it; transitions, rejections and the state also
+/// come from its events for breakers nobody watches.
+inline constexpr metric_family circuit_breaker_state_family{
+    "circuit_breaker_state", metric_type::gauge, "Circuit breaker state: 0 closed, 1 open, 2 half_open.", 1};
+inline constexpr metric_family circuit_breaker_calls_family{"circuit_breaker_calls_total", metric_type::counter,
+                                                            "Calls seen by a circuit breaker, by outcome.", 2};
+inline constexpr metric_family circuit_breaker_transitions_family{
+    "circuit_breaker_state_transitions_total", metric_type::counter, "Circuit breaker state transitions.", 3};
+inline constexpr metric_family circuit_breaker_call_duration_family{
+    "circuit_breaker_call_duration_seconds", metric_type::histogram, "Duration of calls through a circuit breaker.", 4};
+inline constexpr metric_family circuit_breaker_failure_rate_family{
+    "circuit_breaker_failure_rate", metric_type::gauge,
+    "Failure rate the circuit breaker decides on, 0 to 1: its window's, or failures in a row / fail_max.", 5};
+inline constexpr metric_family circuit_breaker_slow_calls_family{
+    "circuit_breaker_slow_calls_total", metric_type::counter, "Calls slower than the circuit breaker's slow_call_duration.", 6};
+inline const metric_families circuit_breaker_metric_families{
+    circuit_breaker_state_family,         circuit_breaker_calls_family,        circuit_breaker_transitions_family,
+    circuit_breaker_call_duration_family, circuit_breaker_failure_rate_family, circuit_breaker_slow_calls_family};
+
+namespace detail {
+inline constexpr event_metric circuit_state_changed_metrics[] = {
+    {&circuit_breaker_transitions_family, {{{"name", "source"}, {"from", "from"}, {"to", "to"}}}, nullptr, "circuit_breaker"},
+    {&circuit_breaker_state_family,
+     {{{"name", "source"}}},
+     [](const event& e) { return static_cast<double>(static_cast<int>(circuit_state_of(e.get<std::string_view>("to")))); },
+     "circuit_breaker"}};
+inline constexpr event_metric circuit_rejected_metrics[] = {
+    {&circuit_breaker_calls_family, {{{"name", "source"}, {"status", "=rejected"}}}, nullptr, "circuit_breaker"}};
+}  // namespace detail
+
+/// A circuit breaker changed state (once per transition). Source: its name.
+/// Fields: from, to (to_string(circuit_state)). An error when it opens, info otherwise.
+inline constexpr event_kind circuit_state_changed_event{"circuit_state_changed", log_level::info,
+                                                        {.source_key = "name", .metrics = detail::circuit_state_changed_metrics}};
+/// A circuit breaker refused a call. Source: its name. Fields: state, retry_after.
+inline constexpr event_kind circuit_rejected_event{"circuit_rejected", log_level::warning,
+                                                   {.source_key = "name", .metrics = detail::circuit_rejected_metrics}};
 
 /// A circuit breaker's rejection kind: "circuit_open" (open, or every
 /// half-open trial slot taken); retry_after is when a trial may pass.
@@ -614,7 +672,11 @@ class breaker_state {
 
   cb_ticket reject(circuit_state s, duration retry_after) noexcept {
     count(call_status::rejected, false);
-    detail::emit(&hub_, [&] { return circuit_rejected{opts_.name, s, retry_after}; });
+    detail::emit(&hub_, [&] {
+      event e{circuit_rejected_event, opts_.name};
+      e.at(opts_.clock.now()).with("state", to_string(s)).with("retry_after", retry_after);
+      return e;
+    });
     cb_ticket t{cb_ticket::rejected};
     t.retry_after = retry_after;
     t.state = s;
@@ -948,7 +1010,12 @@ class breaker_state {
     if (from == to) return;  // open <-> isolated is not a change anyone sees
     transitions_[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
     const breaker_state* outer = std::exchange(announcing, this);
-    detail::emit(&hub_, [&] { return circuit_state_changed{opts_.name, from, to}; });
+    detail::emit(&hub_, [&] {
+      event e{circuit_state_changed_event, opts_.name};
+      e.at(opts_.clock.now()).with("from", to_string(from)).with("to", to_string(to));
+      if (to == circuit_state::open) e.with_severity(log_level::error);
+      return e;
+    });
     announcing = outer;
   }
 
@@ -1148,7 +1215,8 @@ class circuit_breaker {
   /// would keep it alive forever.
   event_hub::subscription on_state_change(std::function<void(circuit_state from, circuit_state to)> fn) const {
     return st_->hub().subscribe([fn = std::move(fn)](const event& e) {
-      if (const auto* c = std::get_if<circuit_state_changed>(&e)) fn(c->from, c->to);
+      if (e.is(circuit_state_changed_event))
+        fn(circuit_state_of(e.get<std::string_view>("from")), circuit_state_of(e.get<std::string_view>("to")));
     });
   }
 
@@ -1292,6 +1360,93 @@ class circuit_breaker_registry {
 inline circuit_breaker_registry& global_circuit_breakers() {
   static circuit_breaker_registry registry;
   return registry;
+}
+
+namespace detail {
+
+// A watched breaker's series; `durations` is null when not recorded.
+inline void collect_breaker(metric_snapshot& s, const circuit_breaker& b, const duration_histogram* durations) {
+  using enum metric_type;
+  const std::string& name = b.name();
+  const auto st = b.stats();
+  s.cover("circuit_breaker", name);
+  s.add("circuit_breaker_state", gauge, {}, {{"name", name}}, static_cast<double>(static_cast<int>(st.state)));
+  const std::pair<call_status, std::uint64_t> calls[] = {{call_status::success, st.successful},
+                                                         {call_status::failure, st.failed},
+                                                         {call_status::rejected, st.rejected},
+                                                         {call_status::ignored, st.ignored}};
+  for (const auto& [status, n] : calls)
+    s.add("circuit_breaker_calls_total", counter, {}, {{"name", name}, {"status", to_string(status)}}, static_cast<double>(n));
+  s.add("circuit_breaker_slow_calls_total", counter, {}, {{"name", name}}, static_cast<double>(st.slow));
+  for (int from = 0; from < 3; ++from)
+    for (int to = 0; to < 3; ++to) {
+      const auto n = st.transitions[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)];
+      if (n == 0) continue;  // appears with its first transition, then only grows
+      s.add("circuit_breaker_state_transitions_total", counter, {},
+            {{"name", name},
+             {"from", to_string(static_cast<circuit_state>(from))},
+             {"to", to_string(static_cast<circuit_state>(to))}},
+            static_cast<double>(n));
+    }
+  s.add("circuit_breaker_failure_rate", gauge, {}, {{"name", name}}, st.failure_rate);
+  if (durations != nullptr) durations->collect(s, "circuit_breaker_call_duration_seconds", {}, {{"name", name}});
+}
+
+// The histogram a watched breaker feeds, or null (see call_durations).
+inline std::shared_ptr<duration_histogram> breaker_durations(const circuit_breaker& b, call_durations durations,
+                                                             const std::vector<double>& buckets) {
+  if (durations == call_durations::never || (durations == call_durations::when_timed && !b.tracks_slow_calls())) return nullptr;
+  auto h = std::make_shared<duration_histogram>(buckets);
+  // The observer keeps the histogram alive: observers stay as long as the breaker.
+  b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
+  return h;
+}
+
+}  // namespace detail
+
+/// Its series without a duration histogram (for a collector of your own).
+inline void collect_metrics(const circuit_breaker& b, metric_snapshot& s) { detail::collect_breaker(s, b, nullptr); }
+
+/// metrics_registry::watch(breaker, durations): state, calls by status,
+/// transitions, failure rate, and (see call_durations) feeds
+/// circuit_breaker_call_duration_seconds through on_call_recorded. Watching
+/// the same breaker again does nothing; another breaker with the same name
+/// throws std::invalid_argument naming it.
+inline void watch_metrics(const circuit_breaker& b, metric_watch& w, call_durations durations = call_durations::when_timed) {
+  // The hub lives as long as the breaker's state: its address is the breaker's identity.
+  if (!w.claim("circuit breaker", b.name(), &b.events())) return;
+  auto keep = std::make_shared<const circuit_breaker>(b);
+  auto h = detail::breaker_durations(b, durations, w.duration_buckets());
+  w.collect([keep, h](metric_snapshot& s) { detail::collect_breaker(s, *keep, h.get()); });
+  w.rank(0);  // breakers first, those watched one by one before those of registries
+  w.count_events(keep->events());
+  w.keep(keep);
+}
+
+/// metrics_registry::watch(registry, durations): every breaker of the
+/// registry at each scrape, including breakers created later (their
+/// durations are recorded from the first scrape that sees them). A breaker
+/// whose name another watched breaker holds is left out. The registry must
+/// outlive the metrics registry (circuit_breakers() does).
+inline void watch_metrics(const circuit_breaker_registry& r, metric_watch& w,
+                          call_durations durations = call_durations::when_timed) {
+  if (!w.claim("circuit breaker registry", std::to_string(reinterpret_cast<std::uintptr_t>(&r)), &r)) return;
+  struct adopted {
+    std::mutex mutex;
+    std::map<std::string, std::pair<circuit_breaker, std::shared_ptr<duration_histogram>>, std::less<>> breakers;
+  };
+  auto seen = std::make_shared<adopted>();
+  w.collect([&r, durations, seen, claim = w.claimer(), buckets = w.duration_buckets()](metric_snapshot& s) {
+    std::lock_guard lock{seen->mutex};
+    for (const auto& b : r.all()) {
+      // The common case at every scrape, a breaker seen before: found by its plain name.
+      if (const auto it = seen->breakers.find(b.name()); it != seen->breakers.end() && it->second.first == b) continue;
+      if (!claim("circuit breaker", b.name(), &b.events(), true)) continue;  // watched on its own, or a namesake
+      seen->breakers.insert_or_assign(b.name(), std::pair{b, detail::breaker_durations(b, durations, buckets)});
+    }
+    for (const auto& [name, entry] : seen->breakers) detail::collect_breaker(s, entry.first, entry.second.get());
+  });
+  w.rank(1);
 }
 
 }  // namespace v1

@@ -36,11 +36,70 @@
 #include "context.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "fallback_event.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// Graceful-degradation tiers; a larger number is a worse tier.
+enum class tier : std::uint8_t {
+  full = 1,         ///< everything works
+  core = 2,         ///< no LLM features
+  read_only = 3,    ///< no writes, no external API calls
+  maintenance = 4,  ///< the database is down
+};
+
+/// "full", "core", "read_only" or "maintenance".
+constexpr std::string_view to_string(tier t) noexcept {
+  switch (t) {
+    case tier::full: return "full";
+    case tier::core: return "core";
+    case tier::read_only: return "read_only";
+    case tier::maintenance: return "maintenance";
+  }
+  return "unknown";
+}
+
+/// The tier named by to_string() (full for any other text): reads a tier_changed_event's from/to.
+constexpr tier tier_of(std::string_view name) noexcept {
+  return name == "core" ? tier::core : name == "read_only" ? tier::read_only : name == "maintenance" ? tier::maintenance : tier::full;
+}
+
+/// The degradation series: written when a metrics_registry watches a
+/// manager, and from its events otherwise.
+inline constexpr metric_family degradation_tier_family{
+    "degradation_tier", metric_type::gauge, "Current degradation tier: 1 full, 2 core, 3 read_only, 4 maintenance.", 14};
+inline constexpr metric_family service_health_family{
+    "service_health", metric_type::gauge, "Service health as the degradation manager sees it: 1 healthy, 0 unhealthy.", 15};
+inline constexpr metric_family degradation_tier_changes_family{"degradation_tier_changes_total", metric_type::counter,
+                                                               "Degradation tier changes.", 16};
+inline const metric_families degradation_metric_families{degradation_tier_family, service_health_family,
+                                                         degradation_tier_changes_family};
+
+namespace detail {
+inline constexpr event_metric tier_changed_metrics[] = {
+    {&degradation_tier_changes_family, {{{"from", "from"}, {"to", "to"}}}},
+    {&degradation_tier_family,
+     {},
+     [](const event& e) { return static_cast<double>(static_cast<int>(tier_of(e.get<std::string_view>("to")))); },
+     "degradation"}};
+inline constexpr event_metric service_health_changed_metrics[] = {
+    {&service_health_family, {{{"service", "source"}}}, [](const event& e) { return e.get<bool>("healthy") ? 1.0 : 0.0; },
+     "degradation"}};
+}  // namespace detail
+
+/// The degradation tier changed. Source: the manager's name (not logged).
+/// Fields: from, to (to_string(tier)), cause (the service whose report caused
+/// it). An error into maintenance, a warning to a worse tier, info otherwise.
+inline constexpr event_kind tier_changed_event{"tier_changed", log_level::info, {.metrics = detail::tier_changed_metrics}};
+/// A service's health changed (healthy <-> unhealthy). Source: the service.
+/// Fields: healthy, response_time, error (the reported error, if any). A
+/// warning when it turns unhealthy, info otherwise.
+inline constexpr event_kind service_health_changed_event{
+    "service_health_changed", log_level::info, {.source_key = "service", .metrics = detail::service_health_changed_metrics}};
 
 /// A degradation policy's rejection kind: "degraded"; the rejection's `code`
 /// holds the tier at the time and the tier the call needed (see of()).
@@ -195,7 +254,7 @@ struct breaker_binding {
   std::uint64_t id = 0;
   std::string service;
   std::string breaker_name;
-  std::function<circuit_state()> state;      // the breaker's state(), which applies a due open -> half_open
+  std::function<bool()> is_open;             // the breaker's state() is open (state() applies a due open -> half_open)
   std::function<duration()> break_duration;  // the length of the breaker's current opening
   std::function<void()> unsubscribe;         // ends the breaker-side listener
   clock_ref clock;                           // the breaker's clock, for the end-of-break timer
@@ -414,12 +473,12 @@ class degradation_manager {
     auto b = std::make_shared<detail::breaker_binding>();
     b->service = std::string{service};
     b->breaker_name = std::string{breaker.name()};
-    b->state = [breaker] { return breaker.state(); };
+    b->is_open = [breaker] { return breaker.state() == decltype(breaker.state())::open; };
     b->break_duration = [breaker] { return breaker.stats().break_duration; };
     b->clock = breaker.options().clock;
     std::weak_ptr<detail::degradation_state> ws = state_;
     std::weak_ptr<detail::breaker_binding> wb = b;
-    const auto sub = breaker.on_state_change([ws, wb](circuit_state, circuit_state) { refresh(ws, wb); });
+    const auto sub = breaker.on_state_change([ws, wb](auto, auto) { refresh(ws, wb); });
     b->unsubscribe = [breaker, sub] { breaker.events().unsubscribe(sub); };
     {
       std::lock_guard lock{state_->mutex};
@@ -501,7 +560,7 @@ class degradation_manager {
     std::lock_guard guard{b->mutex};
     if (!b->active) return;
     degradation_manager m{std::move(st)};
-    const bool open = b->state() == circuit_state::open;
+    const bool open = b->is_open();
     if (open) {
       const time_point due = saturating_add(b->clock.now(), b->break_duration());
       if (due > b->timer_for) {
@@ -589,9 +648,21 @@ class degradation_manager {
               // A listener's failure must not stop the others or the report.
             }
           }
-        detail::emit(&st.hub, [&] { return tier_changed{n.from, n.to, n.service}; });
+        detail::emit(&st.hub, [&] {
+          event e{tier_changed_event, st.opts.name};
+          e.at(st.opts.clock.now()).with("from", to_string(n.from)).with("to", to_string(n.to)).with("cause", std::string_view{n.service});
+          if (n.to == tier::maintenance) e.with_severity(log_level::error);
+          else if (n.to > n.from) e.with_severity(log_level::warning);
+          return e;
+        });
       } else {
-        detail::emit(&st.hub, [&] { return service_health_changed{n.service, n.healthy, n.response_time, n.error}; });
+        detail::emit(&st.hub, [&] {
+          event e{service_health_changed_event, n.service};
+          e.at(st.opts.clock.now()).with("healthy", n.healthy).with("response_time", n.response_time);
+          e.with("error", std::string_view{n.error});
+          if (!n.healthy) e.with_severity(log_level::warning);
+          return e;
+        });
       }
       lock.lock();
     }
@@ -678,8 +749,10 @@ class degradation_guard {
       static_assert(!std::is_void_v<R>, "degradation_guard: a fallback value needs a callable that returns a value");
       static_assert(std::is_constructible_v<R, const Fallback&>, "degradation_guard: the fallback must convert to the call's result");
       detail::emit(events_.get(), [&] {
-        return fallback_activated{ctx.operation, "degraded",
-                                  "tier '" + std::string{to_string(current)} + "' is below '" + std::string{to_string(min_tier_)} + "'"};
+        event e{fallback_activated_event};
+        e.at(ctx.now()).with_operation(ctx.operation).with("strategy", "degraded");
+        e.with_text("reason", "tier '" + std::string{to_string(current)} + "' is below '" + std::string{to_string(min_tier_)} + "'");
+        return e;
       });
       return outcome<R>{std::in_place, fallback_};
     }
@@ -695,6 +768,27 @@ degradation_guard(tier) -> degradation_guard<no_fallback>;
 degradation_guard(degradation_manager, tier) -> degradation_guard<no_fallback>;
 template <class F>
 degradation_guard(degradation_manager, tier, F) -> degradation_guard<std::decay_t<F>>;
+
+/// A manager's series: its tier and every service's health.
+inline void collect_metrics(const degradation_manager& manager, metric_snapshot& s) {
+  const auto snap = manager.snapshot();
+  s.cover("degradation", {});
+  s.add("degradation_tier", metric_type::gauge, {}, {}, static_cast<double>(static_cast<int>(snap.current)));
+  for (const auto& svc : snap.services)
+    s.add("service_health", metric_type::gauge, {}, {{"service", svc.name}}, svc.healthy ? 1.0 : 0.0);
+}
+
+/// metrics_registry::watch(manager): tier and every service's health at each
+/// scrape. One manager per registry (degradation_tier has no labels); a
+/// second one throws std::logic_error.
+inline void watch_metrics(const degradation_manager& manager, metric_watch& w) {
+  if (!w.claim("degradation manager", {}, nullptr, true))
+    throw std::logic_error{"metrics_registry: already watching a degradation_manager"};
+  auto keep = std::make_shared<const degradation_manager>(manager);
+  w.collect([keep](metric_snapshot& s) { collect_metrics(*keep, s); });
+  w.count_events(keep->events());
+  w.keep(keep);
+}
 
 }  // namespace v1
 }  // namespace resilience

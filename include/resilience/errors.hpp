@@ -24,25 +24,6 @@ inline namespace v1 {
 
 class rejection_kind;  // outcome.hpp: what kind of refusal a rejection is
 
-/// Graceful-degradation tiers; a larger number is a worse tier.
-enum class tier : std::uint8_t {
-  full = 1,         ///< everything works
-  core = 2,         ///< no LLM features
-  read_only = 3,    ///< no writes, no external API calls
-  maintenance = 4,  ///< the database is down
-};
-
-/// "full", "core", "read_only" or "maintenance".
-constexpr std::string_view to_string(tier t) noexcept {
-  switch (t) {
-    case tier::full: return "full";
-    case tier::core: return "core";
-    case tier::read_only: return "read_only";
-    case tier::maintenance: return "maintenance";
-  }
-  return "unknown";
-}
-
 /// Base of every exception the library itself throws.
 class error : public std::runtime_error {
  public:

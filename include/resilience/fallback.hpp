@@ -33,6 +33,7 @@
 #include "context.hpp"
 #include "events.hpp"
 #include "failures.hpp"
+#include "fallback_event.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 
@@ -385,7 +386,11 @@ class fallback {
         // A reporting callback must not undo the recovery.
       }
     }
-    detail::emit(&hub_->hub, [&] { return fallback_activated{info.operation, info.strategy, info.cause.what()}; });
+    detail::emit(&hub_->hub, [&] {
+      event e{fallback_activated_event};
+      e.with_operation(info.operation).with("strategy", info.strategy).with_text("reason", info.cause.what());
+      return e;
+    });
   }
 
   struct hub_holder {

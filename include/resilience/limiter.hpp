@@ -40,9 +40,32 @@
 #include "detail/limiter_state.hpp"
 #include "events.hpp"
 #include "limiter_options.hpp"
+#include "metric_snapshot.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// A limiter's series (rate_limiter_*{key}): written when a metrics_registry
+/// watches it; violations also come from its events for limiters nobody watches.
+inline constexpr metric_family rate_limiter_tokens_family{"rate_limiter_tokens", metric_type::gauge,
+                                                          "Permits a rate limiter could grant now.", 11};
+inline constexpr metric_family rate_limiter_requests_family{"rate_limiter_requests_total", metric_type::counter,
+                                                            "Requests seen by a rate limiter, by result.", 12};
+inline constexpr metric_family rate_limiter_violations_family{"rate_limiter_violations_total", metric_type::counter,
+                                                              "Rate limit violations.", 13};
+inline const metric_families rate_limiter_metric_families{rate_limiter_tokens_family, rate_limiter_requests_family,
+                                                          rate_limiter_violations_family};
+
+namespace detail {
+inline constexpr event_metric rate_limit_violated_metrics[] = {
+    {&rate_limiter_violations_family, {{{"key", "source"}}}, nullptr, "rate_limiter"}};
+}  // namespace detail
+
+/// A rate limiter refused a permit. Source: the key. Tenant: the call's
+/// (empty without tenants). Fields: retry_after.
+inline constexpr event_kind rate_limit_violated_event{
+    "rate_limit_violated", log_level::warning,
+    {.source_key = "key", .tenant = true, .metrics = detail::rate_limit_violated_metrics}};
 
 /// The answer of try_acquire / acquire.
 struct rate_limit_decision {
@@ -118,7 +141,11 @@ inline void record(const rate_limit_decision& d, rate_counters& counters, const 
     return;
   }
   counters.on_rejected();
-  emit(hub, [&] { return rate_limit_violated{key, tenant, d.retry_after}; });
+  detail::emit(hub, [&] {
+    event e{rate_limit_violated_event, key};
+    e.with_tenant(tenant).with("retry_after", d.retry_after);
+    return e;
+  });
 }
 
 // The blocking acquire on any state: books permits no later than
@@ -275,6 +302,35 @@ class sliding_window : public limiter {
   explicit sliding_window(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
       : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::sliding_window}, std::move(clk), std::move(name)} {}
 };
+
+namespace detail {
+
+// One key's series; a key written already in this scrape (by a limiter or
+// registry watched earlier) is not written again: the first watched wins.
+inline void collect_limiter(metric_snapshot& s, std::string_view key, const rate_limit_stats& st) {
+  using enum metric_type;
+  if (!s.cover("rate_limiter", key)) return;
+  s.add("rate_limiter_tokens", gauge, {}, {{"key", key}}, st.available);
+  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}}, static_cast<double>(st.allowed));
+  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}}, static_cast<double>(st.rejected));
+  s.add("rate_limiter_violations_total", counter, {}, {{"key", key}}, static_cast<double>(st.violations));
+}
+
+}  // namespace detail
+
+/// metrics_registry::watch(limiter): one stand-alone limiter (token_bucket,
+/// sliding_window...) at each scrape, labelled key="<its name>". Turns on its
+/// grant counting, as for a registry. Watching the same limiter again does
+/// nothing; another limiter with the same name throws std::invalid_argument naming it.
+inline void watch_metrics(const limiter& l, metric_watch& w) {
+  // name() points into the state copies share: equal pointers, same limiter.
+  if (!w.claim("limiter", l.name(), l.name().data())) return;
+  l.enable_grant_counting();
+  auto keep = std::make_shared<const limiter>(l);
+  w.collect([keep](metric_snapshot& s) { detail::collect_limiter(s, keep->name(), keep->stats()); });
+  w.count_events(keep->events());
+  w.keep(keep);
+}
 
 }  // namespace v1
 }  // namespace resilience

@@ -1,7 +1,10 @@
 // resilience/logging.hpp: JSON-lines structured logging of resilience events,
 // formatted with {fmt}. The only header of the library that needs fmt.
 //
-// Each event becomes one line, one JSON object:
+// Each event becomes one line, one JSON object: timestamp, level (the
+// event's severity), event (its kind's name), then what its kind says it
+// carries (operation, its source under the kind's key, tenant) and every
+// field, whatever policy emitted it:
 //   {"timestamp":"2026-11-28T21:05:39.123456Z","level":"warning","event":"retry_attempted",
 //    "operation":"factor_lookup","attempt":1,"delay_seconds":1,"failure":"HTTP 503"}
 //
@@ -19,6 +22,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -39,45 +43,10 @@
 namespace resilience {
 inline namespace v1 {
 
-/// Severity of a log line; a larger value is more severe.
-enum class log_level : std::uint8_t { debug = 0, info = 1, warning = 2, error = 3 };
-
-/// "debug", "info", "warning" or "error".
-constexpr std::string_view to_string(log_level l) noexcept {
-  switch (l) {
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warning: return "warning";
-    case log_level::error: return "error";
-  }
-  return "unknown";
-}
-
-/// The level an event is logged at: failures the policy absorbed (a retry, a
-/// fallback, a rejection) are warnings; a breaker opening, retries running
-/// out and the maintenance tier are errors; recoveries are info.
-constexpr log_level level_of(const event& e) noexcept {
-  struct visitor {
-    constexpr log_level operator()(const retry_attempted&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const retries_exhausted&) const noexcept { return log_level::error; }
-    constexpr log_level operator()(const timeout_occurred&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const fallback_activated&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const rate_limit_violated&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const circuit_state_changed& c) const noexcept {
-      return c.to == circuit_state::open ? log_level::error : log_level::info;
-    }
-    constexpr log_level operator()(const circuit_rejected&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const bulkhead_rejected&) const noexcept { return log_level::warning; }
-    constexpr log_level operator()(const tier_changed& t) const noexcept {
-      if (t.to == tier::maintenance) return log_level::error;
-      return t.to > t.from ? log_level::warning : log_level::info;
-    }
-    constexpr log_level operator()(const service_health_changed& s) const noexcept {
-      return s.healthy ? log_level::info : log_level::warning;
-    }
-  };
-  return std::visit(visitor{}, e);
-}
+/// The level an event is logged at: its severity (the kind's, or what the
+/// emitter chose: a breaker opening, retries running out and the maintenance
+/// tier are errors; failures a policy absorbed are warnings; recoveries info).
+inline log_level level_of(const event& e) noexcept { return e.severity(); }
 
 namespace detail {
 
@@ -90,83 +59,35 @@ class json_fields {
     begin(key);
     append_json_string(out_, value);
   }
-  void add(std::string_view key, const std::string& value) { add(key, std::string_view{value}); }
-  void add(std::string_view key, const char* value) { add(key, std::string_view{value}); }
-  void add(std::string_view key, bool value) {
-    begin(key);
-    out_.append(value ? std::string_view{"true"} : std::string_view{"false"});
-  }
-  template <class Int>
-    requires std::is_integral_v<Int> && (!std::is_same_v<Int, bool>)
-  void add(std::string_view key, Int value) {
-    begin(key);
-    fmt::format_to(std::back_inserter(out_), "{}", value);
-  }
-  // Durations are logged as seconds (a JSON number), with "_seconds" in the key.
-  void add(std::string_view key, duration value) {
-    begin(key);
-    fmt::format_to(std::back_inserter(out_), "{}", std::chrono::duration<double>(value).count());
+  // One typed field; durations are logged as seconds (a JSON number), with "_seconds" after the key.
+  void add(std::string_view key, const event_value& value) {
+    if (const auto* d = std::get_if<duration>(&value)) {
+      begin(key, "_seconds");
+      fmt::format_to(std::back_inserter(out_), "{}", std::chrono::duration<double>(*d).count());
+    } else if (const auto* sv = std::get_if<std::string_view>(&value)) {
+      add(key, *sv);
+    } else if (const auto* b = std::get_if<bool>(&value)) {
+      begin(key);
+      out_.append(*b ? std::string_view{"true"} : std::string_view{"false"});
+    } else if (const auto* i = std::get_if<std::int64_t>(&value)) {
+      begin(key);
+      fmt::format_to(std::back_inserter(out_), "{}", *i);
+    } else if (const auto* x = std::get_if<double>(&value)) {
+      begin(key);
+      if (std::isfinite(*x)) fmt::format_to(std::back_inserter(out_), "{}", *x);
+      else out_.append(std::string_view{"null"});  // JSON has no NaN or infinity
+    }
   }
 
  private:
-  void begin(std::string_view key) {
+  void begin(std::string_view key, std::string_view suffix = {}) {
     out_.append(std::string_view{",\""});
     out_.append(key);
+    out_.append(suffix);
     out_.append(std::string_view{"\":"});
   }
   fmt::memory_buffer& out_;
 };
-
-inline void append_fields(json_fields& f, const retry_attempted& e) {
-  f.add("operation", e.operation);
-  f.add("attempt", e.attempt);
-  f.add("delay_seconds", e.delay);
-  f.add("failure", e.failure);
-}
-inline void append_fields(json_fields& f, const retries_exhausted& e) {
-  f.add("operation", e.operation);
-  f.add("attempts", e.attempts);
-  f.add("failure", e.failure);
-}
-inline void append_fields(json_fields& f, const timeout_occurred& e) {
-  f.add("operation", e.operation);
-  f.add("limit_seconds", e.limit);
-}
-inline void append_fields(json_fields& f, const fallback_activated& e) {
-  f.add("operation", e.operation);
-  f.add("strategy", e.strategy);
-  f.add("reason", e.reason);
-}
-inline void append_fields(json_fields& f, const rate_limit_violated& e) {
-  f.add("key", e.key);
-  f.add("tenant", e.tenant);
-  f.add("retry_after_seconds", e.retry_after);
-}
-inline void append_fields(json_fields& f, const circuit_state_changed& e) {
-  f.add("name", e.name);
-  f.add("from", to_string(e.from));
-  f.add("to", to_string(e.to));
-}
-inline void append_fields(json_fields& f, const circuit_rejected& e) {
-  f.add("name", e.name);
-  f.add("state", to_string(e.state));
-  f.add("retry_after_seconds", e.retry_after);
-}
-inline void append_fields(json_fields& f, const bulkhead_rejected& e) {
-  f.add("name", e.name);
-  f.add("max_concurrent_calls", e.max_concurrent_calls);
-}
-inline void append_fields(json_fields& f, const tier_changed& e) {
-  f.add("from", to_string(e.from));
-  f.add("to", to_string(e.to));
-  f.add("cause", e.cause);
-}
-inline void append_fields(json_fields& f, const service_health_changed& e) {
-  f.add("service", e.service);
-  f.add("healthy", e.healthy);
-  f.add("response_time_seconds", e.response_time);
-  f.add("error", e.error);
-}
 
 // RFC 3339 UTC with microseconds: "2026-11-28T21:05:39.123456Z".
 inline void append_timestamp(fmt::memory_buffer& out, std::chrono::system_clock::time_point t) {
@@ -189,10 +110,15 @@ inline void format_json(fmt::memory_buffer& out, const event& e, std::chrono::sy
   out.append(std::string_view{",\"level\":\""});
   out.append(to_string(level_of(e)));
   out.append(std::string_view{"\",\"event\":\""});
-  out.append(event_name(e));
+  out.append(e.name());
   out.push_back('"');
+  // What the kind says it carries, then every field, in order.
   detail::json_fields fields{out};
-  std::visit([&](const auto& ev) { detail::append_fields(fields, ev); }, e);
+  const event_kind_options& kind = e.kind().options();
+  if (kind.operation) fields.add("operation", e.operation());
+  if (!kind.source_key.empty()) fields.add(kind.source_key, e.source());
+  if (kind.tenant) fields.add("tenant", e.tenant());
+  for (const event_field& f : e.fields()) fields.add(f.name, f.value);
   out.push_back('}');
 }
 

@@ -50,6 +50,44 @@
 namespace resilience {
 inline namespace v1 {
 
+/// The operations of the seed services, each with its default timeout.
+enum class operation_type : std::uint8_t {
+  factor_lookup,      ///< emission-factor lookup over HTTP: 5 s
+  llm_inference,      ///< LLM provider call: 30 s
+  erp_api_call,       ///< ERP intake: 10 s
+  database_query,     ///< database: 10 s
+  report_generation,  ///< report generator: 60 s
+  external_api,       ///< any other external API: 10 s
+};
+
+/// "factor_lookup", "llm_inference"...
+constexpr std::string_view to_string(operation_type op) noexcept {
+  switch (op) {
+    case operation_type::factor_lookup: return "factor_lookup";
+    case operation_type::llm_inference: return "llm_inference";
+    case operation_type::erp_api_call: return "erp_api_call";
+    case operation_type::database_query: return "database_query";
+    case operation_type::report_generation: return "report_generation";
+    case operation_type::external_api: return "external_api";
+  }
+  return "unknown";
+}
+
+/// The seed's default timeout of an operation type.
+constexpr duration default_timeout(operation_type op) noexcept {
+  using std::chrono::seconds;
+  switch (op) {
+    case operation_type::factor_lookup: return seconds{5};
+    case operation_type::llm_inference: return seconds{30};
+    case operation_type::erp_api_call: return seconds{10};
+    case operation_type::database_query: return seconds{10};
+    case operation_type::report_generation: return seconds{60};
+    case operation_type::external_api: return seconds{10};
+  }
+  return seconds{10};
+}
+
+
 /// Where the code runs; presets relax limits for development.
 enum class environment : std::uint8_t {
   development,  ///< fewer, shorter retries; doubled timeouts; 100 req/s; breakers open after 10 failures

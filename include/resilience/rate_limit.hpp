@@ -40,6 +40,7 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "limiter.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 #include "retry_after.hpp"
 
@@ -617,6 +618,21 @@ class adaptive_rate {
 
   std::shared_ptr<shared> s_;
 };
+
+/// metrics_registry::watch(registry): every key at each scrape: tokens,
+/// requests by result, violations (episodes of limiting, see
+/// rate_limit_stats). Turns on grant counting for every key, present and
+/// future (requests_total{result="allowed"} needs it; it is off by default):
+/// grants are counted from this call on. The registry is not copyable: it
+/// must outlive the metrics registry. Watching it again does nothing.
+inline void watch_metrics(const rate_limiter& limits, metric_watch& w) {
+  if (!w.claim("rate limiter registry", std::to_string(reinterpret_cast<std::uintptr_t>(&limits)), &limits)) return;
+  limits.enable_grant_counting();
+  w.collect([&limits](metric_snapshot& s) {
+    limits.for_each_stats([&](std::string_view key, const rate_limit_stats& st) { detail::collect_limiter(s, key, st); });
+  });
+  w.count_events(limits.events());
+}
 
 }  // namespace v1
 }  // namespace resilience

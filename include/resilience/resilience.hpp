@@ -19,6 +19,8 @@
 #include "fallback.hpp"
 #include "limiter.hpp"
 #include "limiter_options.hpp"
+#include "fallback_event.hpp"
+#include "metric_snapshot.hpp"
 #include "metrics.hpp"
 #include "outcome.hpp"
 #include "presets.hpp"

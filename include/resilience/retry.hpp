@@ -32,12 +32,36 @@
 #include "errors.hpp"
 #include "events.hpp"
 #include "failures.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 #include "retry_after.hpp"
 
 namespace resilience {
 inline namespace v1 {
+
+/// retry_attempts_total{operation}, driven by retry_attempted_event.
+inline constexpr metric_family retry_attempts_family{"retry_attempts_total", metric_type::counter,
+                                                     "Retries scheduled after a failed attempt.", 17};
+/// retry_exhausted_total{operation}, driven by retries_exhausted_event.
+inline constexpr metric_family retry_exhausted_family{"retry_exhausted_total", metric_type::counter,
+                                                      "Calls a retry policy gave up on.", 18};
+inline const metric_families retry_metric_families{retry_attempts_family, retry_exhausted_family};
+
+namespace detail {
+inline constexpr event_metric retry_attempted_metrics[] = {{&retry_attempts_family, {{{"operation", "operation"}}}}};
+inline constexpr event_metric retries_exhausted_metrics[] = {{&retry_exhausted_family, {{{"operation", "operation"}}}}};
+}  // namespace detail
+
+/// A retry policy is about to wait and try again. Fields: attempt (the
+/// attempt that failed, 1 = first try), delay (the wait), failure (what the
+/// attempt threw or why it was rejected).
+inline constexpr event_kind retry_attempted_event{"retry_attempted", log_level::warning,
+                                                  {.operation = true, .metrics = detail::retry_attempted_metrics}};
+/// A retry policy gave up: attempts ran out, the deadline was near, or the
+/// failure was not retryable. Fields: attempts (made in all), failure (the last).
+inline constexpr event_kind retries_exhausted_event{"retries_exhausted", log_level::error,
+                                                    {.operation = true, .metrics = detail::retries_exhausted_metrics}};
 
 /// Settings of a retry policy; every default is the seed's. Validated when
 /// the retry is built.
@@ -307,14 +331,23 @@ class retry {
       return std::nullopt;
     }
     if (options_.on_retry) options_.on_retry(s.attempt, delay, failure);
-    detail::emit(events_.get(), [&] { return retry_attempted{ctx.operation, s.attempt, delay, failure.what()}; });
+    detail::emit(events_.get(), [&] {
+      event e{retry_attempted_event};
+      e.at(ctx.now()).with_operation(ctx.operation).with("attempt", s.attempt).with("delay", delay);
+      e.with_text("failure", failure.what());
+      return e;
+    });
     s.previous_delay = computed;
     ++s.attempt;
     return delay;
   }
 
   void give_up(const call_context& ctx, const failure& failure, int attempts) const noexcept {
-    detail::emit(events_.get(), [&] { return retries_exhausted{ctx.operation, attempts, failure.what()}; });
+    detail::emit(events_.get(), [&] {
+      event e{retries_exhausted_event};
+      e.at(ctx.now()).with_operation(ctx.operation).with("attempts", attempts).with_text("failure", failure.what());
+      return e;
+    });
   }
 
   retry_options options_;

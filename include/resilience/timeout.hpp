@@ -12,13 +12,14 @@
 // callables and detached for the others.
 //
 //   resilience::resilient lookup{[](std::stop_token st, const std::string& activity) { return query(st, activity); },
-//                                resilience::retry{}, resilience::timeout{resilience::operation_type::factor_lookup}};
+//                                resilience::retry{}, resilience::timeout{resilience::operation_type::factor_lookup}};  // presets.hpp
 //   double f = lookup("electricity");  // each attempt gets 5 s; throws timeout_error after the last
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -32,6 +33,7 @@
 #include "clock.hpp"
 #include "context.hpp"
 #include "events.hpp"
+#include "metric_snapshot.hpp"
 #include "executor.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
@@ -39,42 +41,17 @@
 namespace resilience {
 inline namespace v1 {
 
-/// The operations of the seed services, each with its default timeout.
-enum class operation_type : std::uint8_t {
-  factor_lookup,      ///< emission-factor lookup over HTTP: 5 s
-  llm_inference,      ///< LLM provider call: 30 s
-  erp_api_call,       ///< ERP intake: 10 s
-  database_query,     ///< database: 10 s
-  report_generation,  ///< report generator: 60 s
-  external_api,       ///< any other external API: 10 s
-};
+/// timeouts_total{operation}, driven by timeout_occurred_event.
+inline constexpr metric_family timeouts_family{"timeouts_total", metric_type::counter, "Calls abandoned by a timeout policy.", 19};
+inline const metric_families timeout_metric_families{timeouts_family};
 
-/// "factor_lookup", "llm_inference"...
-constexpr std::string_view to_string(operation_type op) noexcept {
-  switch (op) {
-    case operation_type::factor_lookup: return "factor_lookup";
-    case operation_type::llm_inference: return "llm_inference";
-    case operation_type::erp_api_call: return "erp_api_call";
-    case operation_type::database_query: return "database_query";
-    case operation_type::report_generation: return "report_generation";
-    case operation_type::external_api: return "external_api";
-  }
-  return "unknown";
-}
+namespace detail {
+inline constexpr event_metric timeout_occurred_metrics[] = {{&timeouts_family, {{{"operation", "operation"}}}}};
+}  // namespace detail
 
-/// The seed's default timeout of an operation type.
-constexpr duration default_timeout(operation_type op) noexcept {
-  using std::chrono::seconds;
-  switch (op) {
-    case operation_type::factor_lookup: return seconds{5};
-    case operation_type::llm_inference: return seconds{30};
-    case operation_type::erp_api_call: return seconds{10};
-    case operation_type::database_query: return seconds{10};
-    case operation_type::report_generation: return seconds{60};
-    case operation_type::external_api: return seconds{10};
-  }
-  return seconds{10};
-}
+/// A timeout policy abandoned a call. Fields: limit.
+inline constexpr event_kind timeout_occurred_event{"timeout_occurred", log_level::warning,
+                                                   {.operation = true, .metrics = detail::timeout_occurred_metrics}};
 
 /// How a timeout abandons a call.
 enum class timeout_mode : std::uint8_t {
@@ -141,8 +118,15 @@ class timeout {
   template <class Rep, class Period>
   explicit timeout(std::chrono::duration<Rep, Period> limit, timeout_mode mode = timeout_mode::automatic)
       : timeout{timeout_options{checked(limit), mode, {}}} {}
-  /// The seed's default for an operation type, named after it.
-  explicit timeout(operation_type op, timeout_mode mode = timeout_mode::automatic)
+  /// The default limit of a kind of operation, named after it: any `op`
+  /// with default_timeout(op) and to_string(op) found by ADL, the latter
+  /// viewing static storage (presets.hpp's operation_type).
+  template <class Operation>
+    requires requires(Operation op) {
+      { default_timeout(op) } -> std::convertible_to<duration>;
+      { to_string(op) } -> std::convertible_to<std::string_view>;
+    }
+  explicit timeout(Operation op, timeout_mode mode = timeout_mode::automatic)
       : timeout{timeout_options{default_timeout(op), mode, std::string{to_string(op)}}} {
     operation_ = to_string(op);
   }
@@ -203,7 +187,7 @@ class timeout {
     s->timer = ctx.clock().call_at(s->inner.deadline, [s] {
       if (s->finished.exchange(true)) return;
       s->stop.request_stop();
-      emit_timeout(*s->shared, s->inner.operation, s->limit);
+      emit_timeout(*s->shared, s->inner.operation, s->limit, s->inner.now());
       // Delivered on the timer's thread: the executor may be busy with the very work that hangs.
       s->done(outcome<T>{rejection_for(*s->shared, s->limit)});
     });
@@ -239,8 +223,12 @@ class timeout {
     return rejection{.kind = &timeout_kind, .source = s.name, .value = limit};
   }
 
-  static void emit_timeout(const shared_state& s, std::string_view operation, duration limit) noexcept {
-    detail::emit(&s.hub, [&] { return timeout_occurred{operation, limit}; });
+  static void emit_timeout(const shared_state& s, std::string_view operation, duration limit, time_point at) noexcept {
+    detail::emit(&s.hub, [&] {
+      event e{timeout_occurred_event};
+      e.at(at).with_operation(operation).with("limit", limit);
+      return e;
+    });
   }
 
   time_point deadline_from(const call_context& ctx) const noexcept {
@@ -276,7 +264,7 @@ class timeout {
   // The outcome of a call whose timer fired, whatever the call returned.
   template <class O>
   [[gnu::cold, gnu::noinline]] O timed_out(const call_context& ctx) const {
-    emit_timeout(*shared_, ctx.operation, limit_);
+    emit_timeout(*shared_, ctx.operation, limit_, ctx.now());
     return O{rejection_for(*shared_, limit_)};
   }
 
@@ -373,14 +361,14 @@ class timeout {
     if (done()) return std::move(*slot->result);
     slot->stop.request_stop();  // a stop-aware callable may end early; its result is dropped either way
     if (ctx.stop.stop_requested()) return O{rejection{.kind = &cancelled_kind, .source = shared_->name}};
-    emit_timeout(*shared_, ctx.operation, limit_);
+    emit_timeout(*shared_, ctx.operation, limit_, ctx.now());
     return O{rejection_for(*shared_, limit_)};
   }
 
   duration limit_;
   timeout_mode mode_;
   std::shared_ptr<const shared_state> shared_;
-  std::string_view operation_{};  // to_string(operation_type): static storage
+  std::string_view operation_{};  // to_string(op) of the constructor's operation: static storage
 };
 
 }  // namespace v1

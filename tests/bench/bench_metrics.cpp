@@ -2,9 +2,11 @@
 // bare, with a metrics registry watching it (scrape-time reads only), and
 // with the call-duration histogram (the breaker times each call); the event
 // path with and without listeners; and a scrape.
+#include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/metrics.hpp>
 #include <resilience/rate_limit.hpp>
+#include <resilience/timeout.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -79,7 +81,12 @@ BENCHMARK(histogram_observe);
 void emit_unobserved(benchmark::State& state) {
   event_hub hub;
   bench::alloc_scope a;
-  for (auto _ : state) detail::emit(&hub, [] { return timeout_occurred{"database", std::chrono::seconds{10}}; });
+  for (auto _ : state)
+    detail::emit(&hub, [] {
+      event e{timeout_occurred_event};
+      e.with_operation("database").with("limit", duration{std::chrono::seconds{10}});
+      return e;
+    });
   a.report(state);
 }
 BENCHMARK(emit_unobserved);
@@ -94,7 +101,11 @@ void emit_counted(benchmark::State& state) {
   m.count_events_of(policy);
   bench::alloc_scope a;
   for (auto _ : state)
-    detail::emit(&policy.events(), [] { return bulkhead_rejected{"database", 10}; });
+    detail::emit(&policy.events(), [] {
+      event e{bulkhead_rejected_event, "database"};
+      e.with("max_concurrent_calls", 10);
+      return e;
+    });
   a.report(state);
 }
 BENCHMARK(emit_counted);

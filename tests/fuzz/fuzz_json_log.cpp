@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../support/events.hpp"
 #include "../support/fuzz.hpp"
 #include "../support/utf8.hpp"
 
@@ -230,16 +231,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::chrono::nanoseconds d{static_cast<std::int64_t>(in.byte()) * 1'000'003 * (op & 1 ? -1 : 1)};
     lines.clear();
     switch (op % 10) {
-      case 0: log(retry_attempted{a, static_cast<int>(op), d, b}); break;
-      case 1: log(retries_exhausted{a, -static_cast<int>(op), b}); break;
-      case 2: log(timeout_occurred{a, d}); break;
-      case 3: log(fallback_activated{a, b, c}); break;
-      case 4: log(rate_limit_violated{a, b, d}); break;
-      case 5: log(circuit_state_changed{a, state, static_cast<circuit_state>((op / 3) % 3)}); break;
-      case 6: log(circuit_rejected{a, state, d}); break;
-      case 7: log(bulkhead_rejected{a, op}); break;
-      case 8: log(tier_changed{tier::full, tier::maintenance, a}); break;
-      case 9: log(service_health_changed{a, (op & 16) != 0, d, b}); break;
+      case 0: log(support::retry_attempted(a, static_cast<int>(op), d, b)); break;
+      case 1: log(support::retries_exhausted(a, -static_cast<int>(op), b)); break;
+      case 2: log(support::timeout_occurred(a, d)); break;
+      case 3: log(support::fallback_activated(a, b, c)); break;
+      case 4: log(support::rate_limit_violated(a, b, d)); break;
+      case 5: log(support::circuit_state_changed(a, state, static_cast<circuit_state>((op / 3) % 3))); break;
+      case 6: log(support::circuit_rejected(a, state, d)); break;
+      case 7: log(support::bulkhead_rejected(a, op)); break;
+      case 8: log(support::tier_changed(tier::full, tier::maintenance, a)); break;
+      case 9: log(support::service_health_changed(a, (op & 16) != 0, d, b)); break;
     }
     CHECK_OR_TRAP(lines.size() == 1);
     const std::string& line = lines.front();

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "../support/events.hpp"
 #include "../support/fuzz.hpp"
 #include "../support/utf8.hpp"
 
@@ -200,16 +201,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto emit = [&](auto e) { detail::emit(&policy.events(), [&] { return e; }); };
     try {
       switch (op % 16) {
-        case 0: emit(retry_attempted{a, 1, std::chrono::seconds{1}, b}); break;
-        case 1: emit(retries_exhausted{a, 3, b}); break;
-        case 2: emit(timeout_occurred{a, std::chrono::seconds{1}}); break;
-        case 3: emit(fallback_activated{a, b, "x"}); break;
-        case 4: emit(rate_limit_violated{a, b, std::chrono::seconds{1}}); break;
-        case 5: emit(circuit_state_changed{a, state, static_cast<circuit_state>((op / 3) % 3)}); break;
-        case 6: emit(circuit_rejected{a, state, std::chrono::seconds{1}}); break;
-        case 7: emit(bulkhead_rejected{a, 2}); break;
-        case 8: emit(service_health_changed{a, (op & 32) != 0, std::chrono::seconds{0}, b}); break;
-        case 9: emit(tier_changed{tier::full, tier::core, a}); break;
+        case 0: emit(support::retry_attempted(a, 1, std::chrono::seconds{1}, b)); break;
+        case 1: emit(support::retries_exhausted(a, 3, b)); break;
+        case 2: emit(support::timeout_occurred(a, std::chrono::seconds{1})); break;
+        case 3: emit(support::fallback_activated(a, b, "x")); break;
+        case 4: emit(support::rate_limit_violated(a, b, std::chrono::seconds{1})); break;
+        case 5: emit(support::circuit_state_changed(a, state, static_cast<circuit_state>((op / 3) % 3))); break;
+        case 6: emit(support::circuit_rejected(a, state, std::chrono::seconds{1})); break;
+        case 7: emit(support::bulkhead_rejected(a, 2)); break;
+        case 8: emit(support::service_health_changed(a, (op & 32) != 0, std::chrono::seconds{0}, b)); break;
+        case 9: emit(support::tier_changed(tier::full, tier::core, a)); break;
         case 10: {
           breakers.emplace_back(circuit_breaker_options{.name = a, .clock = clk, .fail_max = 1});
           m->watch(breakers.back());
