@@ -8,11 +8,13 @@
 #include <resilience/resilient.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -76,6 +78,12 @@ int main() {
                                     resilience::rate_limit{limits, "erp_api"}};
   sync_orders.with_clock(virtual_time);
   // [config_reload]
+
+  // Every reload is an event (and the config_reloads_total{result} metric).
+  settings.events().subscribe([](const resilience::event& e) {
+    std::printf("event %s: %s, %lld problems\n", std::string{e.name()}.c_str(), std::string{e.get<std::string_view>("result")}.c_str(),
+                static_cast<long long>(e.get<std::int64_t>("problems")));
+  });
 
   traffic(sync_orders, 2s, "limit 5 req/s:");
   erp_down = true;

@@ -1,4 +1,5 @@
 #include <resilience/config.hpp>
+#include <resilience/metrics.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -429,4 +430,46 @@ TEST_CASE("reload under traffic: calls go on, every one counted once", "[config]
   CHECK(breaker.options().fail_max == 900000 + reloads - 1);
   CHECK(limits.stats("api").config.requests_per_second == 500000.0 + reloads - 1);
   CHECK(limits.stats("api").rejected <= decisions.load());
+}
+
+TEST_CASE("a reload is an event and a metric", "[config][events]") {
+  manual_clock clk;
+  rate_limiter limits{clk};
+  circuit_breaker_registry breakers;
+  config_defaults d;
+  d.breaker.clock = clk;
+  temp_file file{"resilience-test-config-events"};
+  config_loader loader{file.path, d, {&limits, &breakers, nullptr}};
+  metrics_registry metrics;
+  struct seen_event {
+    std::string source, result, error;
+    std::int64_t problems;
+    log_level severity;
+  };
+  std::vector<seen_event> seen;
+  loader.events().subscribe([&](const event& e) {
+    REQUIRE(e.is(config_reloaded_event));
+    seen.push_back({std::string{e.source()}, std::string{e.get<std::string_view>("result")}, std::string{e.get<std::string_view>("error")},
+                    e.get<std::int64_t>("problems"), e.severity()});
+  });
+
+  file.write(R"({"limiters": {"erp_api": {"requests_per_second": 5}}})");
+  (void)loader.reload();
+  file.write(R"({"limiters": {"erp_api": {"requests_per_second": -1, "burst": 2}}})");
+  CHECK_THROWS_AS(loader.reload(), config_error);
+
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].source == file.path.string());
+  CHECK(seen[0].result == "applied");
+  CHECK(seen[0].problems == 0);
+  CHECK(seen[0].severity == log_level::info);
+  CHECK(seen[1].result == "rejected");
+  CHECK(seen[1].problems == 2);
+  CHECK(seen[1].severity == log_level::error);
+  CHECK(seen[1].error.find("limiters.erp_api.requests_per_second: must be a finite number > 0, got -1") != std::string::npos);
+
+  const auto text = metrics.render();
+  CHECK(text.find("# TYPE greenlang_config_reloads_total counter") != std::string::npos);
+  CHECK(text.find("greenlang_config_reloads_total{result=\"applied\"} 1\n") != std::string::npos);
+  CHECK(text.find("greenlang_config_reloads_total{result=\"rejected\"} 1\n") != std::string::npos);
 }

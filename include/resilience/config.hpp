@@ -1,7 +1,8 @@
 // resilience/config.hpp: named policy instances from a JSON file, merged over
 // code defaults (resilience4j's application.yml instances), checked all at
 // once, and reloaded at run time in place. Optional: it needs nlohmann-json
-// (Debian nlohmann-json3-dev); no other header includes it.
+// (Debian nlohmann-json3-dev); no other header includes it. Each reload is
+// an event (config_reloaded_event) and a metric (config_reloads_total{result}).
 //
 //   resilience::config_defaults defaults;                        // code defaults, per section and per name
 //   auto cfg = resilience::config::load("resilience.json", defaults);  // throws config_error listing every problem
@@ -52,6 +53,8 @@
 #include "circuit_breaker.hpp"
 #include "clock.hpp"
 #include "degradation.hpp"
+#include "events.hpp"
+#include "metric_snapshot.hpp"
 #include "presets.hpp"
 #include "rate_limit.hpp"
 #include "retry.hpp"
@@ -117,6 +120,23 @@ struct config_targets {
   circuit_breaker_registry* breakers = nullptr;  ///< default: global_circuit_breakers()
   degradation_manager* degradation = nullptr;    ///< default: global_degradation_manager(), used only when the file names services
 };
+
+/// Reloads of a configuration file, by result (config_reloads_total{result}):
+/// counted from config_reloaded_event by any metrics_registry.
+inline constexpr metric_family config_reloads_family{"config_reloads_total", metric_type::counter,
+                                                     "Configuration reloads, by result: applied, or rejected (nothing applied).", 21};
+inline const metric_families config_metric_families{config_reloads_family};
+
+namespace detail {
+inline constexpr event_metric config_reloaded_metrics[] = {{&config_reloads_family, {{{"result", "result"}}}}};
+}  // namespace detail
+
+/// A config_loader reloaded its file. Source: the file (logged as "file").
+/// Fields: result ("applied" or "rejected"), problems (0 when applied) and,
+/// when rejected, error (config_error::what(): every problem). Info when
+/// applied, an error when rejected.
+inline constexpr event_kind config_reloaded_event{"config_reloaded", log_level::info,
+                                                  {.source_key = "file", .metrics = detail::config_reloaded_metrics}};
 
 namespace detail {
 
@@ -674,13 +694,21 @@ class config_loader {
     try {
       auto next = std::make_shared<const config>(config::load(file_, defaults_));
       next->apply(targets_);
-      std::lock_guard lock{mutex_};
-      current_ = next;
-      ++reloads_;
+      {
+        std::lock_guard lock{mutex_};
+        current_ = next;
+        ++reloads_;
+      }
+      detail::emit(&hub_, [&] { return reloaded("applied", 0); });
       return next;
-    } catch (const config_error&) {
-      std::lock_guard lock{mutex_};
-      ++failures_;
+    } catch (const config_error& e) {
+      {
+        std::lock_guard lock{mutex_};
+        ++failures_;
+      }
+      detail::emit(&hub_, [&] {
+        return reloaded("rejected", e.issues().size()).with_severity(log_level::error).with_text("error", e.what());
+      });
       throw;
     }
   }
@@ -702,9 +730,17 @@ class config_loader {
   }
   /// The file it reads.
   const std::filesystem::path& file() const noexcept { return file_; }
+  /// Its events: config_reloaded_event, once per reload() (also sent to global_events()).
+  event_hub& events() const noexcept { return hub_; }
 
  private:
+  // On the clock of the breakers the file creates: the clock the program runs on.
+  event reloaded(std::string_view result, std::size_t problems) const {
+    return event{config_reloaded_event, file_text_}.at(defaults_.breaker.clock.now()).with("result", result).with("problems", problems);
+  }
+
   std::filesystem::path file_;
+  std::string file_text_{file_.string()};
   config_defaults defaults_;
   config_targets targets_;
   std::mutex reload_mutex_;
@@ -712,6 +748,7 @@ class config_loader {
   std::shared_ptr<const config> current_;
   std::uint64_t reloads_ = 0;
   std::uint64_t failures_ = 0;
+  mutable event_hub hub_;
 };
 
 }  // namespace v1
