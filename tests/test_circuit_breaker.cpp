@@ -1053,3 +1053,92 @@ TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock
   CHECK(wrapped.try_call().has_value());
   CHECK(virtual_time.state() == circuit_state::closed);
 }
+
+TEST_CASE("reconfigure changes thresholds in place and keeps the count and the state", "[circuit_breaker][reconfigure]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "factor_api", .clock = clk}};
+  fail_n(cb, 3);
+  auto o = cb.options();
+  o.fail_max = 4;
+  o.break_duration = 10s;
+  cb.reconfigure(o);
+  CHECK(cb.options().fail_max == 4);
+  CHECK(cb.options().break_duration == 10s);
+  CHECK(cb.stats().consecutive_failures == 3);  // the count carries over
+  CHECK(cb.stats().failed == 3);
+  fail_n(cb, 1);  // the fourth failure opens it under the new threshold
+  CHECK(cb.state() == open);
+  clk.advance(10s);  // the new break
+  CHECK(cb.state() == half_open);
+
+  // Lowering fail_max below the count in hand opens at the next failure.
+  (void)cb.try_call(ok);
+  CHECK(cb.state() == closed);
+  fail_n(cb, 3);
+  o.fail_max = 2;
+  cb.reconfigure(o);
+  CHECK(cb.state() == closed);
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("reconfigure keeps the breaker's name, clock and filters, and rejects changes of its shape", "[circuit_breaker][reconfigure]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .window_size = 10, .minimum_calls = 5}};
+  auto o = cb.options();
+  o.name = "other";
+  o.failure_rate_threshold = 0.2;
+  cb.reconfigure(o);
+  CHECK(cb.name() == "erp_api");
+  CHECK(cb.options().failure_rate_threshold == 0.2);
+
+  auto shape = cb.options();
+  shape.window_size = 20;
+  CHECK_THROWS_WITH(cb.reconfigure(shape), "circuit_breaker: window_size cannot change at run time (build a new breaker)");
+  shape = cb.options();
+  shape.window = breaker_window::consecutive;
+  CHECK_THROWS_WITH(cb.reconfigure(shape), "circuit_breaker: window cannot change at run time (build a new breaker)");
+  shape = cb.options();
+  shape.slow_call_duration = 1s;
+  CHECK_THROWS_WITH(cb.reconfigure(shape),
+                    "circuit_breaker: slow_call_duration cannot turn slow-call tracking on or off at run time (build a new breaker)");
+  auto bad = cb.options();
+  bad.failure_rate_threshold = 1.5;
+  CHECK_THROWS_WITH(cb.reconfigure(bad), "circuit_breaker: failure_rate_threshold must be in (0, 1]");
+  CHECK(cb.options().failure_rate_threshold == 0.2);  // nothing changed
+
+  // 1 failure in 5 calls now opens it (0.2), where 0.5 would not.
+  for (int i = 0; i < 4; ++i) (void)cb.try_call(ok);
+  fail_n(cb, 1);
+  CHECK(cb.state() == open);
+}
+
+TEST_CASE("reconfigure under traffic: counts are kept and every call is counted once", "[circuit_breaker][reconfigure][concurrency]") {
+  manual_clock clk;
+  circuit_breaker cb{{.name = "db", .clock = clk, .fail_max = 1'000'000}};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> callers;
+  std::atomic<std::uint64_t> calls{0};
+  for (int t = 0; t < 2; ++t)
+    callers.emplace_back([&, t] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (t == 0)
+          (void)cb.try_call(ok);
+        else
+          (void)cb.try_call(fail);
+        calls.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  auto o = cb.options();
+  for (int i = 0; i < 200; ++i) {
+    o.fail_max = 500'000 + i;
+    o.break_duration = std::chrono::seconds{1 + i % 7};
+    cb.reconfigure(o);
+    CHECK(cb.options().fail_max == 500'000 + i);
+  }
+  stop = true;
+  for (auto& th : callers) th.join();
+  const auto s = cb.stats();
+  CHECK(s.calls() == calls.load());
+  CHECK(cb.state() == closed);
+}

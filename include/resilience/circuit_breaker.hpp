@@ -296,6 +296,27 @@ inline void validate(const circuit_breaker_options& o) {
   }
 }
 
+// Why `next` cannot replace `live`'s options in place (see
+// circuit_breaker::reconfigure): the window's kind and size shape its
+// storage, and slow-call tracking decides whether calls are timed at all.
+struct reconfigure_conflict {
+  const char* field;  // the option that differs
+  const char* rule;   // why it cannot change at run time
+};
+
+inline std::optional<reconfigure_conflict> reconfigure_check(const circuit_breaker_options& live, const circuit_breaker_options& next) {
+  constexpr const char* fixed = "cannot change at run time (build a new breaker)";
+  if (next.window != live.window) return reconfigure_conflict{"window", fixed};
+  if (live.window == breaker_window::count_based && next.window_size != live.window_size) return reconfigure_conflict{"window_size", fixed};
+  if (live.window == breaker_window::time_based && next.window_duration != live.window_duration)
+    return reconfigure_conflict{"window_duration", fixed};
+  if (live.window == breaker_window::time_based && next.window_buckets != live.window_buckets)
+    return reconfigure_conflict{"window_buckets", fixed};
+  if ((next.slow_call_duration > duration::zero()) != (live.slow_call_duration > duration::zero()))
+    return reconfigure_conflict{"slow_call_duration", "cannot turn slow-call tracking on or off at run time (build a new breaker)"};
+  return std::nullopt;
+}
+
 class breaker_state;
 // The breaker whose transition this thread is announcing, if any.
 inline thread_local const breaker_state* announcing = nullptr;
@@ -305,6 +326,7 @@ class breaker_state {
  public:
   explicit breaker_state(circuit_breaker_options o) : opts_{std::move(o)} {
     validate(opts_);
+    store_thresholds(opts_);
     rate_mode_ = opts_.window != breaker_window::consecutive;
     slow_enabled_ = rate_mode_ && opts_.slow_call_duration > duration::zero();
     filters_ = !opts_.handle.handles_every_exception() || !opts_.ignore.handles_no_exception();
@@ -329,7 +351,39 @@ class breaker_state {
   breaker_state(const breaker_state&) = delete;
   breaker_state& operator=(const breaker_state&) = delete;
 
-  const circuit_breaker_options& options() const noexcept { return opts_; }
+  // The options as configured now (thresholds included).
+  circuit_breaker_options options() const {
+    std::lock_guard lock{options_mutex_};
+    return opts_;
+  }
+  const std::string& name() const noexcept { return opts_.name; }
+  const clock_ref& clock() const noexcept { return opts_.clock; }
+
+  // Replaces the thresholds in place (see circuit_breaker::reconfigure).
+  void reconfigure(const circuit_breaker_options& next) {
+    std::lock_guard lock{options_mutex_};
+    circuit_breaker_options merged = next;
+    // The name, the clock and what counts as a failure are the breaker's identity and code: kept.
+    merged.name = opts_.name;
+    merged.clock = opts_.clock;
+    merged.handle = opts_.handle;
+    merged.ignore = opts_.ignore;
+    if (const auto c = reconfigure_check(opts_, merged))
+      throw std::invalid_argument{std::string{"circuit_breaker: "} + c->field + " " + c->rule};
+    validate(merged);
+    store_thresholds(merged);
+    opts_.fail_max = merged.fail_max;
+    opts_.break_duration = merged.break_duration;
+    opts_.minimum_calls = merged.minimum_calls;
+    opts_.failure_rate_threshold = merged.failure_rate_threshold;
+    opts_.slow_call_duration = merged.slow_call_duration;
+    opts_.slow_call_rate_threshold = merged.slow_call_rate_threshold;
+    opts_.half_open_max_calls = merged.half_open_max_calls;
+    opts_.success_threshold = merged.success_threshold;
+    opts_.max_wait_in_half_open = merged.max_wait_in_half_open;
+    opts_.break_duration_multiplier = merged.break_duration_multiplier;
+    opts_.max_break_duration = merged.max_break_duration;
+  }
   event_hub& hub() noexcept { return hub_; }
   bool has_exception_filters() const noexcept { return filters_; }
   bool tracks_slow_calls() const noexcept { return slow_enabled_; }
@@ -402,7 +456,7 @@ class breaker_state {
         s.consecutive_failures = static_cast<int>(static_cast<std::uint32_t>(c));
       // The count the breaker decides on, as a share of the count that opens it.
       s.failure_rate = s.state == circuit_state::closed
-                           ? static_cast<double>(s.consecutive_failures) / static_cast<double>(opts_.fail_max)
+                           ? static_cast<double>(s.consecutive_failures) / static_cast<double>(fail_max_.load(std::memory_order_relaxed))
                            : 1.0;
     } else {
       const auto [calls, failures, slow] = window_counts(cb_word::gen(w), opts_.clock.now());
@@ -498,7 +552,7 @@ class breaker_state {
           return t;
         }
         case cb_phase::open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::open, opts_.break_duration);
+          if (!cb_word::ready(w)) return reject(circuit_state::open, duration{break_duration_.load(std::memory_order_relaxed)});
           const time_point now = opts_.clock.now();
           const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
           if (now < until) return reject(circuit_state::open, saturating_sub(until, now));
@@ -521,7 +575,7 @@ class breaker_state {
           // max_wait_in_half_open after it began and a trial passes one break
           // later. A period still being announced began just now.
           const std::uint32_t opens = opens_in_a_row_.load(std::memory_order_relaxed);
-          const duration at_latest = saturating_add(opts_.max_wait_in_half_open, break_duration(opens + 1));
+          const duration at_latest = saturating_add(max_wait_in_half_open(), break_duration(opens + 1));
           if (!cb_word::ready(w)) return reject(circuit_state::half_open, at_latest);
           const time_point now = opts_.clock.now();
           if (stuck_in_half_open(now)) {
@@ -581,7 +635,7 @@ class breaker_state {
     if (t.timed) {
       end = opts_.clock.now();
       const duration took = end - t.start;
-      slow = slow_enabled_ && took > opts_.slow_call_duration;
+      slow = slow_enabled_ && took > duration{slow_call_duration_.load(std::memory_order_relaxed)};
       if (!observers_.empty()) observers_.notify(took, status);
     }
     if (t.kind != cb_ticket::closed || status == call_status::ignored) {
@@ -676,15 +730,15 @@ class breaker_state {
       const std::uint32_t n = cb_word::gen(c) == gen ? static_cast<std::uint32_t>(c) : 0;
       next = (std::uint64_t{gen} << 32) | (n + 1);
     } while (!consecutive_.compare_exchange_weak(c, next, std::memory_order_relaxed));
-    if (static_cast<std::uint32_t>(next) >= static_cast<std::uint32_t>(opts_.fail_max))
+    if (static_cast<std::uint32_t>(next) >= static_cast<std::uint32_t>(fail_max_.load(std::memory_order_relaxed)))
       transition(cb_word::pack(gen, cb_phase::closed, true), cb_phase::open, opts_.clock.now());
   }
 
   bool rate_exceeded(const window_totals& w) const noexcept {
-    if (w.calls < opts_.minimum_calls) return false;
+    if (w.calls < minimum_calls_.load(std::memory_order_relaxed)) return false;
     const double n = static_cast<double>(w.calls);
-    if (static_cast<double>(w.failures) >= opts_.failure_rate_threshold * n) return true;
-    return slow_enabled_ && static_cast<double>(w.slow) >= opts_.slow_call_rate_threshold * n;
+    if (static_cast<double>(w.failures) >= failure_rate_threshold_.load(std::memory_order_relaxed) * n) return true;
+    return slow_enabled_ && static_cast<double>(w.slow) >= slow_call_rate_threshold_.load(std::memory_order_relaxed) * n;
   }
 
   void open_if_rate_exceeded(std::uint32_t gen, const window_totals& w) noexcept {
@@ -858,7 +912,7 @@ class breaker_state {
       const bool same = cb_word::gen(h) == gen;
       const std::uint64_t in_flight = same ? (h >> 16) & 0xffff : 0;
       const std::uint64_t ok = same ? h & 0xffff : 0;
-      if (in_flight >= static_cast<std::uint64_t>(opts_.half_open_max_calls)) return false;
+      if (in_flight >= static_cast<std::uint64_t>(half_open_max_calls_.load(std::memory_order_relaxed))) return false;
       next = (std::uint64_t{gen} << 32) | ((in_flight + 1) << 16) | ok;
     } while (!trials_.compare_exchange_weak(h, next, std::memory_order_acq_rel));
     return true;
@@ -866,18 +920,18 @@ class breaker_state {
 
   bool trials_exhausted(std::uint32_t gen) const noexcept {
     const auto h = trials_.load(std::memory_order_relaxed);
-    return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(opts_.half_open_max_calls);
+    return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(half_open_max_calls_.load(std::memory_order_relaxed));
   }
 
   time_point half_open_since() const noexcept { return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}}; }
 
-  bool stuck_in_half_open(time_point now) const noexcept { return saturating_sub(now, half_open_since()) >= opts_.max_wait_in_half_open; }
+  bool stuck_in_half_open(time_point now) const noexcept { return saturating_sub(now, half_open_since()) >= max_wait_in_half_open(); }
 
   // When a half-open period that ends in a reopening ended: now, or the
   // moment it got stuck if nobody looked since. The break starts there, so
   // a refused caller's retry_after holds however late the breaker notices.
   time_point reopen_time(time_point now) const noexcept {
-    return std::min(now, saturating_add(half_open_since(), opts_.max_wait_in_half_open));
+    return std::min(now, saturating_add(half_open_since(), max_wait_in_half_open()));
   }
 
   void record_trial(std::uint32_t gen, call_status status, bool slow) noexcept {
@@ -904,16 +958,19 @@ class breaker_state {
       ok = (h & 0xffff) + (status == call_status::success ? 1 : 0);
       next = (std::uint64_t{gen} << 32) | ((in_flight == 0 ? 0 : in_flight - 1) << 16) | ok;
     } while (!trials_.compare_exchange_weak(h, next, std::memory_order_acq_rel));
-    if (status == call_status::success && ok == static_cast<std::uint64_t>(opts_.success_threshold))
+    if (status == call_status::success && ok >= static_cast<std::uint64_t>(success_threshold_.load(std::memory_order_relaxed)))
       transition(expected, cb_phase::closed, time_point{});
   }
 
   duration break_duration(std::uint32_t opens) const noexcept {
-    if (opens <= 1 || opts_.break_duration_multiplier == 1.0) return opts_.break_duration;
-    const double grown = static_cast<double>(opts_.break_duration.count()) *
-                         std::pow(opts_.break_duration_multiplier, static_cast<double>(opens - 1));
-    const double cap = static_cast<double>(opts_.max_break_duration.count());
-    return grown >= cap ? opts_.max_break_duration : duration{static_cast<duration::rep>(grown)};
+    const duration base{break_duration_.load(std::memory_order_relaxed)};
+    const double multiplier = break_duration_multiplier_.load(std::memory_order_relaxed);
+    if (opens <= 1 || multiplier == 1.0) return base;
+    const double grown = static_cast<double>(base.count()) * std::pow(multiplier, static_cast<double>(opens - 1));
+    const duration max{max_break_duration_.load(std::memory_order_relaxed)};
+    // max >= base is checked only together with a multiplier > 1; a reload racing this read may pair the old with the new.
+    if (max < base) return base;
+    return grown >= static_cast<double>(max.count()) ? max : duration{static_cast<duration::rep>(grown)};
   }
 
   // Performs expected -> `to` if the state is still `expected`; false when
@@ -993,7 +1050,41 @@ class breaker_state {
     }
   }
 
-  const circuit_breaker_options opts_;
+  duration max_wait_in_half_open() const noexcept { return duration{max_wait_in_half_open_.load(std::memory_order_relaxed)}; }
+
+  // The thresholds, read where a decision needs one (never on a closed-state
+  // success), so reconfigure() can change them under traffic: each decision
+  // reads the old value or the new one.
+  void store_thresholds(const circuit_breaker_options& o) noexcept {
+    constexpr auto r = std::memory_order_relaxed;
+    fail_max_.store(o.fail_max, r);
+    break_duration_.store(o.break_duration.count(), r);
+    minimum_calls_.store(o.minimum_calls, r);
+    failure_rate_threshold_.store(o.failure_rate_threshold, r);
+    slow_call_duration_.store(o.slow_call_duration.count(), r);
+    slow_call_rate_threshold_.store(o.slow_call_rate_threshold, r);
+    half_open_max_calls_.store(o.half_open_max_calls, r);
+    success_threshold_.store(o.success_threshold, r);
+    max_wait_in_half_open_.store(o.max_wait_in_half_open.count(), r);
+    break_duration_multiplier_.store(o.break_duration_multiplier, r);
+    max_break_duration_.store(o.max_break_duration.count(), r);
+  }
+
+  // Its thresholds are written only by reconfigure(), under options_mutex_,
+  // and read only by options(); every other field never changes.
+  circuit_breaker_options opts_;
+  mutable std::mutex options_mutex_;
+  std::atomic<int> fail_max_{0};
+  std::atomic<duration::rep> break_duration_{0};
+  std::atomic<std::size_t> minimum_calls_{0};
+  std::atomic<double> failure_rate_threshold_{0};
+  std::atomic<duration::rep> slow_call_duration_{0};
+  std::atomic<double> slow_call_rate_threshold_{0};
+  std::atomic<int> half_open_max_calls_{0};
+  std::atomic<int> success_threshold_{0};
+  std::atomic<duration::rep> max_wait_in_half_open_{0};
+  std::atomic<double> break_duration_multiplier_{1};
+  std::atomic<duration::rep> max_break_duration_{0};
   bool rate_mode_ = false;
   bool slow_enabled_ = false;
   bool filters_ = false;  // handle or ignore asks about exceptions
@@ -1088,11 +1179,23 @@ class circuit_breaker {
       : st_{std::make_shared<detail::breaker_state>(std::move(options))} {}
 
   /// The breaker's name.
-  const std::string& name() const noexcept { return st_->options().name; }
-  /// Its configuration.
-  const circuit_breaker_options& options() const noexcept { return st_->options(); }
+  const std::string& name() const noexcept { return st_->name(); }
+  /// Its configuration as it is now (a copy: reconfigure() may change the thresholds).
+  circuit_breaker_options options() const { return st_->options(); }
   /// The clock its state runs on (a pipeline's clock must be the same).
-  const clock_ref& clock() const noexcept { return st_->options().clock; }
+  const clock_ref& clock() const noexcept { return st_->clock(); }
+  /// Changes the thresholds in place, under traffic, keeping the state, the
+  /// window, the counts and the break growth: fail_max, break_duration,
+  /// minimum_calls, the rate thresholds, slow_call_duration (while it stays
+  /// > 0), half_open_max_calls, success_threshold, max_wait_in_half_open,
+  /// break_duration_multiplier and max_break_duration. The name, the clock
+  /// and the handle/ignore failures of `options` are ignored (the breaker keeps its
+  /// own). Each decision taken while it runs uses the old value or the new
+  /// one; an open breaker's current break keeps its end. Throws
+  /// std::invalid_argument naming the field for a bad value, or for a change
+  /// of window, window_size, window_duration, window_buckets or of whether
+  /// slow calls are tracked (they shape the breaker's storage).
+  void reconfigure(const circuit_breaker_options& options) const { st_->reconfigure(options); }
   /// True when it times every call for slow-call tracking (a count or time
   /// window with slow_call_duration set); other breakers never read their clock
   /// on a closed-state call unless a call observer is attached.

@@ -1,5 +1,6 @@
 // resilience/resilience.hpp: the whole library in one include (all but
-// logging.hpp, which needs fmt, and coro.hpp, which only coroutine code needs).
+// logging.hpp, which needs fmt; coro.hpp, which only coroutine code needs;
+// config.hpp, which needs nlohmann-json; redis.hpp, which needs hiredis).
 //
 //   #include <resilience/resilience.hpp>
 //   resilience::resilient fetch{fetch_emission_factor, resilience::retry{}};
