@@ -63,7 +63,8 @@ class asio_clock final : public resilience::clock_source {
     return resilience::steady_clock{}.sleep_until(deadline, std::move(stop));
   }
   resilience::timer_id call_at(resilience::time_point deadline, std::function<void()> fn) const override {
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::time_point_cast<std::chrono::steady_clock::duration>(deadline));
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_, std::chrono::time_point_cast<std::chrono::steady_clock::duration>(deadline));
     std::lock_guard lock{mutex_};
     const resilience::timer_id id = ++last_;
     pending_.emplace(id, std::move(fn));
@@ -123,7 +124,9 @@ spawned complete_with(Make make, Handler handler) {
     error = std::current_exception();
   }
   auto ex = asio::get_associated_executor(handler);
-  asio::dispatch(ex, [handler = std::move(handler), error, value = std::move(value)]() mutable { handler(error, std::move(value)); });
+  asio::dispatch(ex, [handler = std::move(handler), error, value = std::move(value)]() mutable {
+    handler(error, std::move(value));
+  });
 }
 
 // r.co_call(args...) as an asio operation: `co_await resilient_call<T>(r, args...)`
@@ -136,7 +139,8 @@ asio::awaitable<T> resilient_call(const R& r, A... args) {
         auto stop = std::make_shared<std::stop_source>();
         auto slot = asio::get_associated_cancellation_slot(handler);
         if (slot.is_connected()) slot.assign([stop](asio::cancellation_type_t) { stop->request_stop(); });
-        complete_with<T>([&r, stop, a...] { return r.co_call_with({.stop = stop->get_token()}, a...); }, std::move(handler));
+        complete_with<T>([&r, stop, a...] { return r.co_call_with({.stop = stop->get_token()}, a...); },
+                         std::move(handler));
       },
       asio::use_awaitable, std::move(args)...);
 }

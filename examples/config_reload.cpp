@@ -43,14 +43,10 @@ void traffic(Pipeline& sync_orders, resilience::duration period, const char* lab
   int ok = 0, limited = 0, failed = 0, open = 0;
   for (auto t = 0ms; t < period; t += 100ms) {
     const auto r = sync_orders.try_call();
-    if (r)
-      ++ok;
-    else if (r.has_rejection() && r.rejection().is(resilience::rate_limited_kind))
-      ++limited;
-    else if (r.has_rejection() && r.rejection().is(resilience::circuit_open_kind))
-      ++open;
-    else
-      ++failed;
+    if (r) ++ok;
+    else if (r.has_rejection() && r.rejection().is(resilience::rate_limited_kind)) ++limited;
+    else if (r.has_rejection() && r.rejection().is(resilience::circuit_open_kind)) ++open;
+    else ++failed;
     virtual_time.advance(100ms);
   }
   std::printf("%-28s ok %2d  rate-limited %2d  failed %d  breaker-open %d\n", label, ok, limited, failed, open);
@@ -81,7 +77,8 @@ int main() {
 
   // Every reload is an event (and the config_reloads_total{result} metric).
   settings.events().subscribe([](const resilience::event& e) {
-    std::printf("event %s: %s, %lld problems\n", std::string{e.name()}.c_str(), std::string{e.get<std::string_view>("result")}.c_str(),
+    std::printf("event %s: %s, %lld problems\n", std::string{e.name()}.c_str(),
+                std::string{e.get<std::string_view>("result")}.c_str(),
                 static_cast<long long>(e.get<std::int64_t>("problems")));
   });
 
@@ -89,7 +86,8 @@ int main() {
   erp_down = true;
   traffic(sync_orders, 800ms, "ERP outage begins:");
   const auto breaker = *breakers.find("erp_api");
-  std::printf("breaker: failures in a row %d, fail_max %d\n", breaker.stats().consecutive_failures, breaker.options().fail_max);
+  std::printf("breaker: failures in a row %d, fail_max %d\n", breaker.stats().consecutive_failures,
+              breaker.options().fail_max);
 
   write_file(file, R"({
     "limiters": {"erp_api": {"requests_per_second": 20, "burst_size": 5}},

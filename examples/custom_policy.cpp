@@ -59,11 +59,13 @@ inline constexpr kill_switch_kind_t kill_switch_kind{};
 inline constexpr resilience::metric_family kill_switch_rejections{
     "kill_switch_rejections_total", resilience::metric_type::counter, "Calls a kill switch refused."};
 inline constexpr resilience::metric_family kill_switch_off_family{"kill_switch_off", resilience::metric_type::gauge,
-                                                                 "1 while a kill switch refuses calls, else 0."};
+                                                                  "1 while a kill switch refuses calls, else 0."};
 inline const resilience::metric_families kill_switch_families{kill_switch_rejections, kill_switch_off_family};
-inline constexpr resilience::event_metric kill_switch_rejected_metrics[] = {{&kill_switch_rejections, {{{"name", "source"}}}}};
+inline constexpr resilience::event_metric kill_switch_rejected_metrics[] = {
+    {&kill_switch_rejections, {{{"name", "source"}}}}};
 inline constexpr resilience::event_kind kill_switch_rejected_event{
-    "kill_switch_rejected", resilience::log_level::warning,
+    "kill_switch_rejected",
+    resilience::log_level::warning,
     {.source_key = "name", .operation = true, .metrics = kill_switch_rejected_metrics}};
 
 /// Refuses every call while an operator holds the switch off: a rejection
@@ -100,7 +102,8 @@ struct service_unavailable : std::runtime_error {
   service_unavailable() : std::runtime_error{"HTTP 503 Service Unavailable"} {}
 };
 struct factor_not_found : std::runtime_error {
-  explicit factor_not_found(const std::string& activity) : std::runtime_error{"HTTP 404: no emission factor for '" + activity + "'"} {}
+  explicit factor_not_found(const std::string& activity)
+      : std::runtime_error{"HTTP 404: no emission factor for '" + activity + "'"} {}
 };
 
 // The fake factor API: fails with 503 a fixed number of times per activity.
@@ -123,22 +126,27 @@ int main() {
   const attempt_logger logger;
 
   // [custom-policy-compose]
-  auto lookup = resilience::resilient{
-      factor_api{},
-      resilience::retry{{.max_retries = 3,
-                         .base_delay = 1s,
-                         .handle = resilience::failures::any().except<factor_not_found>(),
-                         .on_retry = [](int attempt, resilience::duration delay, const resilience::failure&) {
-                           std::printf("  retry %d in %llds\n", attempt,
-                                       static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(delay).count()));
-                         }}},
-      logger}.with_clock(clock);
+  auto lookup =
+      resilience::resilient{
+          factor_api{},
+          resilience::retry{{.max_retries = 3,
+                             .base_delay = 1s,
+                             .handle = resilience::failures::any().except<factor_not_found>(),
+                             .on_retry =
+                                 [](int attempt, resilience::duration delay, const resilience::failure&) {
+                                   std::printf("  retry %d in %llds\n", attempt,
+                                               static_cast<long long>(
+                                                   std::chrono::duration_cast<std::chrono::seconds>(delay).count()));
+                                 }}},
+          logger}
+          .with_clock(clock);
   // [custom-policy-compose]
 
   std::printf("factor lookup: electricity\n");
   const double factor = lookup("electricity");
-  std::printf("electricity: %.3f kg CO2e/kWh after %d attempts, at t=%llds\n", factor, logger.attempts->load(),
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count()));
+  std::printf(
+      "electricity: %.3f kg CO2e/kWh after %d attempts, at t=%llds\n", factor, logger.attempts->load(),
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count()));
 
   std::printf("factor lookup: unobtainium\n");
   logger.attempts->store(0);
@@ -157,16 +165,20 @@ int main() {
   const factor_api healthy_api{std::make_shared<std::map<std::string, int>>()};  // no more 503s
   bool operator_turns_it_on = true;
   // [kill-switch-compose]
-  auto guarded = resilience::resilient{
-      healthy_api,
-      resilience::fallback{resilience::default_value{0.0}, {.handle = resilience::failures::rejections({kill_switch_kind})}},
-      resilience::retry{{.max_retries = 1,
-                         .base_delay = 1s,
-                         .handle = resilience::failures::exceptions() | resilience::failures::rejections({kill_switch_kind}),
-                         .on_retry = [&](int, resilience::duration, const resilience::failure&) {
-                           if (operator_turns_it_on) guard.off->store(false);
-                         }}},
-      guard}.with_clock(clock);
+  auto guarded =
+      resilience::resilient{healthy_api,
+                            resilience::fallback{resilience::default_value{0.0},
+                                                 {.handle = resilience::failures::rejections({kill_switch_kind})}},
+                            resilience::retry{{.max_retries = 1,
+                                               .base_delay = 1s,
+                                               .handle = resilience::failures::exceptions() |
+                                                         resilience::failures::rejections({kill_switch_kind}),
+                                               .on_retry =
+                                                   [&](int, resilience::duration, const resilience::failure&) {
+                                                     if (operator_turns_it_on) guard.off->store(false);
+                                                   }}},
+                            guard}
+          .with_clock(clock);
   // [kill-switch-compose]
   guard.off->store(true);
   // The rejection's source views the policy's name: keep the wrapper (and so
@@ -178,7 +190,8 @@ int main() {
   try {
     refused.value();
   } catch (const resilience::rejected_error& e) {
-    std::printf("thrown as rejected_error, kind %s, source %s\n", std::string{e.kind().name()}.c_str(), e.source().c_str());
+    std::printf("thrown as rejected_error, kind %s, source %s\n", std::string{e.kind().name()}.c_str(),
+                e.source().c_str());
   }
   std::printf("switch off, turned on during the retry's wait:\n");
   const double retried_factor = guarded("electricity");
@@ -194,11 +207,12 @@ int main() {
   for (std::size_t at = 0, end; at < scrape.size(); at = end + 1) {
     end = scrape.find('\n', at);
     const std::string_view line{scrape.data() + at, end - at};
-    if (line.find("kill_switch") != std::string_view::npos) std::printf("metrics %.*s\n", static_cast<int>(line.size()), line.data());
+    if (line.find("kill_switch") != std::string_view::npos)
+      std::printf("metrics %.*s\n", static_cast<int>(line.size()), line.data());
   }
 
-  return missing.has_exception() && factor == 0.233 && refused.has_rejection() && refused.rejection().is(kill_switch_kind) &&
-                 retried_factor == 0.233 && fallback_factor == 0.0
+  return missing.has_exception() && factor == 0.233 && refused.has_rejection() &&
+                 refused.rejection().is(kill_switch_kind) && retried_factor == 0.233 && fallback_factor == 0.0
              ? 0
              : 1;
 }

@@ -41,7 +41,8 @@ int main() {
   });
 
   // Each feature states the worst tier it can run at.
-  resilience::resilient narrative{narrate, resilience::degradation_guard{health, tier::full, std::string{"[LLM unavailable]"}}};
+  resilience::resilient narrative{narrate,
+                                  resilience::degradation_guard{health, tier::full, std::string{"[LLM unavailable]"}}};
   resilience::resilient fresh_factor{fetch_fresh_factor, resilience::degradation_guard{health, tier::core}};
   resilience::resilient save{save_calculation, resilience::degradation_guard{health, tier::core}};
   resilience::resilient read_report{read_saved_report, resilience::degradation_guard{health, tier::read_only}};
@@ -49,15 +50,13 @@ int main() {
   auto try_everything = [&] {
     std::printf("    narrative:    %s\n", narrative(std::string{"Acme"}).c_str());
     auto f = fresh_factor.try_call(std::string{"electricity"});
-    if (f)
-      std::printf("    fresh factor: %.3f kgCO2e/kWh\n", *f);
-    else
-      std::printf("    fresh factor: refused (%s)\n", f.what().c_str());
+    if (f) std::printf("    fresh factor: %.3f kgCO2e/kWh\n", *f);
+    else std::printf("    fresh factor: refused (%s)\n", f.what().c_str());
     try {
       std::printf("    save:         saved as #%d\n", save(12.5));
     } catch (const resilience::degraded_error& e) {
-      std::printf("    save:         refused at tier %s (needs %s or better)\n", std::string{to_string(e.current())}.c_str(),
-                  std::string{to_string(e.required())}.c_str());
+      std::printf("    save:         refused at tier %s (needs %s or better)\n",
+                  std::string{to_string(e.current())}.c_str(), std::string{to_string(e.required())}.c_str());
     }
     auto r = read_report.try_call(125);
     std::printf("    read report:  %s\n", r ? r->c_str() : ("refused (" + r.what() + ")").c_str());
@@ -98,7 +97,8 @@ int main() {
 
   // A circuit breaker can report for a service: while it is open, the
   // factor API counts as down.
-  resilience::circuit_breaker factor_breaker{{.name = "factor_http", .clock = virtual_time, .fail_max = 5, .break_duration = 60s}};
+  resilience::circuit_breaker factor_breaker{
+      {.name = "factor_http", .clock = virtual_time, .fail_max = 5, .break_duration = 60s}};
   health.bind(factor_breaker, "factor_api");
   virtual_time.advance(30s);
   say("factor API fails 5 times in a row: its breaker opens");
@@ -115,9 +115,10 @@ int main() {
 
   say("health snapshot");
   for (const auto& s : health.snapshot().services)
-    std::printf("    %-10s implies %-11s %-9s last %6.3fs  since t=%.0fs%s%s\n", s.name.c_str(), std::string{to_string(s.implies)}.c_str(),
-                s.healthy ? "healthy" : "UNHEALTHY", std::chrono::duration<double>(s.last_response_time).count(),
-                std::chrono::duration<double>(s.since - start).count(), s.last_error.empty() ? "" : "  error: ",
-                s.last_error.c_str());
+    std::printf("    %-10s implies %-11s %-9s last %6.3fs  since t=%.0fs%s%s\n", s.name.c_str(),
+                std::string{to_string(s.implies)}.c_str(), s.healthy ? "healthy" : "UNHEALTHY",
+                std::chrono::duration<double>(s.last_response_time).count(),
+                std::chrono::duration<double>(s.since - start).count(),
+                s.last_error.empty() ? "" : "  error: ", s.last_error.c_str());
   return health.current_tier() == tier::full ? 0 : 1;
 }

@@ -22,7 +22,6 @@
 #include <stop_token>
 #include <string>
 
-
 using namespace std::chrono_literals;
 
 namespace {
@@ -68,16 +67,13 @@ std::string fetch_purchase_orders(std::stop_token stop, int page) {
   if (!steps.empty()) steps.pop_front();
   std::printf("[t=%6.2fs]   GET /purchase-orders?page=%d -> ", now_s(), page);
   switch (next) {
-    case erp::ok:
-      std::printf("200\n");
-      return "page " + std::to_string(page) + ": 50 purchase orders";
-    case erp::unavailable:
-      std::printf("503\n");
-      throw erp_unavailable{"ERP: HTTP 503"};
+    case erp::ok: std::printf("200\n"); return "page " + std::to_string(page) + ": 50 purchase orders";
+    case erp::unavailable: std::printf("503\n"); throw erp_unavailable{"ERP: HTTP 503"};
     case erp::throttled: {
       const char* header = "7";  // the Retry-After header: delta-seconds, so the date passed below is unused
       std::printf("429, Retry-After: %s\n", header);
-      throw erp_throttled{"ERP: HTTP 429", resilience::parse_retry_after(header, std::chrono::system_clock::time_point{})};
+      throw erp_throttled{"ERP: HTTP 429",
+                          resilience::parse_retry_after(header, std::chrono::system_clock::time_point{})};
     }
     case erp::hang:
       std::printf("(no answer)\n");
@@ -91,20 +87,25 @@ std::string fetch_purchase_orders(std::stop_token stop, int page) {
 
 int main() {
   auto& limits = global_rate_limiter();
-  limits.configure("erp_api", {.requests_per_second = 5, .burst_size = 10, .count_grants = true});  // printed at the end
+  limits.configure("erp_api",
+                   {.requests_per_second = 5, .burst_size = 10, .count_grants = true});  // printed at the end
   resilience::result_cache<int, std::string> last_good{{.ttl = 15min, .clock = virtual_time}};
 
   resilience::resilient fetch{
       fetch_purchase_orders,
-      resilience::fallback{resilience::cached{last_good}, {.on_activated = [](const resilience::fallback_info& i) {
-                             std::printf("             fallback: last good page, %s old\n", resilience::format_duration(*i.age).c_str());
-                           }}},
+      resilience::fallback{resilience::cached{last_good},
+                           {.on_activated =
+                                [](const resilience::fallback_info& i) {
+                                  std::printf("             fallback: last good page, %s old\n",
+                                              resilience::format_duration(*i.age).c_str());
+                                }}},
       resilience::retry{{.max_retries = 5,
                          .base_delay = 2s,
-                         .on_retry = [](int attempt, resilience::duration delay, const resilience::failure& f) {
-                           std::printf("             attempt %d failed (%s); retry in %s\n", attempt, f.what().c_str(),
-                                       resilience::format_duration(delay).c_str());
-                         }}},
+                         .on_retry =
+                             [](int attempt, resilience::duration delay, const resilience::failure& f) {
+                               std::printf("             attempt %d failed (%s); retry in %s\n", attempt,
+                                           f.what().c_str(), resilience::format_duration(delay).c_str());
+                             }}},
       resilience::timeout{resilience::operation_type::erp_api_call}};  // 10 s per attempt
   fetch.with_clock(virtual_time);
 
@@ -114,7 +115,8 @@ int main() {
 
   virtual_time.advance(60s);
   std::printf("[t=%6.2fs] 2. page 7 again, while the ERP is down\n", now_s());
-  script[7] = {erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable};
+  script[7] = {erp::unavailable, erp::unavailable, erp::unavailable,
+               erp::unavailable, erp::unavailable, erp::unavailable};
   std::printf("             => %s\n", fetch(7).c_str());
 
   std::printf("[t=%6.2fs] 3. page 15: throttled with Retry-After\n", now_s());
@@ -126,7 +128,8 @@ int main() {
   std::printf("             => %s\n", fetch(16).c_str());
 
   std::printf("[t=%6.2fs] 5. page 17 was never fetched and the ERP stays down\n", now_s());
-  script[17] = {erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable, erp::unavailable};
+  script[17] = {erp::unavailable, erp::unavailable, erp::unavailable,
+                erp::unavailable, erp::unavailable, erp::unavailable};
   auto r = fetch.try_call(17);
   std::printf("             => failed: %s\n", r.what().c_str());
 

@@ -4,31 +4,32 @@
 // PATH) on a unix socket in a temporary directory, and stops it at the end.
 #include <resilience/redis.hpp>
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fcntl.h>
 #include <filesystem>
 #include <string>
 #include <thread>
-#include <sys/wait.h>
-#include <unistd.h>
 
 using namespace std::chrono_literals;
 namespace redis = resilience::redis;
 
 namespace {
 
-constexpr double rate = 20;     // the fleet's quota: 20 per second...
-constexpr int burst = 10;       // ...with bursts of 10
+constexpr double rate = 20;  // the fleet's quota: 20 per second...
+constexpr int burst = 10;    // ...with bursts of 10
 constexpr int workers = 3;
 constexpr auto run_for = 1s;
 
 // One worker: asks for a permit every millisecond for run_for; returns its grants.
 int work(const std::string& socket) {
   auto conn = std::make_shared<redis::connection>(redis::connection_options{.unix_socket = socket});
-  redis::rate_limiter limits{conn, "emission_factors", {.limit = {.requests_per_second = rate, .burst_size = burst}, .prefix = "example:"}};
+  redis::rate_limiter limits{
+      conn, "emission_factors", {.limit = {.requests_per_second = rate, .burst_size = burst}, .prefix = "example:"}};
   int granted = 0;
   const auto end = std::chrono::steady_clock::now() + run_for;
   while (std::chrono::steady_clock::now() < end) {
@@ -50,8 +51,8 @@ int main() {
     const int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 1);
     ::dup2(null, 2);
-    ::execlp(server, server, "--port", "0", "--unixsocket", socket.c_str(), "--save", "", "--appendonly", "no", "--dir", dir.c_str(),
-             static_cast<char*>(nullptr));
+    ::execlp(server, server, "--port", "0", "--unixsocket", socket.c_str(), "--save", "", "--appendonly", "no", "--dir",
+             dir.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   auto stop_server = [&] {

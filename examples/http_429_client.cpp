@@ -31,7 +31,8 @@ struct http_response {
 // An upstream 429, carrying the server's Retry-After as a hint for retry.
 class too_many_requests : public std::runtime_error, public rs::retry_after_hint {
  public:
-  explicit too_many_requests(std::optional<rs::duration> wait) : std::runtime_error{"HTTP 429 Too Many Requests"}, wait_{wait} {}
+  explicit too_many_requests(std::optional<rs::duration> wait)
+      : std::runtime_error{"HTTP 429 Too Many Requests"}, wait_{wait} {}
   std::optional<rs::duration> retry_after() const noexcept override { return wait_; }
 
  private:
@@ -55,7 +56,9 @@ int main() {
   const auto start = clock.now();
   // The server's wall clock: a fixed date plus the virtual time elapsed.
   const auto wall_start = std::chrono::system_clock::time_point{std::chrono::seconds{1'700'000'000}};
-  auto wall_now = [&] { return wall_start + std::chrono::duration_cast<std::chrono::system_clock::duration>(clock.now() - start); };
+  auto wall_now = [&] {
+    return wall_start + std::chrono::duration_cast<std::chrono::system_clock::duration>(clock.now() - start);
+  };
   auto elapsed = [&] { return std::chrono::duration<double>(clock.now() - start).count(); };
 
   int requests = 0;
@@ -67,7 +70,8 @@ int main() {
   };
 
   rs::rate_limiter limits{clock};
-  limits.configure("factor_api", {.requests_per_second = 10, .burst_size = 10, .count_grants = true});  // printed at the end
+  limits.configure("factor_api",
+                   {.requests_per_second = 10, .burst_size = 10, .count_grants = true});  // printed at the end
   rs::adaptive_rate adapt{limits, "factor_api"};
 
   auto fetch_factor = [&](const std::string& activity) {
@@ -87,10 +91,11 @@ int main() {
   rs::resilient fetch{fetch_factor,
                       rs::retry{{.max_retries = 3,
                                  .base_delay = 1s,
-                                 .on_retry = [](int attempt, rs::duration delay, const rs::failure&) {
-                                   std::printf("attempt %d failed; retrying in %.0fs\n", attempt,
-                                               std::chrono::duration<double>(delay).count());
-                                 }}},
+                                 .on_retry =
+                                     [](int attempt, rs::duration delay, const rs::failure&) {
+                                       std::printf("attempt %d failed; retrying in %.0fs\n", attempt,
+                                                   std::chrono::duration<double>(delay).count());
+                                     }}},
                       rs::rate_limit{limits, "factor_api"}};
   fetch.with_clock(clock);
 

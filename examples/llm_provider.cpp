@@ -18,7 +18,6 @@
 #include <stop_token>
 #include <string>
 
-
 using namespace std::chrono_literals;
 using resilience::tier;
 
@@ -50,9 +49,7 @@ std::string complete(std::stop_token stop, const std::string& prompt) {
       virtual_time.sleep_until(virtual_time.now() + 2s, stop);
       std::printf("answered in 2 s\n");
       return "LLM: '" + prompt + "' -> purchased goods dominate; steel is 41% of category 1";
-    case behaviour::overloaded:
-      std::printf("HTTP 529 overloaded\n");
-      throw provider_error{"HTTP 529 overloaded"};
+    case behaviour::overloaded: std::printf("HTTP 529 overloaded\n"); throw provider_error{"HTTP 529 overloaded"};
     case behaviour::hang:
       std::printf("no answer...\n");
       while (!stop.stop_requested()) virtual_time.sleep_until(virtual_time.now() + 1s, stop);
@@ -67,20 +64,22 @@ std::string complete(std::stop_token stop, const std::string& prompt) {
 int main() {
   resilience::degradation_manager health{{.clock = virtual_time}};
   health.on_tier_change([](tier from, tier to) {
-    std::printf("[t=%5.1fs] tier %s -> %s\n", now_s(), std::string{to_string(from)}.c_str(), std::string{to_string(to)}.c_str());
+    std::printf("[t=%5.1fs] tier %s -> %s\n", now_s(), std::string{to_string(from)}.c_str(),
+                std::string{to_string(to)}.c_str());
   });
   resilience::result_cache<std::string, std::string> answers{{.ttl = 1h, .clock = virtual_time}};
 
-  resilience::fallback cached_answer{resilience::cached{answers}, {.on_activated = [](const resilience::fallback_info& i) {
-                                       std::printf("           fallback: cached answer, %s old (%s)\n", resilience::format_duration(*i.age).c_str(),
-                                                   i.cause.what().c_str());
+  resilience::fallback cached_answer{resilience::cached{answers},
+                                     {.on_activated = [](const resilience::fallback_info& i) {
+                                       std::printf("           fallback: cached answer, %s old (%s)\n",
+                                                   resilience::format_duration(*i.age).c_str(), i.cause.what().c_str());
                                      }}};
-  resilience::resilient ask{
-      complete,
-      resilience::degradation_guard{health, tier::full, std::string{"[LLM unavailable]"}},  // below full: do not even try
-      cached_answer,                                                                     // then the last good answer
-      resilience::retry{{.max_retries = 2, .base_delay = 2s}},                          // 2 retries: 2 s, 4 s
-      resilience::timeout{resilience::operation_type::llm_inference}};                  // 30 s per attempt
+  resilience::resilient ask{complete,
+                            resilience::degradation_guard{
+                                health, tier::full, std::string{"[LLM unavailable]"}},  // below full: do not even try
+                            cached_answer,                                              // then the last good answer
+                            resilience::retry{{.max_retries = 2, .base_delay = 2s}},    // 2 retries: 2 s, 4 s
+                            resilience::timeout{resilience::operation_type::llm_inference}};  // 30 s per attempt
   ask.with_clock(virtual_time);
 
   const std::string prompt = "summarise Scope 3 category 1";

@@ -88,7 +88,8 @@ class workload {
 
   void start(int workers) {
     for (int w = 0; w < workers; ++w)
-      threads_.emplace_back([this, w](std::stop_token stop) { run(stop, lcg{0x5c09e3ULL + static_cast<std::uint64_t>(w)}); });
+      threads_.emplace_back(
+          [this, w](std::stop_token stop) { run(stop, lcg{0x5c09e3ULL + static_cast<std::uint64_t>(w)}); });
   }
   void stop() { threads_.clear(); }  // jthread: request stop, join
   std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
@@ -169,7 +170,8 @@ int main(int argc, char** argv) {
     quit_cv.notify_all();
   });
 
-  const int port = cfg.port == 0 ? server.bind_to_any_port("127.0.0.1") : (server.bind_to_port("127.0.0.1", cfg.port) ? cfg.port : -1);
+  const int port = cfg.port == 0 ? server.bind_to_any_port("127.0.0.1")
+                                 : (server.bind_to_port("127.0.0.1", cfg.port) ? cfg.port : -1);
   if (port <= 0) {
     std::fprintf(stderr, "metrics_server: cannot bind 127.0.0.1:%d\n", cfg.port);
     return 1;
@@ -192,8 +194,9 @@ int main(int argc, char** argv) {
     } else {
       std::printf("GET /metrics: %d, %zu bytes, Content-Type: %s\n", res->status, res->body.size(),
                   res->get_header_value("Content-Type").c_str());
-      for (const std::string_view family : {"greenlang_circuit_breaker_calls_total", "greenlang_rate_limiter_requests_total",
-                                            "greenlang_degradation_tier", "greenlang_fallback_activations_total"})
+      for (const std::string_view family :
+           {"greenlang_circuit_breaker_calls_total", "greenlang_rate_limiter_requests_total",
+            "greenlang_degradation_tier", "greenlang_fallback_activations_total"})
         std::printf("has %.*s: %s\n", static_cast<int>(family.size()), family.data(),
                     res->body.find("\n" + std::string{family}) != std::string::npos ? "yes" : "no");
     }

@@ -30,8 +30,7 @@ double fetch_emission_factor(const std::string& activity) {
 
 int main() {
   // [quickstart]
-  resilience::resilient fetch{fetch_emission_factor,
-                              resilience::retry{{.max_retries = 3, .base_delay = 1s}}};
+  resilience::resilient fetch{fetch_emission_factor, resilience::retry{{.max_retries = 3, .base_delay = 1s}}};
   fetch.with_clock(virtual_time);  // leave this out to use the real steady clock
 
   double f = fetch("electricity");  // fails twice, then succeeds after 1 s and 2 s of backoff

@@ -56,7 +56,8 @@ int main() {
   (void)odd.try_call([]() -> int { throw std::runtime_error{"down"}; });
   // Names that are not valid UTF-8 (a byte 0xff, an overlong form, a
   // surrogate, a truncated sequence): promtool rejected the whole scrape.
-  auto latin1 = global_circuit_breakers().get_or_create("caf\xe9 \xc0\xaf \xed\xa0\x80 \xe2\x82", {.clock = clk, .fail_max = 1});
+  auto latin1 =
+      global_circuit_breakers().get_or_create("caf\xe9 \xc0\xaf \xed\xa0\x80 \xe2\x82", {.clock = clk, .fail_max = 1});
   (void)latin1.try_call([]() -> int { throw std::runtime_error{"down"}; });
 
   // Rate limiting: the factor API allows bursts of 3, per tenant too.

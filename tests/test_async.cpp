@@ -35,7 +35,7 @@ TEST_CASE("async returns the value through a future, on the executor", "[async]"
   manual_executor ex;
   resilient r{[](const std::string& s) { return s.size(); }, retry{}};
   r.with_executor(ex);
-  auto f = r.async(std::string{"scope 3"});  // the argument is moved into the call
+  auto f = r.async(std::string{"scope 3"});              // the argument is moved into the call
   CHECK(f.wait_for(0s) == std::future_status::timeout);  // nothing runs until the executor does
   ex.run_all();
   CHECK(f.get() == 7);
@@ -204,14 +204,15 @@ TEST_CASE("async fallback runs as a continuation and sees timeouts from inside",
               timeout{5s}};
   r.with_clock(clk).with_executor(ex);
   auto f = r.async(std::string{"electricity"});
-  ex.run_one();     // runs the call: the callable returns in time
+  ex.run_one();  // runs the call: the callable returns in time
   CHECK(f.get() == 1.0);
-  resilient hangs{[&](std::stop_token, const std::string&) {
-                    clk.advance(6s);
-                    return 1.0;
-                  },
-                  fallback{cached{c}, {.on_activated = [&](const fallback_info& i) { reasons.push_back(i.cause.what()); }}},
-                  timeout{5s}};
+  resilient hangs{
+      [&](std::stop_token, const std::string&) {
+        clk.advance(6s);
+        return 1.0;
+      },
+      fallback{cached{c}, {.on_activated = [&](const fallback_info& i) { reasons.push_back(i.cause.what()); }}},
+      timeout{5s}};
   hangs.with_clock(clk).with_executor(ex);
   c.put("electricity", 0.25);
   f = hangs.async(std::string{"electricity"});
@@ -284,7 +285,9 @@ TEST_CASE("async retry: what the executor or the clock throws completes the futu
                   throw erp_error{"busy"};
                   return 0;
                 },
-                retry{{.max_retries = 3, .base_delay = 1s, .on_retry = [](int, duration, const failure&) { throw std::logic_error{"listener"}; }}}};
+                retry{{.max_retries = 3, .base_delay = 1s, .on_retry = [](int, duration, const failure&) {
+                         throw std::logic_error{"listener"};
+                       }}}};
     r.with_executor(ex);
     auto f = r.async();
     ex.run_all();

@@ -59,16 +59,18 @@ TEST_CASE("every strategy gives the seed's exact sequence without jitter", "[bac
           std::vector<duration>{100ms, 100ms, 200ms, 300ms, 500ms});
   }
   SECTION("a zero base delay retries at once") {
-    for (auto s : {backoff_strategy::exponential, backoff_strategy::linear, backoff_strategy::constant, backoff_strategy::fibonacci,
-                   backoff_strategy::decorrelated_jitter})
+    for (auto s : {backoff_strategy::exponential, backoff_strategy::linear, backoff_strategy::constant,
+                   backoff_strategy::fibonacci, backoff_strategy::decorrelated_jitter})
       CHECK(first_delays(backoff{{.strategy = s, .base_delay = 0s}}, 4) == std::vector<duration>(4, 0s));
   }
 }
 
 TEST_CASE("max_delay caps every strategy", "[backoff]") {
   CHECK(first_delays(backoff{{.max_delay = 10s}}, 6) == seconds_list({1, 2, 4, 8, 10, 10}));
-  CHECK(first_delays(backoff{{.strategy = backoff_strategy::linear, .max_delay = 3s}}, 5) == seconds_list({1, 2, 3, 3, 3}));
-  CHECK(first_delays(backoff{{.strategy = backoff_strategy::fibonacci, .max_delay = 4s}}, 6) == seconds_list({1, 1, 2, 3, 4, 4}));
+  CHECK(first_delays(backoff{{.strategy = backoff_strategy::linear, .max_delay = 3s}}, 5) ==
+        seconds_list({1, 2, 3, 3, 3}));
+  CHECK(first_delays(backoff{{.strategy = backoff_strategy::fibonacci, .max_delay = 4s}}, 6) ==
+        seconds_list({1, 1, 2, 3, 4, 4}));
   CHECK(first_delays(backoff{{.base_delay = 2s, .max_delay = 2s}}, 3) == seconds_list({2, 2, 2}));
 }
 
@@ -94,15 +96,19 @@ TEST_CASE("huge retry numbers saturate instead of overflowing", "[backoff]") {
 }
 
 TEST_CASE("decorrelated jitter near duration::max() saturates instead of overflowing", "[backoff]") {
-  const backoff b{{.strategy = backoff_strategy::decorrelated_jitter, .base_delay = 1h, .max_delay = duration::max(),
+  const backoff b{{.strategy = backoff_strategy::decorrelated_jitter,
+                   .base_delay = 1h,
+                   .max_delay = duration::max(),
                    .random = seeded_random(3)}};
   for (int i = 0; i < 1000; ++i) {
     // random(base, 3 x previous) with 3 x previous saturated: a draw rounding to the top used to wrap below zero.
     const duration d = b.delay(i + 1, duration::max() - duration{i});
     REQUIRE(d >= 1h);
   }
-  const backoff huge_base{{.strategy = backoff_strategy::decorrelated_jitter, .base_delay = max_duration,
-                           .max_delay = duration::max(), .random = seeded_random(5)}};
+  const backoff huge_base{{.strategy = backoff_strategy::decorrelated_jitter,
+                           .base_delay = max_duration,
+                           .max_delay = duration::max(),
+                           .random = seeded_random(5)}};
   for (int i = 0; i < 1000; ++i) REQUIRE(huge_base.delay(INT_MAX, duration::max()) >= max_duration);
 }
 
@@ -157,7 +163,9 @@ TEST_CASE("jitter respects max_delay", "[backoff]") {
 }
 
 TEST_CASE("decorrelated jitter draws from [base, 3 x previous], capped", "[backoff]") {
-  const backoff b{{.strategy = backoff_strategy::decorrelated_jitter, .base_delay = 100ms, .max_delay = 20s,
+  const backoff b{{.strategy = backoff_strategy::decorrelated_jitter,
+                   .base_delay = 100ms,
+                   .max_delay = 20s,
                    .random = seeded_random(2024)}};
   duration previous = duration::zero();
   duration highest = duration::zero();
@@ -250,8 +258,10 @@ TEST_CASE("bad backoff options throw std::invalid_argument naming the field", "[
   CHECK(message({.max_delay = -1s}) == "backoff: max_delay must be >= 0");
   CHECK(message({.base_delay = 2s, .max_delay = 1s}) == "backoff: max_delay must be >= base_delay");
   CHECK(message({.multiplier = 0.5}) == "backoff: multiplier must be finite and >= 1");
-  CHECK(message({.multiplier = std::numeric_limits<double>::quiet_NaN()}) == "backoff: multiplier must be finite and >= 1");
-  CHECK(message({.multiplier = std::numeric_limits<double>::infinity()}) == "backoff: multiplier must be finite and >= 1");
+  CHECK(message({.multiplier = std::numeric_limits<double>::quiet_NaN()}) ==
+        "backoff: multiplier must be finite and >= 1");
+  CHECK(message({.multiplier = std::numeric_limits<double>::infinity()}) ==
+        "backoff: multiplier must be finite and >= 1");
   CHECK(message({.strategy = static_cast<backoff_strategy>(17)}) == "backoff: strategy is not a backoff_strategy");
   CHECK(message({.jitter = static_cast<jitter_mode>(9)}) == "backoff: jitter is not a jitter_mode");
   CHECK(message({.multiplier = 1.0}) == "no error");

@@ -152,7 +152,8 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[bulkhead]") {
   CHECK_THROWS_WITH(bulkhead({.max_wait = -1s}), Catch::Matchers::Contains("max_wait"));
   if constexpr (sizeof(std::size_t) > 4) {  // the count of calls in flight is 32 bits wide
     CHECK_NOTHROW(bulkhead({.max_concurrent_calls = 0xffffffffu}));
-    CHECK_THROWS_WITH(bulkhead({.max_concurrent_calls = std::size_t{0xffffffffu} + 1}), Catch::Matchers::Contains("max_concurrent_calls"));
+    CHECK_THROWS_WITH(bulkhead({.max_concurrent_calls = std::size_t{0xffffffffu} + 1}),
+                      Catch::Matchers::Contains("max_concurrent_calls"));
   }
 }
 

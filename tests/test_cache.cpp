@@ -37,7 +37,7 @@ TEST_CASE("get serves fresh entries; get_stale serves entries up to max_age with
 
   clk.advance(1h);
   CHECK_FALSE(c.get_stale("electricity"));  // too old even for a failure
-  CHECK(c.size() == 0);                      // and freed
+  CHECK(c.size() == 0);                     // and freed
 }
 
 TEST_CASE("put refreshes an entry's value and age", "[cache]") {
@@ -80,7 +80,7 @@ TEST_CASE("memory stays bounded under a million distinct keys", "[cache]") {
   }
   max_seen = std::max(max_seen, c.size());
   CHECK(max_seen == 1000);
-  CHECK(c.get(999'999));     // the newest are kept
+  CHECK(c.get(999'999));        // the newest are kept
   CHECK_FALSE(c.get(998'999));  // the 1001st newest is gone
 }
 

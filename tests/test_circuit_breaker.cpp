@@ -114,7 +114,8 @@ TEST_CASE("seed scenario: 5 failures open it, 60 s later a successful trial clos
   CHECK(cb.state() == half_open);
   CHECK(cb.call(counted) == 1);
   CHECK(cb.state() == closed);
-  CHECK(log.get() == std::vector<std::pair<circuit_state, circuit_state>>{{closed, open}, {open, half_open}, {half_open, closed}});
+  CHECK(log.get() ==
+        std::vector<std::pair<circuit_state, circuit_state>>{{closed, open}, {open, half_open}, {half_open, closed}});
 
   const auto s = cb.stats();
   CHECK(s.failed == 5);
@@ -242,7 +243,8 @@ TEST_CASE("rate modes wait for minimum_calls", "[circuit_breaker]") {
     CHECK(cb.state() == open);
   }
   SECTION("time-based") {
-    circuit_breaker cb{{.clock = clk, .window = breaker_window::time_based, .window_duration = 10s, .minimum_calls = 5}};
+    circuit_breaker cb{
+        {.clock = clk, .window = breaker_window::time_based, .window_duration = 10s, .minimum_calls = 5}};
     fail_n(cb, 4);
     CHECK(cb.state() == closed);
     fail_n(cb, 1);
@@ -281,7 +283,11 @@ TEST_CASE("time-based window slides bucket by bucket", "[circuit_breaker]") {
 
 TEST_CASE("time-based window forgets a burst that is older than the window", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .window = breaker_window::time_based, .window_duration = 4s, .window_buckets = 4, .minimum_calls = 2}};
+  circuit_breaker cb{{.clock = clk,
+                      .window = breaker_window::time_based,
+                      .window_duration = 4s,
+                      .window_buckets = 4,
+                      .minimum_calls = 2}};
   (void)cb.try_call(ok);
   (void)cb.try_call(ok);
   (void)cb.try_call(ok);
@@ -294,7 +300,8 @@ TEST_CASE("time-based window forgets a burst that is older than the window", "[c
   CHECK(cb.state() == open);
 }
 
-TEST_CASE("count-based window: a full window of successes, then failures, then a new closed period", "[circuit_breaker]") {
+TEST_CASE("count-based window: a full window of successes, then failures, then a new closed period",
+          "[circuit_breaker]") {
   manual_clock clk;
   circuit_breaker cb{{.clock = clk,
                       .window = breaker_window::count_based,
@@ -445,7 +452,8 @@ TEST_CASE("the break grows while the dependency keeps failing, up to the cap", "
 
 TEST_CASE("half_open admits half_open_max_calls trials and closes after success_threshold", "[circuit_breaker]") {
   manual_clock clk;
-  circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1s, .half_open_max_calls = 2, .success_threshold = 3}};
+  circuit_breaker cb{
+      {.clock = clk, .fail_max = 1, .break_duration = 1s, .half_open_max_calls = 2, .success_threshold = 3}};
   fail_n(cb, 1);
   clk.advance(1s);
   auto a = cb.enter();
@@ -488,7 +496,8 @@ TEST_CASE("a half_open breaker whose trials never answer reopens after max_wait_
                          {closed, open}, {open, half_open}, {half_open, open}, {open, half_open}, {half_open, closed}});
 }
 
-TEST_CASE("half_open with every trial slot taken: retry_after is when a trial will pass at the latest", "[circuit_breaker]") {
+TEST_CASE("half_open with every trial slot taken: retry_after is when a trial will pass at the latest",
+          "[circuit_breaker]") {
   manual_clock clk;
   circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 10s, .max_wait_in_half_open = 30s}};
   fail_n(cb, 1);
@@ -518,8 +527,8 @@ TEST_CASE("half_open retry_after counts the grown break, and a late trial failur
   clk.advance(10s);
   auto trial = cb.enter();
   CHECK(cb.try_call(ok).rejection().retry_after == 30s + 20s);  // the next break is twice the first
-  clk.advance(35s);  // past the half-open deadline, and nobody looked
-  trial.failure();   // the late trial's failure reopens it as of the deadline
+  clk.advance(35s);                                             // past the half-open deadline, and nobody looked
+  trial.failure();  // the late trial's failure reopens it as of the deadline
   CHECK(cb.state() == open);
   CHECK(cb.try_call(ok).rejection().retry_after == 15s);  // 30 s + 20 s - 35 s
 }
@@ -550,7 +559,7 @@ TEST_CASE("a break or half-open wait of duration::max() saturates instead of wra
     fail_n(cb, 1);
     CHECK(cb.try_call(ok).rejection().retry_after == max_duration);
     clk.advance(max_duration);
-    fail_n(cb, 1);  // the trial fails: the next break is duration::max()
+    fail_n(cb, 1);              // the trial fails: the next break is duration::max()
     CHECK(cb.state() == open);  // before, now + break wrapped and it was half-open at once
     const auto refused = cb.try_call(ok);
     REQUIRE(refused.has_rejection());
@@ -650,7 +659,8 @@ TEST_CASE("a scope records success, or failure while an exception unwinds throug
   CHECK(cb.state() == closed);
 }
 
-TEST_CASE("a scope inside a destructor that runs during unwinding counts only its own exceptions", "[circuit_breaker]") {
+TEST_CASE("a scope inside a destructor that runs during unwinding counts only its own exceptions",
+          "[circuit_breaker]") {
   circuit_breaker cb;
   struct cleanup {
     circuit_breaker& cb;
@@ -679,7 +689,8 @@ TEST_CASE("which failures count: ignore and handle, result predicate, foreign re
     CHECK(cb.state() == open);
   }
   SECTION("only handled exceptions are failures; others are successes") {
-    circuit_breaker cb{{.clock = clk, .fail_max = 2, .handle = failures::exceptions<service_down>() | failures::rejections()}};
+    circuit_breaker cb{
+        {.clock = clk, .fail_max = 2, .handle = failures::exceptions<service_down>() | failures::rejections()}};
     fail_n(cb, 1);
     (void)cb.try_call(lookup_missing);  // a success: the service answered
     fail_n(cb, 1);
@@ -696,9 +707,10 @@ TEST_CASE("which failures count: ignore and handle, result predicate, foreign re
     CHECK(cb.state() == open);
   }
   SECTION("a returned value can be a failure") {
-    circuit_breaker cb{{.clock = clk,
-                        .fail_max = 2,
-                        .handle = failures::any() | failures::results([](const int& status) { return status >= 500; })}};
+    circuit_breaker cb{
+        {.clock = clk, .fail_max = 2, .handle = failures::any() | failures::results([](const int& status) {
+                                                  return status >= 500;
+                                                })}};
     auto status = [](int s) { return s; };
     CHECK(cb.call(status, 503) == 503);
     CHECK(cb.try_call(status, 200).value() == 200);
@@ -756,11 +768,14 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   CHECK_THAT(message({.break_duration = -1s}), Contains("break_duration"));
   CHECK_THAT(message({.break_duration = 0s}), Contains("break_duration"));
   CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 0}), Contains("window_size"));
-  CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 10, .minimum_calls = 11}), Contains("minimum_calls"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .window_size = 10, .minimum_calls = 11}),
+             Contains("minimum_calls"));
   CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = 0s}), Contains("window_duration"));
   CHECK_THAT(message({.window = breaker_window::time_based, .window_buckets = 0}), Contains("window_buckets"));
-  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 0.0}), Contains("failure_rate_threshold"));
-  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 1.5}), Contains("failure_rate_threshold"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 0.0}),
+             Contains("failure_rate_threshold"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .failure_rate_threshold = 1.5}),
+             Contains("failure_rate_threshold"));
   CHECK_THAT(message({.failure_rate_threshold = std::nan("")}), Contains("failure_rate_threshold"));
   CHECK_THAT(message({.slow_call_rate_threshold = 0.0}), Contains("slow_call_rate_threshold"));
   CHECK_THAT(message({.slow_call_duration = -1s}), Contains("slow_call_duration"));
@@ -773,11 +788,14 @@ TEST_CASE("bad options throw invalid_argument naming the field", "[circuit_break
   // Periods beyond max_duration (100 years) are mistakes; caps may be duration::max().
   CHECK_THAT(message({.break_duration = duration::max()}), Contains("break_duration"));
   CHECK_THAT(message({.break_duration = max_duration + 1ns}), Contains("break_duration"));
-  CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = duration::max()}), Contains("window_duration"));
-  CHECK_THAT(message({.window = breaker_window::count_based, .slow_call_duration = duration::max()}), Contains("slow_call_duration"));
+  CHECK_THAT(message({.window = breaker_window::time_based, .window_duration = duration::max()}),
+             Contains("window_duration"));
+  CHECK_THAT(message({.window = breaker_window::count_based, .slow_call_duration = duration::max()}),
+             Contains("slow_call_duration"));
   CHECK(message({.break_duration = max_duration}) == "accepted");
-  CHECK(message({.max_wait_in_half_open = duration::max(), .break_duration_multiplier = 2.0, .max_break_duration = duration::max()}) ==
-        "accepted");
+  CHECK(message({.max_wait_in_half_open = duration::max(),
+                 .break_duration_multiplier = 2.0,
+                 .max_break_duration = duration::max()}) == "accepted");
   CHECK(message({.break_duration = 1h}) == "accepted");  // the cap matters only for a growing break
   CHECK(message({}) == "accepted");
 }
@@ -916,7 +934,8 @@ TEST_CASE("stress: 8 threads, many transitions, every call and transition accoun
   CHECK(s.transitions[1][0] == 0);  // nor open to closed without reset()
 }
 
-TEST_CASE("reset() racing a transition is announced after it: listeners hear the order the state changed", "[circuit_breaker]") {
+TEST_CASE("reset() racing a transition is announced after it: listeners hear the order the state changed",
+          "[circuit_breaker]") {
   manual_clock clk;
   circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1h}};
   // The first listener keeps the opening thread inside its announcement
@@ -935,7 +954,8 @@ TEST_CASE("reset() racing a transition is announced after it: listeners hear the
   CHECK(cb.state() == closed);
 }
 
-TEST_CASE("stress: reset() and isolate() racing transitions, every listener hears one consistent chain", "[circuit_breaker][stress]") {
+TEST_CASE("stress: reset() and isolate() racing transitions, every listener hears one consistent chain",
+          "[circuit_breaker][stress]") {
   manual_clock clk;
   circuit_breaker cb{{.clock = clk, .fail_max = 2, .break_duration = 1h}};
   transition_log first{cb}, second{cb};
@@ -973,7 +993,8 @@ TEST_CASE("stress: reset() and isolate() racing transitions, every listener hear
   CHECK(s.transitions[1][0] > 0);
 }
 
-TEST_CASE("contention: exactly one thread opens it, half_open admits exactly half_open_max_calls", "[circuit_breaker]") {
+TEST_CASE("contention: exactly one thread opens it, half_open admits exactly half_open_max_calls",
+          "[circuit_breaker]") {
   manual_clock clk;
   constexpr int threads = 8;
   circuit_breaker cb{{.clock = clk, .fail_max = 1, .break_duration = 1s, .half_open_max_calls = 3}};
@@ -1028,8 +1049,9 @@ TEST_CASE("a listener may call through the breaker it listens to", "[circuit_bre
   CHECK(cb.stats().transitions[2][0] == 1);
 }
 
-TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock; a wrapper follows its breaker's clock",
-          "[circuit_breaker][clock]") {
+TEST_CASE(
+    "one time line: with_clock(manual) refuses a breaker on the real clock; a wrapper follows its breaker's clock",
+    "[circuit_breaker][clock]") {
   // Issue #11, item 12: a wrapper on a manual clock advanced 61 s left a
   // breaker built without a clock open forever (it read the real clock).
   manual_clock clk;
@@ -1040,7 +1062,8 @@ TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock
   };
   circuit_breaker real_time{{.name = "factor_api", .fail_max = 1, .break_duration = 60s}};
   resilient mismatched{call, real_time};
-  CHECK_THROWS_WITH(mismatched.with_clock(clk), Catch::Matchers::Contains("policy 1 (circuit_breaker 'factor_api') reads another clock"));
+  CHECK_THROWS_WITH(mismatched.with_clock(clk),
+                    Catch::Matchers::Contains("policy 1 (circuit_breaker 'factor_api') reads another clock"));
   CHECK_THROWS_AS(mismatched.with_clock(clk), std::invalid_argument);
 
   circuit_breaker virtual_time{{.name = "factor_api", .clock = clk, .fail_max = 1, .break_duration = 60s}};
@@ -1054,7 +1077,8 @@ TEST_CASE("one time line: with_clock(manual) refuses a breaker on the real clock
   CHECK(virtual_time.state() == circuit_state::closed);
 }
 
-TEST_CASE("reconfigure changes thresholds in place and keeps the count and the state", "[circuit_breaker][reconfigure]") {
+TEST_CASE("reconfigure changes thresholds in place and keeps the count and the state",
+          "[circuit_breaker][reconfigure]") {
   manual_clock clk;
   circuit_breaker cb{{.name = "factor_api", .clock = clk}};
   fail_n(cb, 3);
@@ -1082,9 +1106,11 @@ TEST_CASE("reconfigure changes thresholds in place and keeps the count and the s
   CHECK(cb.state() == open);
 }
 
-TEST_CASE("reconfigure keeps the breaker's name, clock and filters, and rejects changes of its shape", "[circuit_breaker][reconfigure]") {
+TEST_CASE("reconfigure keeps the breaker's name, clock and filters, and rejects changes of its shape",
+          "[circuit_breaker][reconfigure]") {
   manual_clock clk;
-  circuit_breaker cb{{.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .window_size = 10, .minimum_calls = 5}};
+  circuit_breaker cb{
+      {.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .window_size = 10, .minimum_calls = 5}};
   auto o = cb.options();
   o.name = "other";
   o.failure_rate_threshold = 0.2;
@@ -1094,14 +1120,16 @@ TEST_CASE("reconfigure keeps the breaker's name, clock and filters, and rejects 
 
   auto shape = cb.options();
   shape.window_size = 20;
-  CHECK_THROWS_WITH(cb.reconfigure(shape), "circuit_breaker: window_size cannot change at run time (build a new breaker)");
+  CHECK_THROWS_WITH(cb.reconfigure(shape),
+                    "circuit_breaker: window_size cannot change at run time (build a new breaker)");
   shape = cb.options();
   shape.window = breaker_window::consecutive;
   CHECK_THROWS_WITH(cb.reconfigure(shape), "circuit_breaker: window cannot change at run time (build a new breaker)");
   shape = cb.options();
   shape.slow_call_duration = 1s;
-  CHECK_THROWS_WITH(cb.reconfigure(shape),
-                    "circuit_breaker: slow_call_duration cannot turn slow-call tracking on or off at run time (build a new breaker)");
+  CHECK_THROWS_WITH(
+      cb.reconfigure(shape),
+      "circuit_breaker: slow_call_duration cannot turn slow-call tracking on or off at run time (build a new breaker)");
   auto bad = cb.options();
   bad.failure_rate_threshold = 1.5;
   CHECK_THROWS_WITH(cb.reconfigure(bad), "circuit_breaker: failure_rate_threshold must be in (0, 1]");
@@ -1113,7 +1141,8 @@ TEST_CASE("reconfigure keeps the breaker's name, clock and filters, and rejects 
   CHECK(cb.state() == open);
 }
 
-TEST_CASE("reconfigure under traffic: counts are kept and every call is counted once", "[circuit_breaker][reconfigure][concurrency]") {
+TEST_CASE("reconfigure under traffic: counts are kept and every call is counted once",
+          "[circuit_breaker][reconfigure][concurrency]") {
   manual_clock clk;
   circuit_breaker cb{{.name = "db", .clock = clk, .fail_max = 1'000'000}};
   std::atomic<bool> stop{false};
@@ -1122,10 +1151,8 @@ TEST_CASE("reconfigure under traffic: counts are kept and every call is counted 
   for (int t = 0; t < 2; ++t)
     callers.emplace_back([&, t] {
       while (!stop.load(std::memory_order_relaxed)) {
-        if (t == 0)
-          (void)cb.try_call(ok);
-        else
-          (void)cb.try_call(fail);
+        if (t == 0) (void)cb.try_call(ok);
+        else (void)cb.try_call(fail);
         calls.fetch_add(1, std::memory_order_relaxed);
       }
     });

@@ -191,7 +191,8 @@ TEST_CASE("steady_clock is a clock_ref and its timers fire", "[clock]") {
   CHECK(real.cancel(id));
 }
 
-TEST_CASE("stress: sleepers, timers, cancels and advances at once; each timer fires once or is cancelled", "[clock][stress]") {
+TEST_CASE("stress: sleepers, timers, cancels and advances at once; each timer fires once or is cancelled",
+          "[clock][stress]") {
 #ifdef RESILIENCE_TEST_TSAN
   constexpr int rounds = 500;
 #else
@@ -371,7 +372,8 @@ TEST_CASE("checked_duration converts what fits and names the field otherwise", "
   CHECK(checked_duration(std::chrono::duration<double>{1.5}, "f") == 1500ms);
   CHECK(checked_duration(std::chrono::duration<unsigned, std::milli>{7}, "f") == 7ms);
   // 2^64 ns and more: the plain conversion wraps to 1526 s.
-  CHECK_THROWS_WITH(checked_duration(hours{5'124'096}, "timeout: limit"), "timeout: limit must be within 100 years (resilience::max_duration)");
+  CHECK_THROWS_WITH(checked_duration(hours{5'124'096}, "timeout: limit"),
+                    "timeout: limit must be within 100 years (resilience::max_duration)");
   CHECK_THROWS_AS(checked_duration(hours{24 * 365 * 300}, "f"), std::invalid_argument);
   CHECK_THROWS_AS(checked_duration(-hours{24 * 365 * 300}, "f"), std::invalid_argument);
   CHECK_THROWS_AS(checked_duration(max_duration + 1ns, "f"), std::invalid_argument);

@@ -42,7 +42,8 @@ std::string one_problem(std::string_view text) {
 // A file in the temporary directory, removed at the end of the test.
 struct temp_file {
   explicit temp_file(std::string_view name)
-      : path{std::filesystem::temp_directory_path() / (std::string{name} + "-" + std::to_string(::getpid()) + ".json")} {}
+      : path{std::filesystem::temp_directory_path() /
+             (std::string{name} + "-" + std::to_string(::getpid()) + ".json")} {}
   ~temp_file() { std::filesystem::remove(path); }
   void write(std::string_view text) const {
     const auto tmp = path.string() + ".tmp";
@@ -145,7 +146,8 @@ TEST_CASE("every policy's keys are read", "[config]") {
 }
 
 TEST_CASE("durations: seconds, or a number with a unit", "[config]") {
-  const auto cfg = config::parse(R"({"timeouts": {"a": {"limit": "1500us"}, "b": {"limit": "2h"}, "c": {"limit": "250ns"},
+  const auto cfg =
+      config::parse(R"({"timeouts": {"a": {"limit": "1500us"}, "b": {"limit": "2h"}, "c": {"limit": "250ns"},
                                                   "d": {"limit": 0.25}, "e": {"limit": "1.5min"}}})");
   CHECK(cfg.timeout("a").limit == 1500us);
   CHECK(cfg.timeout("b").limit == 2h);
@@ -177,7 +179,8 @@ TEST_CASE("the file is merged over the code defaults, per section and per name",
     "retries": {"erp_api": {"base_delay": "2s"}},
     "timeouts": {"db": {}},
     "bulkheads": {"reports": {"max_wait": "1s"}}
-  })", d);
+  })",
+                                 d);
 
   // Section base + the file's fields.
   CHECK(cfg.breaker("factor_api").fail_max == 9);
@@ -207,23 +210,32 @@ TEST_CASE("the file is merged over the code defaults, per section and per name",
 TEST_CASE("each policy's own rules, reported at the JSON path with the file's value", "[config]") {
   CHECK(one_problem(R"({"limiters": {"erp_api": {"requests_per_second": -1}}})") ==
         "limiters.erp_api.requests_per_second: must be a finite number > 0, got -1");
-  CHECK(one_problem(R"({"limiters": {"erp_api": {"burst_size": 0}}})") == "limiters.erp_api.burst_size: must be between 1 and 4294967295, got 0");
-  CHECK(one_problem(R"({"limiters": {"k": {"max_partitions": 0}}})") == "limiters.k.max_partitions: must be >= 1, got 0");
+  CHECK(one_problem(R"({"limiters": {"erp_api": {"burst_size": 0}}})") ==
+        "limiters.erp_api.burst_size: must be between 1 and 4294967295, got 0");
+  CHECK(one_problem(R"({"limiters": {"k": {"max_partitions": 0}}})") ==
+        "limiters.k.max_partitions: must be >= 1, got 0");
   CHECK(one_problem(R"({"breakers": {"db": {"fail_max": 0}}})") == "breakers.db.fail_max: must be >= 1, got 0");
-  CHECK(one_problem(R"({"breakers": {"db": {"break_duration": "-1s"}}})") == R"(breakers.db.break_duration: must be > 0, got "-1s")");
+  CHECK(one_problem(R"({"breakers": {"db": {"break_duration": "-1s"}}})") ==
+        R"(breakers.db.break_duration: must be > 0, got "-1s")");
   CHECK(one_problem(R"({"breakers": {"db": {"window": "count_based", "failure_rate_threshold": 1.5}}})") ==
         "breakers.db.failure_rate_threshold: must be in (0, 1], got 1.5");
   CHECK(one_problem(R"({"breakers": {"db": {"window": "count_based", "window_size": 10, "minimum_calls": 11}}})") ==
         "breakers.db.minimum_calls: must be <= window_size, got 11");
   // A rule on a field the file did not set names it, without a value.
-  CHECK(one_problem(R"({"breakers": {"db": {"window": "count_based", "window_size": 10}}})") == "breakers.db.minimum_calls: must be <= window_size");
+  CHECK(one_problem(R"({"breakers": {"db": {"window": "count_based", "window_size": 10}}})") ==
+        "breakers.db.minimum_calls: must be <= window_size");
   CHECK(one_problem(R"({"retries": {"r": {"max_retries": -1}}})") == "retries.r.max_retries: must be >= 0, got -1");
-  CHECK(one_problem(R"({"retries": {"r": {"base_delay": "10s", "max_delay": "1s"}}})") == R"(retries.r.max_delay: must be >= base_delay, got "1s")");
-  CHECK(one_problem(R"({"retries": {"r": {"multiplier": 0.5}}})") == "retries.r.multiplier: must be finite and >= 1, got 0.5");
+  CHECK(one_problem(R"({"retries": {"r": {"base_delay": "10s", "max_delay": "1s"}}})") ==
+        R"(retries.r.max_delay: must be >= base_delay, got "1s")");
+  CHECK(one_problem(R"({"retries": {"r": {"multiplier": 0.5}}})") ==
+        "retries.r.multiplier: must be finite and >= 1, got 0.5");
   CHECK(one_problem(R"({"timeouts": {"t": {"limit": 0}}})") == "timeouts.t.limit: must be > 0, got 0");
-  CHECK(one_problem(R"({"bulkheads": {"b": {"max_concurrent_calls": 0}}})") == "bulkheads.b.max_concurrent_calls: must be >= 1, got 0");
-  CHECK(one_problem(R"({"bulkheads": {"b": {"max_wait": "-5ms"}}})") == R"(bulkheads.b.max_wait: must be >= 0, got "-5ms")");
-  CHECK(one_problem(R"({"degradation": {"recover_after_reports": 0}})") == "degradation.recover_after_reports: must be >= 1, got 0");
+  CHECK(one_problem(R"({"bulkheads": {"b": {"max_concurrent_calls": 0}}})") ==
+        "bulkheads.b.max_concurrent_calls: must be >= 1, got 0");
+  CHECK(one_problem(R"({"bulkheads": {"b": {"max_wait": "-5ms"}}})") ==
+        R"(bulkheads.b.max_wait: must be >= 0, got "-5ms")");
+  CHECK(one_problem(R"({"degradation": {"recover_after_reports": 0}})") ==
+        "degradation.recover_after_reports: must be >= 1, got 0");
   CHECK(one_problem(R"({"degradation": {"services": {"geo": {"tier": "core", "slow_threshold": 0}}}})") ==
         "degradation.services.geo.slow_threshold: must be > 0, got 0");
   CHECK(one_problem(R"({"degradation": {"services": {"geo": {"slow_threshold": "1s"}}}})") ==
@@ -237,22 +249,29 @@ TEST_CASE("each policy's own rules, reported at the JSON path with the file's va
 }
 
 TEST_CASE("unknown keys and wrong types are errors that say which", "[config]") {
-  CHECK(one_problem(R"({"limiter": {}})") ==
-        "limiter: unknown key (expected one of breakers, limiters, retries, timeouts, bulkheads, degradation, presets)");
+  CHECK(
+      one_problem(R"({"limiter": {}})") ==
+      "limiter: unknown key (expected one of breakers, limiters, retries, timeouts, bulkheads, degradation, presets)");
   CHECK(one_problem(R"({"limiters": {"erp_api": {"burst": 3}}})") ==
-        "limiters.erp_api.burst: unknown key (expected one of requests_per_second, burst_size, algorithm, max_partitions, count_grants)");
+        "limiters.erp_api.burst: unknown key (expected one of requests_per_second, burst_size, algorithm, "
+        "max_partitions, count_grants)");
   CHECK(one_problem(R"({"retries": {"r": {"retry_on": ["timeout"]}}})") ==
-        "retries.r.retry_on: unknown key (expected one of max_retries, base_delay, strategy, multiplier, max_delay, jitter)");
-  CHECK(one_problem(R"({"presets": {"staging": {}}})") == "presets.staging: unknown key (expected one of development, production)");
+        "retries.r.retry_on: unknown key (expected one of max_retries, base_delay, strategy, multiplier, max_delay, "
+        "jitter)");
+  CHECK(one_problem(R"({"presets": {"staging": {}}})") ==
+        "presets.staging: unknown key (expected one of development, production)");
   CHECK(one_problem(R"({"presets": {"production": {"geo_lookup": {}}}})") ==
-        "presets.production.geo_lookup: unknown key (expected one of factor_lookup, llm_inference, erp_api_call, database_query, "
+        "presets.production.geo_lookup: unknown key (expected one of factor_lookup, llm_inference, erp_api_call, "
+        "database_query, "
         "report_generation, external_api)");
   CHECK(one_problem(R"({"limiters": {"erp_api": {"requests_per_second": "ten"}}})") ==
         R"(limiters.erp_api.requests_per_second: must be a number, got "ten")");
-  CHECK(one_problem(R"({"breakers": {"db": {"fail_max": 2.5}}})") == "breakers.db.fail_max: must be an integer between -2147483648 and 2147483647, got 2.5");
+  CHECK(one_problem(R"({"breakers": {"db": {"fail_max": 2.5}}})") ==
+        "breakers.db.fail_max: must be an integer between -2147483648 and 2147483647, got 2.5");
   CHECK(one_problem(R"({"breakers": {"db": {"window_size": -1}}})") ==
         "breakers.db.window_size: must be an integer between 0 and 18446744073709551615, got -1");
-  CHECK(one_problem(R"({"limiters": {"k": {"count_grants": 1}}})") == "limiters.k.count_grants: must be true or false, got 1");
+  CHECK(one_problem(R"({"limiters": {"k": {"count_grants": 1}}})") ==
+        "limiters.k.count_grants: must be true or false, got 1");
   CHECK(one_problem(R"({"limiters": {"k": {"algorithm": "gcra"}}})") ==
         R"(limiters.k.algorithm: must be one of token_bucket, leaky_bucket, fixed_window, sliding_window, got "gcra")");
   CHECK(one_problem(R"({"breakers": []})") == "breakers: must be an object, got []");
@@ -276,7 +295,8 @@ TEST_CASE("every problem is reported at once", "[config]") {
       "colour: unknown key (expected one of breakers, limiters, retries, timeouts, bulkheads, degradation, presets)",
       "limiters.erp_api.requests_per_second: must be a finite number > 0, got -1",
       "limiters.erp_api.burst_size: must be between 1 and 4294967295, got 0",
-      "limiters.factor_api.rps: unknown key (expected one of requests_per_second, burst_size, algorithm, max_partitions, count_grants)",
+      "limiters.factor_api.rps: unknown key (expected one of requests_per_second, burst_size, algorithm, "
+      "max_partitions, count_grants)",
       "retries.r.max_retries: must be >= 0, got -2",
       "retries.r.multiplier: must be finite and >= 1, got 0",
       "timeouts.t.limit: must be > 0, got -1",
@@ -284,14 +304,17 @@ TEST_CASE("every problem is reported at once", "[config]") {
   CHECK(p == expected);
   // A type error in an instance stops its policy checks (its values are not
   // all known); the rules of the other fields run once the type is fixed.
-  const auto fixed = problems(R"({"breakers": {"db": {"fail_max": 0, "break_duration": 0, "half_open_max_calls": 2}}})");
-  CHECK(fixed == std::vector<std::string>{"breakers.db.fail_max: must be >= 1, got 0", "breakers.db.break_duration: must be > 0, got 0"});
+  const auto fixed =
+      problems(R"({"breakers": {"db": {"fail_max": 0, "break_duration": 0, "half_open_max_calls": 2}}})");
+  CHECK(fixed == std::vector<std::string>{"breakers.db.fail_max: must be >= 1, got 0",
+                                          "breakers.db.break_duration: must be > 0, got 0"});
   try {
     (void)config::parse(R"({"timeouts": {"t": {"limit": -1}}, "bulkheads": {"b": {"max_wait": -1}}})");
     FAIL("no config_error");
   } catch (const config_error& e) {
     CHECK(std::string{e.what()} ==
-          "invalid configuration (2 problems)\n  bulkheads.b.max_wait: must be >= 0, got -1\n  timeouts.t.limit: must be > 0, got -1");
+          "invalid configuration (2 problems)\n  bulkheads.b.max_wait: must be >= 0, got -1\n  timeouts.t.limit: must "
+          "be > 0, got -1");
   }
 }
 
@@ -305,7 +328,8 @@ TEST_CASE("apply changes limiters and breakers in place, keeping permits, counts
   d.breaker.clock = clk;
 
   config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 5, "burst_size": 10}},
-                    "breakers": {"erp_api": {"fail_max": 5}}})", d)
+                    "breakers": {"erp_api": {"fail_max": 5}}})",
+                d)
       .apply(targets);
   auto breaker = *breakers.find("erp_api");
   for (int i = 0; i < 4; ++i) REQUIRE(limits.try_acquire("erp_api"));
@@ -314,7 +338,8 @@ TEST_CASE("apply changes limiters and breakers in place, keeping permits, counts
 
   config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 10, "burst_size": 10}},
                     "breakers": {"erp_api": {"fail_max": 4, "break_duration": "5s"}},
-                    "degradation": {"services": {"erp_api": {"tier": "maintenance", "slow_threshold": "2s"}}}})", d)
+                    "degradation": {"services": {"erp_api": {"tier": "maintenance", "slow_threshold": "2s"}}}})",
+                d)
       .apply(targets);
   // The same objects, changed in place.
   CHECK(*breakers.find("erp_api") == breaker);
@@ -337,17 +362,21 @@ TEST_CASE("nothing is applied when anything is invalid", "[config]") {
   const config_targets targets{&limits, &breakers, nullptr};
   config_defaults d;
   d.breaker.clock = clk;
-  config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 5}}, "breakers": {"db": {"fail_max": 5}}})", d).apply(targets);
+  config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 5}}, "breakers": {"db": {"fail_max": 5}}})", d)
+      .apply(targets);
 
   // A bad value anywhere: the whole document is rejected before anything is touched.
-  CHECK_THROWS_AS(config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 50}}, "breakers": {"db": {"fail_max": -1}}})", d),
-                  config_error);
+  CHECK_THROWS_AS(
+      config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 50}}, "breakers": {"db": {"fail_max": -1}}})",
+                    d),
+      config_error);
   CHECK(limits.stats("erp_api").config.requests_per_second == 5.0);
 
   // A valid document that the live objects cannot take (a breaker's window
   // cannot change under it) is checked against them first.
   const auto cfg = config::parse(R"({"limiters": {"erp_api": {"requests_per_second": 50}, "new_key": {}},
-                                     "breakers": {"db": {"window": "count_based"}, "new_breaker": {}}})", d);
+                                     "breakers": {"db": {"window": "count_based"}, "new_breaker": {}}})",
+                                 d);
   try {
     cfg.apply(targets);
     FAIL("no config_error");
@@ -374,7 +403,8 @@ TEST_CASE("config_loader reloads a file; a bad file changes nothing", "[config]"
   CHECK_THROWS_AS(loader.reload(), config_error);  // no file yet
   CHECK(loader.failures() == 1);
 
-  file.write(R"({"limiters": {"factor_api": {"requests_per_second": 10, "burst_size": 20}}, "retries": {"erp": {"max_retries": 5}}})");
+  file.write(
+      R"({"limiters": {"factor_api": {"requests_per_second": 10, "burst_size": 20}}, "retries": {"erp": {"max_retries": 5}}})");
   CHECK(loader.reload()->limiter("factor_api").requests_per_second == 10.0);
   CHECK(loader.reloads() == 1);
   CHECK(loader.current()->retry("erp").max_retries == 5);
@@ -384,7 +414,8 @@ TEST_CASE("config_loader reloads a file; a bad file changes nothing", "[config]"
     (void)loader.reload();
     FAIL("no config_error");
   } catch (const config_error& e) {
-    CHECK(std::string{e.what()}.find("limiters.factor_api.requests_per_second: must be a finite number > 0, got 0") != std::string::npos);
+    CHECK(std::string{e.what()}.find("limiters.factor_api.requests_per_second: must be a finite number > 0, got 0") !=
+          std::string::npos);
   }
   CHECK(loader.failures() == 2);
   CHECK(loader.current()->retry("erp").max_retries == 5);  // the previous configuration stays in force
@@ -420,8 +451,9 @@ TEST_CASE("reload under traffic: calls go on, every one counted once", "[config]
   const int reloads = 300;
 #endif
   for (int i = 0; i < reloads; ++i) {
-    const auto text = R"({"limiters": {"api": {"requests_per_second": )" + std::to_string(500000 + i) + R"(, "burst_size": )" +
-                      std::to_string(500 + i % 100) + R"(}}, "breakers": {"api": {"fail_max": )" + std::to_string(900000 + i) + "}}}";
+    const auto text = R"({"limiters": {"api": {"requests_per_second": )" + std::to_string(500000 + i) +
+                      R"(, "burst_size": )" + std::to_string(500 + i % 100) +
+                      R"(}}, "breakers": {"api": {"fail_max": )" + std::to_string(900000 + i) + "}}}";
     config::parse(text).apply(targets);
   }
   stop = true;
@@ -449,8 +481,8 @@ TEST_CASE("a reload is an event and a metric", "[config][events]") {
   std::vector<seen_event> seen;
   loader.events().subscribe([&](const event& e) {
     REQUIRE(e.is(config_reloaded_event));
-    seen.push_back({std::string{e.source()}, std::string{e.get<std::string_view>("result")}, std::string{e.get<std::string_view>("error")},
-                    e.get<std::int64_t>("problems"), e.severity()});
+    seen.push_back({std::string{e.source()}, std::string{e.get<std::string_view>("result")},
+                    std::string{e.get<std::string_view>("error")}, e.get<std::int64_t>("problems"), e.severity()});
   });
 
   file.write(R"({"limiters": {"erp_api": {"requests_per_second": 5}}})");
@@ -466,7 +498,8 @@ TEST_CASE("a reload is an event and a metric", "[config][events]") {
   CHECK(seen[1].result == "rejected");
   CHECK(seen[1].problems == 2);
   CHECK(seen[1].severity == log_level::error);
-  CHECK(seen[1].error.find("limiters.erp_api.requests_per_second: must be a finite number > 0, got -1") != std::string::npos);
+  CHECK(seen[1].error.find("limiters.erp_api.requests_per_second: must be a finite number > 0, got -1") !=
+        std::string::npos);
 
   const auto text = metrics.render();
   CHECK(text.find("# TYPE greenlang_config_reloads_total counter") != std::string::npos);

@@ -265,7 +265,8 @@ TEST_CASE("re-registering changes the tier; unregistering forgets the service", 
   CHECK(m.unregister_service("llm_api"));
   CHECK_FALSE(m.unregister_service("llm_api"));
   CHECK(m.current_tier() == tier::full);
-  const std::vector<std::pair<tier, tier>> want{{tier::full, tier::core}, {tier::core, tier::read_only}, {tier::read_only, tier::full}};
+  const std::vector<std::pair<tier, tier>> want{
+      {tier::full, tier::core}, {tier::core, tier::read_only}, {tier::read_only, tier::full}};
   CHECK(log.changes == want);
 }
 
@@ -273,7 +274,8 @@ TEST_CASE("bad configuration throws invalid_argument naming the field", "[degrad
   const auto message_of = [](auto&& make) { return invalid_argument_of(make); };
   CHECK_THAT(message_of([] { degradation_manager{{.recover_after_reports = 0}}; }),
              Catch::Contains("recover_after_reports"));
-  CHECK_THAT(message_of([] { degradation_manager{{.recover_after_time = -1s}}; }), Catch::Contains("recover_after_time"));
+  CHECK_THAT(message_of([] { degradation_manager{{.recover_after_time = -1s}}; }),
+             Catch::Contains("recover_after_time"));
   CHECK_THAT(message_of([] { degradation_manager{{.unknown_service_tier = static_cast<tier>(9)}}; }),
              Catch::Contains("unknown_service_tier"));
   degradation_manager m;
@@ -289,8 +291,9 @@ TEST_CASE("events: tier_changed and service_health_changed, only on changes", "[
   std::vector<std::string> seen;
   m.events().subscribe([&](const event& e) {
     if (e.is(tier_changed_event))
-      seen.push_back("tier " + std::string{e.get<std::string_view>("from")} + "->" + std::string{e.get<std::string_view>("to")} +
-                     " by " + std::string{e.get<std::string_view>("cause")});
+      seen.push_back("tier " + std::string{e.get<std::string_view>("from")} + "->" +
+                     std::string{e.get<std::string_view>("to")} + " by " +
+                     std::string{e.get<std::string_view>("cause")});
     else if (e.is(service_health_changed_event))
       seen.push_back("health " + std::string{e.source()} + (e.get<bool>("healthy") ? " up" : " down: ") +
                      std::string{e.get<std::string_view>("error")});
@@ -432,9 +435,9 @@ TEST_CASE("stress: many threads report health and call guarded functions", "[deg
       threads.emplace_back([&] {
         for (int i = 0; i < rounds; ++i) {
           auto r = guarded.try_call();
-          if (r.has_value())
-            served.fetch_add(1, std::memory_order_relaxed);
-          else if (r.has_rejection() && r.rejection().is(degraded_kind) && !tier_allows(degraded_kind.current(r.rejection()), tier::core))
+          if (r.has_value()) served.fetch_add(1, std::memory_order_relaxed);
+          else if (r.has_rejection() && r.rejection().is(degraded_kind) &&
+                   !tier_allows(degraded_kind.current(r.rejection()), tier::core))
             degraded.fetch_add(1, std::memory_order_relaxed);
         }
       });
@@ -529,8 +532,10 @@ TEST_CASE("a bound breaker holds its service unhealthy while open, until its bre
   CHECK(cb.state() == circuit_state::closed);
   CHECK(m.current_tier() == tier::full);
 
-  const std::vector<std::pair<tier, tier>> want{{tier::full, tier::read_only}, {tier::read_only, tier::full},
-                                                {tier::full, tier::read_only}, {tier::read_only, tier::full}};
+  const std::vector<std::pair<tier, tier>> want{{tier::full, tier::read_only},
+                                                {tier::read_only, tier::full},
+                                                {tier::full, tier::read_only},
+                                                {tier::read_only, tier::full}};
   CHECK(log.changes == want);
 }
 
@@ -612,12 +617,10 @@ TEST_CASE("stress: breakers opening and closing while threads report health and 
       threads.emplace_back([&, t] {
         for (int i = 0; i < rounds; ++i) {
           auto r = lookup.try_call(i + t);
-          if (r.has_value())
-            served.fetch_add(1, std::memory_order_relaxed);
+          if (r.has_value()) served.fetch_add(1, std::memory_order_relaxed);
           else if (r.has_rejection() && r.rejection().is(degraded_kind))
             degraded.fetch_add(1, std::memory_order_relaxed);
-          else
-            other.fetch_add(1, std::memory_order_relaxed);
+          else other.fetch_add(1, std::memory_order_relaxed);
         }
       });
     threads.emplace_back([&] {
@@ -634,7 +637,8 @@ TEST_CASE("stress: breakers opening and closing while threads report health and 
   CHECK(m.health("factor_api")->open_breakers == (open ? 1 : 0));
 }
 
-TEST_CASE("stress: concurrent health reports and tier reads, every tier read one the states imply", "[degradation][stress]") {
+TEST_CASE("stress: concurrent health reports and tier reads, every tier read one the states imply",
+          "[degradation][stress]") {
   manual_clock clk;
   auto o = immediate(clk);
   o.register_defaults = false;

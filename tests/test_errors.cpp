@@ -59,5 +59,6 @@ TEST_CASE("format_duration writes durations as a person reads them", "[errors]")
   CHECK(format_duration(-250ms) == "-250 ms");
   CHECK(format_duration(duration::max()) == "106752 d 0 h");
   CHECK(format_duration(duration::min()) == "-106752 d 0 h");  // no overflow at the extremes
-  CHECK(std::string{circuit_open_error{"factor_api", 59'375'284us}.what()} == "circuit breaker 'factor_api' is open; next trial in 59.4 s");
+  CHECK(std::string{circuit_open_error{"factor_api", 59'375'284us}.what()} ==
+        "circuit breaker 'factor_api' is open; next trial in 59.4 s");
 }

@@ -212,7 +212,8 @@ TEST_CASE("concurrent publishers and subscribers: every event delivered exactly 
   std::vector<std::jthread> publishers;
   for (int t = 0; t < threads; ++t)
     publishers.emplace_back([&] {
-      for (int i = 0; i < per_thread; ++i) detail::emit(&hub, [] { return circuit_rejected("db", circuit_state::open, 1s); });
+      for (int i = 0; i < per_thread; ++i)
+        detail::emit(&hub, [] { return circuit_rejected("db", circuit_state::open, 1s); });
     });
   // Meanwhile listeners come and go; the stable one must still see everything.
   for (int i = 0; i < 200; ++i) {
@@ -235,12 +236,13 @@ std::string describe(const event& e) {
     return "retry_attempted " + std::string{e.operation()} + " #" + std::to_string(e.get<int>("attempt")) + " wait " +
            ms("delay") + "ms: " + text("failure");
   if (e.is(retries_exhausted_event))
-    return "retries_exhausted " + std::string{e.operation()} + " after " + std::to_string(e.get<int>("attempts")) + ": " +
-           text("failure");
+    return "retries_exhausted " + std::string{e.operation()} + " after " + std::to_string(e.get<int>("attempts")) +
+           ": " + text("failure");
   if (e.is(timeout_occurred_event)) return "timeout_occurred " + std::string{e.operation()} + " " + ms("limit") + "ms";
   if (e.is(fallback_activated_event))
     return "fallback_activated " + std::string{e.operation()} + " " + text("strategy") + ": " + text("reason");
-  if (e.is(rate_limit_violated_event)) return "rate_limit_violated " + std::string{e.source()} + "/" + std::string{e.tenant()};
+  if (e.is(rate_limit_violated_event))
+    return "rate_limit_violated " + std::string{e.source()} + "/" + std::string{e.tenant()};
   if (e.is(tier_changed_event)) return "tier_changed " + text("from") + "->" + text("to") + " by " + text("cause");
   if (e.is(service_health_changed_event))
     return "service_health_changed " + std::string{e.source()} + (e.get<bool>("healthy") ? " healthy" : " unhealthy");
@@ -278,13 +280,13 @@ TEST_CASE("scripted: retry, then fallback, each event once and in order", "[even
 TEST_CASE("scripted: a timeout per attempt inside a retry", "[events]") {
   global_log log;
   manual_clock clk{manual_clock::auto_advance};
-  auto explain = resilient{[&](std::stop_token) {
-                             clk.advance(31s);
-                             return std::string{"because"};
-                           },
-                           retry{{.max_retries = 1, .base_delay = 1s}},
-                           timeout{{.limit = 30s, .mode = timeout_mode::cooperative}}}
-                     .with_clock(clk);
+  auto explain =
+      resilient{[&](std::stop_token) {
+                  clk.advance(31s);
+                  return std::string{"because"};
+                },
+                retry{{.max_retries = 1, .base_delay = 1s}}, timeout{{.limit = 30s, .mode = timeout_mode::cooperative}}}
+          .with_clock(clk);
   CHECK(explain.try_call_with({.operation = "llm_inference"}).has_rejection());
   REQUIRE(log.lines->size() == 4);
   CHECK((*log.lines)[0] == "timeout_occurred llm_inference 30000ms");
@@ -324,7 +326,9 @@ TEST_CASE("scripted: health reports move the tier, each change once", "[events]"
   CHECK(count("service_health_changed database healthy") == 1);
   // The tier changes, in the order they happened.
   std::vector<std::string> tiers;
-  std::copy_if(l.begin(), l.end(), std::back_inserter(tiers), [](const std::string& s) { return s.rfind("tier_changed", 0) == 0; });
-  CHECK(tiers == std::vector<std::string>{"tier_changed full->core by llm_api", "tier_changed core->maintenance by database",
+  std::copy_if(l.begin(), l.end(), std::back_inserter(tiers),
+               [](const std::string& s) { return s.rfind("tier_changed", 0) == 0; });
+  CHECK(tiers == std::vector<std::string>{"tier_changed full->core by llm_api",
+                                          "tier_changed core->maintenance by database",
                                           "tier_changed maintenance->full by database"});
 }

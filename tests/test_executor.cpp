@@ -143,10 +143,11 @@ TEST_CASE("unique_function holds move-only callables", "[executor]") {
   moved();
 }
 
-TEST_CASE("unique_function keeps small callables inline and large ones on the heap, destroying each once", "[executor]") {
+TEST_CASE("unique_function keeps small callables inline and large ones on the heap, destroying each once",
+          "[executor]") {
   auto token = std::make_shared<int>(0);
   {
-    task small{[token] {}};                                     // fits inline
+    task small{[token] {}};                                             // fits inline
     task large{[token, pad = std::array<char, 256>{}] { (void)pad; }};  // does not
     CHECK(token.use_count() == 3);
     task a = std::move(small);
@@ -189,7 +190,8 @@ TEST_CASE("thread_pool: one task at a time, each waited for, with and without sp
 #else
   constexpr int n = 3000;
 #endif
-  for (const duration spin : {duration::zero(), duration{std::chrono::microseconds{50}}, duration{std::chrono::seconds{1}}}) {
+  for (const duration spin :
+       {duration::zero(), duration{std::chrono::microseconds{50}}, duration{std::chrono::seconds{1}}}) {
     thread_pool pool{2, spin};
     for (int i = 0; i < n; ++i) {
       std::promise<int> p;
@@ -213,13 +215,15 @@ TEST_CASE("thread_pool keeps first-in first-out order while its queue grows", "[
   for (int i = 0; i < 1000; ++i) CHECK(order[static_cast<std::size_t>(i)] == i);
 }
 
-TEST_CASE("thread_pool: posts from many threads while the pool shuts down are run or dropped, never lost in between", "[executor]") {
+TEST_CASE("thread_pool: posts from many threads while the pool shuts down are run or dropped, never lost in between",
+          "[executor]") {
   auto ran = std::make_shared<std::atomic<int>>(0);
   auto destroyed = std::make_shared<std::atomic<int>>(0);
   struct counted {
     std::shared_ptr<std::atomic<int>> ran, destroyed;
     bool live = true;
-    counted(std::shared_ptr<std::atomic<int>> r, std::shared_ptr<std::atomic<int>> d) : ran{std::move(r)}, destroyed{std::move(d)} {}
+    counted(std::shared_ptr<std::atomic<int>> r, std::shared_ptr<std::atomic<int>> d)
+        : ran{std::move(r)}, destroyed{std::move(d)} {}
     counted(counted&& o) noexcept : ran{o.ran}, destroyed{o.destroyed} { o.live = false; }
     ~counted() {
       if (live) ++*destroyed;

@@ -160,7 +160,8 @@ TEST_CASE("a | b handles what either handles", "[failures]") {
   CHECK_FALSE(handles_result(u, 1));
   CHECK(u.takes_result<int>());
   CHECK(handles(failures::none() | failures::any(), 7));
-  CHECK(handles_rejection(failures::rejections({timeout_kind}) | failures::rejections({kill_switch_kind}), kill_switch_kind));
+  CHECK(handles_rejection(failures::rejections({timeout_kind}) | failures::rejections({kill_switch_kind}),
+                          kill_switch_kind));
 }
 
 TEST_CASE("except wins over everything, also inside a union", "[failures]") {
@@ -170,8 +171,9 @@ TEST_CASE("except wins over everything, also inside a union", "[failures]") {
   CHECK(handles(f, http_error{500}));
   CHECK(handles_rejection(f, timeout_kind));
 
-  const failures g = failures::exceptions_if([](const http_error& e) { return e.status >= 500; }).except(
-      failures::exceptions_if([](const http_error& e) { return e.status == 501; }));
+  const failures g = failures::exceptions_if([](const http_error& e) {
+                       return e.status >= 500;
+                     }).except(failures::exceptions_if([](const http_error& e) { return e.status == 501; }));
   CHECK(handles(g, http_error{503}));
   CHECK_FALSE(handles(g, http_error{501}));
 
@@ -189,9 +191,9 @@ TEST_CASE("except wins over everything, also inside a union", "[failures]") {
   CHECK_FALSE(handles(u, std::domain_error{"x"}));
   CHECK(handles(u, http_error{500}));
 
-  const failures results = failures::results([](const int& v) { return v < 0; }).except(failures::results([](const int& v) {
-    return v == -1;
-  }));
+  const failures results = failures::results([](const int& v) {
+                             return v < 0;
+                           }).except(failures::results([](const int& v) { return v == -1; }));
   CHECK(handles_result(results, -2));
   CHECK_FALSE(handles_result(results, -1));
   CHECK(results.takes_result<int>());

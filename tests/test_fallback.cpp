@@ -100,10 +100,10 @@ TEST_CASE("cached fallback serves the last good result for the same arguments, r
   bool stale = false;
   resilient r{make_script({7, 9, -1, -1, -1}),
               fallback{cached{factors}, {.on_activated = [&](const fallback_info& info) {
-                                           CHECK(info.strategy == "cached");
-                                           age = info.age;
-                                           stale = info.stale;
-                                         }}}};
+                         CHECK(info.strategy == "cached");
+                         age = info.age;
+                         stale = info.stale;
+                       }}}};
   r.with_clock(clk);
   CHECK(r("electricity") == 7.0);
   CHECK(r("natural gas") == 9.0);
@@ -134,10 +134,10 @@ TEST_CASE("chain tries cached, then a secondary source, then a default, in order
   int secondary_calls = 0;
   resilient r{make_script({4, -1, -1, -1}),
               fallback{chain{cached{c}, fallback_to{[&](const std::string& activity) -> double {
-                                          ++secondary_calls;
-                                          if (activity == "steel") return 2.0;
-                                          throw std::runtime_error{"secondary down too"};
-                                        }},
+                               ++secondary_calls;
+                               if (activity == "steel") return 2.0;
+                               throw std::runtime_error{"secondary down too"};
+                             }},
                              default_value{0.0}},
                        {.on_activated = [&](const fallback_info& i) { used.emplace_back(i.strategy); }}}};
   CHECK(r("electricity") == 4.0);
@@ -152,34 +152,42 @@ TEST_CASE("chain tries cached, then a secondary source, then a default, in order
 }
 
 TEST_CASE("handle: exception type lists", "[fallback]") {
-  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
+  resilient r{make_script({-1, -2}),
+              fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
 }
 
 TEST_CASE("handle: the failures retry takes work here too", "[fallback]") {
-  resilient r{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
+  resilient r{make_script({-1, -2}),
+              fallback{default_value{0.0}, {.handle = failures::exceptions<factor_api_error>()}}};
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
+  resilient only_open{[](int) { return 1; },
+                      fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
                       always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
+  resilient limited{[](int) { return 1; },
+                    fallback{default_value{-1}, {.handle = failures::rejections(kind_set{circuit_open_kind})}},
                     always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
 }
 
 TEST_CASE("handle: rejection kinds, and exception types that match rejections", "[fallback]") {
-  resilient only_open{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
+  resilient only_open{[](int) { return 1; },
+                      fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
                       always_reject{circuit_open_kind}};
   CHECK(only_open(0) == -1);
-  resilient limited{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
+  resilient limited{[](int) { return 1; },
+                    fallback{default_value{-1}, {.handle = failures::rejections({circuit_open_kind})}},
                     always_reject{rate_limited_kind}};
   CHECK_THROWS_AS(limited(0), rate_limit_exceeded);
-  resilient by_type{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::exceptions<circuit_open_error>()}},
+  resilient by_type{[](int) { return 1; },
+                    fallback{default_value{-1}, {.handle = failures::exceptions<circuit_open_error>()}},
                     always_reject{circuit_open_kind}};
   CHECK(by_type(0) == -1);
-  resilient by_base{[](int) { return 1; }, fallback{default_value{-1}, {.handle = failures::exceptions<rejected_error>()}},
+  resilient by_base{[](int) { return 1; },
+                    fallback{default_value{-1}, {.handle = failures::exceptions<rejected_error>()}},
                     always_reject{bulkhead_full_kind}};
   CHECK(by_base(0) == -1);
 }
@@ -190,15 +198,17 @@ TEST_CASE("handle: predicate and combination", "[fallback]") {
   CHECK(r("a") == 0.0);
   CHECK_THROWS_AS(r("a"), std::logic_error);
 
-  resilient either{make_script({-1, -2}), fallback{default_value{0.0}, {.handle = failures::exceptions<std::logic_error>() | only_503}}};
+  resilient either{make_script({-1, -2}),
+                   fallback{default_value{0.0}, {.handle = failures::exceptions<std::logic_error>() | only_503}}};
   CHECK(either("a") == 0.0);
   CHECK(either("a") == 0.0);
 }
 
 TEST_CASE("handle: a result predicate treats some values as failures", "[fallback]") {
   std::vector<bool> causes;
-  auto fb = fallback{default_value{99}, {.handle = failures::results([](const int& v) { return v < 0; }),
-                                         .on_activated = [&](const fallback_info& i) { causes.push_back(i.cause.is_result()); }}};
+  auto fb = fallback{default_value{99},
+                     {.handle = failures::results([](const int& v) { return v < 0; }),
+                      .on_activated = [&](const fallback_info& i) { causes.push_back(i.cause.is_result()); }}};
   resilient r{[](int x) { return x; }, fb};
   CHECK(r(-4) == 99);
   CHECK(r(4) == 4);
@@ -229,7 +239,8 @@ TEST_CASE("fallback reports through the callback and the fallback_activated even
 
 TEST_CASE("fallback outside retry and timeout replaces what they finally return", "[fallback]") {
   manual_clock clk{manual_clock::auto_advance};
-  resilient r{make_script({-1, -1, -1}), fallback{default_value{0.5}, {.handle = failures::exceptions<factor_api_error>()}},
+  resilient r{make_script({-1, -1, -1}),
+              fallback{default_value{0.5}, {.handle = failures::exceptions<factor_api_error>()}},
               retry{{.max_retries = 2, .base_delay = 1s}}, timeout{{.limit = 5s, .mode = timeout_mode::cooperative}}};
   r.with_clock(clk);
   CHECK(r("a") == 0.5);
@@ -246,14 +257,18 @@ struct bad_default {
 
 TEST_CASE("a throwing results() predicate becomes the call's failure, not std::terminate", "[fallback][hooks]") {
   // The reproducer of issue #11, item 1.
-  resilient f{[] { return 1; }, fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool { throw std::logic_error{"p"}; })}}};
+  resilient f{[] { return 1; },
+              fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool {
+                                                      throw std::logic_error{"p"};
+                                                    })}}};
   const auto o = f.try_call();
   REQUIRE(o.has_exception());
   CHECK(failure_text(o) == "p");
   CHECK_THROWS_AS(f(), std::logic_error);  // the user's exception, unchanged
 }
 
-TEST_CASE("a throwing default_value conversion and cached key function become the call's failure", "[fallback][hooks]") {
+TEST_CASE("a throwing default_value conversion and cached key function become the call's failure",
+          "[fallback][hooks]") {
   resilient conv{[]() -> double { throw factor_api_error{"503"}; }, fallback{default_value{bad_default{}}}};
   CHECK(failure_text(conv.try_call()) == "no default");
 
@@ -264,16 +279,19 @@ TEST_CASE("a throwing default_value conversion and cached key function become th
                     return 2.5;
                   },
                   fallback{cached{cache, [&calls](const std::string& s) -> std::string {
-                             if (calls > 1) throw std::length_error{"key"};
-                             return s;
-                           }}}};
+                                    if (calls > 1) throw std::length_error{"key"};
+                                    return s;
+                                  }}}};
   CHECK(keyed("grid") == 2.5);
   CHECK(failure_text(keyed.try_call("grid")) == "key");  // the recovery path's key throws
 }
 
 TEST_CASE("async: a throwing results() predicate completes the future with its exception", "[fallback][hooks][async]") {
   manual_executor ex;
-  resilient f{[] { return 1; }, fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool { throw std::logic_error{"p"}; })}}};
+  resilient f{[] { return 1; },
+              fallback{default_value{0}, {.handle = failures::any() | failures::results([](const int&) -> bool {
+                                                      throw std::logic_error{"p"};
+                                                    })}}};
   f.with_executor(ex);
   auto fut = f.async();
   ex.run_all();
@@ -296,5 +314,6 @@ TEST_CASE("a cached fallback's cache runs on the pipeline's clock, or the pipeli
   CHECK(r("steel") == 1.5);  // from the cache, 30 s old
   clk.advance(31s);
   CHECK_THROWS_AS(r("steel"), std::runtime_error);  // expired on the pipeline's time line
-  CHECK_THROWS_AS(r.with_clock(steady_clock{}), std::invalid_argument);  // a cache on another clock would never expire in a test
+  CHECK_THROWS_AS(r.with_clock(steady_clock{}),
+                  std::invalid_argument);  // a cache on another clock would never expire in a test
 }

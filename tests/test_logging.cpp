@@ -6,8 +6,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "support/events.hpp"
 #include <nlohmann/json.hpp>
+#include "support/events.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -29,7 +29,8 @@ namespace {
 const auto fixed_time = std::chrono::sys_days{std::chrono::year{2026} / 11 / 28} + 21h + 5min + 39s + 123456us;
 
 json_logger_options fixed_clock(log_level min = log_level::info) {
-  return {.min_level = min, .now = [] { return std::chrono::time_point_cast<std::chrono::system_clock::duration>(fixed_time); }};
+  return {.min_level = min,
+          .now = [] { return std::chrono::time_point_cast<std::chrono::system_clock::duration>(fixed_time); }};
 }
 
 // Formats e and parses it back with a real JSON parser (nlohmann's parser
@@ -81,7 +82,8 @@ TEST_CASE("each event type logs its fields as JSON values", "[logging]") {
   CHECK(j["level"] == "error");
   CHECK(j["from"] == "closed");
   CHECK(j["to"] == "open");
-  CHECK(round_trip(circuit_state_changed("erp_api", circuit_state::half_open, circuit_state::closed))["level"] == "info");
+  CHECK(round_trip(circuit_state_changed("erp_api", circuit_state::half_open, circuit_state::closed))["level"] ==
+        "info");
 
   j = round_trip(circuit_rejected("erp_api", circuit_state::open, 42s));
   CHECK(j["state"] == "open");
@@ -121,7 +123,9 @@ TEST_CASE("quotes, backslashes and control characters are escaped", "[logging]")
 }
 
 TEST_CASE("valid UTF-8 passes through unchanged", "[logging]") {
-  const std::string text = "CO\xe2\x82\x82" "e \xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e";  // CO₂e été € 𝄞
+  const std::string text =
+      "CO\xe2\x82\x82"
+      "e \xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e";  // CO₂e été € 𝄞
   CHECK(logged_failure(text) == text);
   // U+2028 is escaped (line separator in JavaScript) but means the same.
   CHECK(logged_failure("a\xe2\x80\xa8z") == "a\xe2\x80\xa8z");
@@ -130,15 +134,17 @@ TEST_CASE("valid UTF-8 passes through unchanged", "[logging]") {
 
 TEST_CASE("invalid UTF-8 becomes one U+FFFD per bad byte", "[logging]") {
   const std::string fffd = "\xef\xbf\xbd";
-  CHECK(logged_failure("a\xff" "b") == "a" + fffd + "b");
-  CHECK(logged_failure("\x80") == fffd);                               // stray continuation byte
-  CHECK(logged_failure("\xc0\xaf") == fffd + fffd);                    // overlong '/'
-  CHECK(logged_failure("\xe0\x80\xaf") == fffd + fffd + fffd);         // overlong, 3 bytes
-  CHECK(logged_failure("\xed\xa0\x80") == fffd + fffd + fffd);         // UTF-16 surrogate
+  CHECK(logged_failure("a\xff"
+                       "b") == "a" + fffd + "b");
+  CHECK(logged_failure("\x80") == fffd);                                   // stray continuation byte
+  CHECK(logged_failure("\xc0\xaf") == fffd + fffd);                        // overlong '/'
+  CHECK(logged_failure("\xe0\x80\xaf") == fffd + fffd + fffd);             // overlong, 3 bytes
+  CHECK(logged_failure("\xed\xa0\x80") == fffd + fffd + fffd);             // UTF-16 surrogate
   CHECK(logged_failure("\xf4\x90\x80\x80") == fffd + fffd + fffd + fffd);  // beyond U+10FFFF
   CHECK(logged_failure("\xf5") == fffd);
-  CHECK(logged_failure("x\xe2\x82") == "x" + fffd + fffd);             // truncated at the end
-  CHECK(logged_failure("\xe2\x82" "abc") == fffd + fffd + "abc");      // truncated in the middle
+  CHECK(logged_failure("x\xe2\x82") == "x" + fffd + fffd);  // truncated at the end
+  CHECK(logged_failure("\xe2\x82"
+                       "abc") == fffd + fffd + "abc");  // truncated in the middle
 }
 
 TEST_CASE("any byte string gives a line a JSON parser accepts", "[logging]") {
@@ -162,7 +168,7 @@ TEST_CASE("the callback sink gets one line per event, filtered by level", "[logg
 
   hub.publish(circuit_state_changed("db", circuit_state::open, circuit_state::half_open));  // info: filtered out
   hub.publish(circuit_state_changed("db", circuit_state::closed, circuit_state::open));     // error
-  hub.publish(retry_attempted("db", 1, 1s, "deadlock"));                                   // warning
+  hub.publish(retry_attempted("db", 1, 1s, "deadlock"));                                    // warning
 
   REQUIRE(lines.size() == 2);
   CHECK(json::parse(lines[0])["event"] == "circuit_state_changed");
@@ -267,8 +273,10 @@ TEST_CASE("every event of the process, as JSON lines, into a log file", "[loggin
       resilience::json_logger{log_file, {.min_level = resilience::log_level::warning}});
 
   resilience::event_hub breaker_hub;  // a policy's own hub: its events reach the global hub too
-  detail::emit(&breaker_hub, [] { return circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open); });
-  detail::emit(&breaker_hub, [] { return circuit_state_changed("erp_api", circuit_state::open, circuit_state::half_open); });
+  detail::emit(&breaker_hub,
+               [] { return circuit_state_changed("erp_api", circuit_state::closed, circuit_state::open); });
+  detail::emit(&breaker_hub,
+               [] { return circuit_state_changed("erp_api", circuit_state::open, circuit_state::half_open); });
   resilience::global_events().unsubscribe(subscription);
 
   std::rewind(log_file);

@@ -1,10 +1,10 @@
 #include <resilience/bulkhead.hpp>
 #include <resilience/circuit_breaker.hpp>
 #include <resilience/degradation.hpp>
-#include <resilience/metrics.hpp>
-#include <resilience/resilient.hpp>
 #include <resilience/fallback.hpp>
+#include <resilience/metrics.hpp>
 #include <resilience/presets.hpp>
+#include <resilience/resilient.hpp>
 #include <resilience/retry.hpp>
 #include <resilience/timeout.hpp>
 
@@ -30,10 +30,10 @@ namespace {
 
 // The text parsed into series -> value, plus the HELP/TYPE lines seen.
 struct exposition {
-  std::map<std::string, double> samples;         // "name{labels}" -> value
-  std::map<std::string, std::string> types;      // family -> type
-  std::map<std::string, int> help_lines;         // family -> count
-  std::vector<std::string> sample_order;         // series names in output order
+  std::map<std::string, double> samples;     // "name{labels}" -> value
+  std::map<std::string, std::string> types;  // family -> type
+  std::map<std::string, int> help_lines;     // family -> count
+  std::vector<std::string> sample_order;     // series names in output order
 
   double at(const std::string& series) const {
     const auto it = samples.find(series);
@@ -167,7 +167,7 @@ TEST_CASE("a real policy is counted through the global hub", "[metrics]") {
 
 TEST_CASE("an event reaching both hubs is counted once", "[metrics]") {
   hub_owner policy;
-  metrics_registry m;  // global
+  metrics_registry m;         // global
   m.count_events_of(policy);  // already counted globally: no second subscription
   detail::emit(&policy.events(), [] { return timeout_occurred("metrics_test_once", 1s); });
   CHECK(parse(m.render()).at(R"(greenlang_timeouts_total{operation="metrics_test_once"})") == 1);
@@ -364,7 +364,8 @@ TEST_CASE("a watched circuit breaker: state, calls, transitions, failure rate, d
   CHECK(e.at(R"(greenlang_circuit_breaker_failure_rate{name="erp_api"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="0.05"})") == 1);
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_bucket{name="erp_api",le="2.5"})") == 3);
-  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="erp_api"})") == 3);  // rejections are not timed
+  CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_count{name="erp_api"})") ==
+        3);  // rejections are not timed
   CHECK(e.at(R"(greenlang_circuit_breaker_call_duration_seconds_sum{name="erp_api"})") == Approx(4.03));
 
   clk.advance(10s);
@@ -382,7 +383,8 @@ TEST_CASE("call durations are kept by default only for a breaker that times its 
                        .clock = clk,
                        .window = breaker_window::count_based,
                        .slow_call_duration = 20s}};  // times every call for slow-call tracking
-  circuit_breaker erp{{.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .slow_call_duration = 5s}};
+  circuit_breaker erp{
+      {.name = "erp_api", .clock = clk, .window = breaker_window::count_based, .slow_call_duration = 5s}};
   metrics_registry m{local_only()};
   m.watch(db);
   m.watch(llm);
@@ -429,9 +431,11 @@ TEST_CASE("events of a watched breaker do not duplicate its series", "[metrics]"
   m.watch(cb);
   (void)cb.try_call([]() -> int { throw std::runtime_error{"x"}; });
   (void)cb.try_call([] { return 1; });  // rejected: a circuit_rejected event too
-  const auto e = parse(m.render());  // parse fails on a duplicate series
+  const auto e = parse(m.render());     // parse fails on a duplicate series
   CHECK(e.at(R"(greenlang_circuit_breaker_calls_total{name="metrics_test_dupe",status="rejected"})") == 1);
-  CHECK(e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="metrics_test_dupe",from="closed",to="open"})") == 1);
+  CHECK(
+      e.at(R"(greenlang_circuit_breaker_state_transitions_total{name="metrics_test_dupe",from="closed",to="open"})") ==
+      1);
 }
 
 TEST_CASE("a watched bulkhead: in flight, waiting, limit, rejections", "[metrics]") {
@@ -469,7 +473,8 @@ TEST_CASE("a collector may call watch() and add_collector() on its own registry"
     if (added) return;
     added = true;
     m.watch(db);  // deadlocked before: render held the registry's lock while collecting
-    m.add_collector([](metric_snapshot& s) { s.add("late_gauge", metric_type::gauge, "Added by a collector.", {}, 7); });
+    m.add_collector(
+        [](metric_snapshot& s) { s.add("late_gauge", metric_type::gauge, "Added by a collector.", {}, 7); });
   });
   auto e = parse(m.render());
   CHECK_FALSE(e.has(R"(greenlang_bulkhead_max_concurrent_calls{name="database"})"));  // in force from the next scrape
@@ -508,20 +513,26 @@ TEST_CASE("label values with invalid UTF-8 are written as U+FFFD, one series per
   m.count_events_of(policy);
   const std::string fffd = "\xef\xbf\xbd";
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"a\xff", "a" + fffd},                             // a byte that never starts a character
-      {"b\xc0\xaf", "b" + fffd + fffd},                   // overlong '/'
-      {"c\xe0\x80\xaf", "c" + fffd + fffd + fffd},        // overlong, 3 bytes
-      {"d\xed\xa0\x80", "d" + fffd + fffd + fffd},        // UTF-16 surrogate
+      {"a\xff", "a" + fffd},                                   // a byte that never starts a character
+      {"b\xc0\xaf", "b" + fffd + fffd},                        // overlong '/'
+      {"c\xe0\x80\xaf", "c" + fffd + fffd + fffd},             // overlong, 3 bytes
+      {"d\xed\xa0\x80", "d" + fffd + fffd + fffd},             // UTF-16 surrogate
       {"e\xf4\x90\x80\x80", "e" + fffd + fffd + fffd + fffd},  // beyond U+10FFFF
-      {"f\xe2\x82", "f" + fffd + fffd},                   // truncated at the end
-      {"\xe2\x82" "g", fffd + fffd + "g"},                // truncated at the start
-      {"CO\xe2\x82\x82" "e", "CO\xe2\x82\x82" "e"},       // valid: unchanged
+      {"f\xe2\x82", "f" + fffd + fffd},                        // truncated at the end
+      {"\xe2\x82"
+       "g",
+       fffd + fffd + "g"},  // truncated at the start
+      {"CO\xe2\x82\x82"
+       "e",
+       "CO\xe2\x82\x82"
+       "e"},  // valid: unchanged
   };
   for (const auto& c : cases)  // (clang 14 cannot capture a structured binding)
     detail::emit(&policy.events(), [&] { return retry_attempted(c.first, 1, 1s, "503"); });
   // Two names that read the same once sanitised are one series, counted together.
   detail::emit(&policy.events(), [] { return retry_attempted("a\xfe", 1, 1s, "503"); });
-  detail::emit(&policy.events(), [] { return circuit_state_changed("cb\xff", circuit_state::closed, circuit_state::open); });
+  detail::emit(&policy.events(),
+               [] { return circuit_state_changed("cb\xff", circuit_state::closed, circuit_state::open); });
 
   const auto text = m.render();
   CHECK(strict_utf8(text));
@@ -613,7 +624,9 @@ TEST_CASE("failure_rate of a consecutive-mode breaker is what it decides on", "[
   circuit_breaker cb{{.name = "factor_api", .clock = clk, .fail_max = 5}};
   metrics_registry m{local_only()};
   m.watch(cb);
-  const auto rate = [&] { return parse(m.render()).at(R"(greenlang_circuit_breaker_failure_rate{name="factor_api"})"); };
+  const auto rate = [&] {
+    return parse(m.render()).at(R"(greenlang_circuit_breaker_failure_rate{name="factor_api"})");
+  };
   for (int i = 0; i < 100; ++i) (void)cb.try_call([] { return 1; });
   CHECK(rate() == 0);
   for (int i = 0; i < 2; ++i) (void)cb.try_call([]() -> int { throw std::runtime_error{"503"}; });
@@ -655,8 +668,9 @@ TEST_CASE("presets::make names its calls after the operation type", "[metrics]")
   rate_limiter limits{clk};
   const presets::sources src{.breakers = &breakers, .limits = &limits, .clock = clk};
   metrics_registry m;  // global events: the preset's own retry is counted
-  auto query = presets::make(operation_type::database_query, environment::production,
-                             [](std::stop_token) -> int { throw std::runtime_error{"connection refused"}; }, src);
+  auto query = presets::make(
+      operation_type::database_query, environment::production,
+      [](std::stop_token) -> int { throw std::runtime_error{"connection refused"}; }, src);
   CHECK(query.policies().operation() == "database_query");
   (void)query.try_call();
   const auto e = parse(m.render());

@@ -72,7 +72,8 @@ TEST_CASE("each rejection throws its own exception type with its data", "[outcom
     CHECK(e.retry_after() == 2s);
   }
   try {
-    std::rethrow_exception(thrown({.kind = &degraded_kind, .code = degraded_kind_t::code_of(tier::read_only, tier::core)}));
+    std::rethrow_exception(
+        thrown({.kind = &degraded_kind, .code = degraded_kind_t::code_of(tier::read_only, tier::core)}));
   } catch (const degraded_error& e) {
     CHECK(e.current() == tier::read_only);
     CHECK(e.required() == tier::core);
@@ -116,12 +117,15 @@ namespace {
 // A kind defined outside the library, with no exception type of its own.
 struct maintenance_window_kind_t final : rejection_kind {
   constexpr maintenance_window_kind_t() : rejection_kind{"maintenance_window"} {}
-  std::string message(const rejection& r) const override { return "maintenance window '" + std::string{r.source} + "'"; }
+  std::string message(const rejection& r) const override {
+    return "maintenance window '" + std::string{r.source} + "'";
+  }
 };
 constexpr maintenance_window_kind_t maintenance_window_kind{};
 }  // namespace
 
-TEST_CASE("rejection kinds are open: a kind of one's own throws, describes and compares like the library's", "[outcome]") {
+TEST_CASE("rejection kinds are open: a kind of one's own throws, describes and compares like the library's",
+          "[outcome]") {
   static_assert(std::is_trivially_copyable_v<rejection>);
   static_assert(sizeof(rejection) <= 64, "a rejection stays a small value");
   const rejection r{.kind = &maintenance_window_kind, .retry_after = std::chrono::seconds{3}, .source = "erp"};

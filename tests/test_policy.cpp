@@ -30,9 +30,9 @@ struct counting {
   void execute_async(r::call_context& ctx, Next& next, const Call&, r::async_callback<T> done) const {
     ++*async_calls;
     next(ctx, r::async_callback<T>{[f = failures, done = std::move(done)](r::outcome<T> o) mutable {
-      if (!o.has_value()) ++*f;
-      done(std::move(o));
-    }});
+           if (!o.has_value()) ++*f;
+           done(std::move(o));
+         }});
   }
 };
 
@@ -57,7 +57,7 @@ struct first_argument_doubled_on_failure {
   template <class Next, class Call>
   auto execute(r::call_context& ctx, Next&& next, const Call& call) const {
     auto o = next(ctx);
-    if constexpr (std::tuple_size_v<std::remove_cvref_t<decltype(call.arguments())>> > 0) {
+    if constexpr (std::tuple_size_v < std::remove_cvref_t < decltype(call.arguments()) >>> 0) {
       if (!o.has_value()) return decltype(o){std::in_place, 2 * std::get<0>(call.arguments())};
     }
     return o;

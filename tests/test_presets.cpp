@@ -61,7 +61,8 @@ TEST_CASE("production presets are the seed's numbers", "[presets]") {
   }
 }
 
-TEST_CASE("development presets relax production: 2 retries from 0.5 s, timeouts x2, 100 req/s, fail_max 10", "[presets]") {
+TEST_CASE("development presets relax production: 2 retries from 0.5 s, timeouts x2, 100 req/s, fail_max 10",
+          "[presets]") {
   for (const auto& r : production_table) {
     INFO(to_string(r.op));
     const presets::settings s = presets::get(r.op, environment::development);
@@ -168,10 +169,9 @@ TEST_CASE("make keeps a rate limit configured before it", "[presets]") {
   limits.enable_grant_counting();  // the checks read stats().allowed (grants are not counted by default)
   limits.configure("llm_api", {.requests_per_second = 1, .burst_size = 1});
   result_cache<std::string, std::string> answers{{.clock = clk}};
-  auto ask = presets::make(
-      operation_type::llm_inference, environment::production, [](std::stop_token, const std::string& q) { return "answer: " + q; },
-      answers,
-      {.breakers = &breakers, .limits = &limits, .clock = clk});
+  auto ask = presets::make(operation_type::llm_inference, environment::production,
+                           [](std::stop_token, const std::string& q) { return "answer: " + q; }, answers,
+                           {.breakers = &breakers, .limits = &limits, .clock = clk});
   CHECK(ask(std::string{"q"}) == "answer: q");
   CHECK(limits.stats("llm_api").config.requests_per_second == 1);
   CHECK(limits.stats("llm_api").allowed == 1);
@@ -212,7 +212,8 @@ TEST_CASE("make: report generation falls back to the default value", "[presets]"
     throw std::runtime_error{"renderer crashed on " + std::to_string(year)};
   };
   auto report = presets::make(operation_type::report_generation, environment::production, render,
-                              std::string{"report queued; try again later"}, {.breakers = &breakers, .limits = &limits, .clock = clk});
+                              std::string{"report queued; try again later"},
+                              {.breakers = &breakers, .limits = &limits, .clock = clk});
   CHECK(report(2025) == "report queued; try again later");
   CHECK(attempts == 3);  // 1 + 2 retries
 }
@@ -258,17 +259,16 @@ TEST_CASE("make: the preset rate limit is enforced, and a rate-limited attempt i
   limits.enable_grant_counting();  // the checks read stats().allowed (grants are not counted by default)
   result_cache<int, int> cache{{.clock = clk}};
   int calls = 0;
-  auto ask = presets::make(
-      operation_type::llm_inference, environment::production,
-      [&](std::stop_token, int x) {
-        ++calls;
-        return x;
-      },
-      cache, {.breakers = &breakers, .limits = &limits, .clock = clk});
+  auto ask = presets::make(operation_type::llm_inference, environment::production,
+                           [&](std::stop_token, int x) {
+                             ++calls;
+                             return x;
+                           },
+                           cache, {.breakers = &breakers, .limits = &limits, .clock = clk});
   const auto t0 = clk.now();
   for (int i = 0; i < 10; ++i) CHECK(ask(i) == i);  // the burst of 10
   CHECK(clk.now() == t0);
-  CHECK(ask(10) == 10);                // refused once, then retried after at least the 200 ms the limiter asked for
+  CHECK(ask(10) == 10);  // refused once, then retried after at least the 200 ms the limiter asked for
   CHECK(clk.now() - t0 >= 200ms);
   CHECK(calls == 11);
   CHECK(limits.stats("llm_api").rejected == 1);

@@ -92,8 +92,9 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { releas
 
 namespace {
 
-constexpr rate_limit_algorithm all_algorithms[] = {rate_limit_algorithm::token_bucket, rate_limit_algorithm::leaky_bucket,
-                                                   rate_limit_algorithm::fixed_window, rate_limit_algorithm::sliding_window};
+constexpr rate_limit_algorithm all_algorithms[] = {
+    rate_limit_algorithm::token_bucket, rate_limit_algorithm::leaky_bucket, rate_limit_algorithm::fixed_window,
+    rate_limit_algorithm::sliding_window};
 
 // Takes permits until refused; returns how many it got.
 int drain(const limiter& l) {
@@ -114,10 +115,10 @@ int drain_key(const rate_limiter& reg, std::string_view key) {
 TEST_CASE("accuracy: 10 req/s, burst 20, polled every millisecond for 10 s", "[rate_limit]") {
   // Each poll takes permits until refused, at t = 0, 1 ms, ..., 10 s inclusive.
   const auto [algorithm, expected] = GENERATE(table<rate_limit_algorithm, int>({
-      {rate_limit_algorithm::token_bucket, 20 + 100},   // full bucket, then one per 100 ms
-      {rate_limit_algorithm::leaky_bucket, 1 + 100},    // smooth: one at 0, then one per 100 ms
-      {rate_limit_algorithm::fixed_window, 6 * 20},     // 2 s windows starting at 0, 2, 4, 6, 8, 10
-      {rate_limit_algorithm::sliding_window, 6 * 20},   // each 20 leaves the 2 s window together
+      {rate_limit_algorithm::token_bucket, 20 + 100},  // full bucket, then one per 100 ms
+      {rate_limit_algorithm::leaky_bucket, 1 + 100},   // smooth: one at 0, then one per 100 ms
+      {rate_limit_algorithm::fixed_window, 6 * 20},    // 2 s windows starting at 0, 2, 4, 6, 8, 10
+      {rate_limit_algorithm::sliding_window, 6 * 20},  // each 20 leaves the 2 s window together
   }));
   CAPTURE(to_string(algorithm));
   manual_clock clk;
@@ -289,7 +290,8 @@ TEST_CASE("invalid configuration is rejected with the field's name", "[rate_limi
   CHECK_THAT(message_of([] { fixed_window{{.burst_size = 0}}; }), Contains("burst_size"));
   CHECK_THAT(message_of([] { leaky_bucket{{.burst_size = -3}}; }), Contains("burst_size"));
   CHECK_THAT(message_of([] { sliding_window{{.burst_size = 1 << 21}}; }), Contains("burst_size"));
-  CHECK_THAT(message_of([] { token_bucket{{.requests_per_second = 1e-12, .burst_size = 10}}; }), Contains("requests_per_second"));
+  CHECK_THAT(message_of([] { token_bucket{{.requests_per_second = 1e-12, .burst_size = 10}}; }),
+             Contains("requests_per_second"));
   manual_clock clk;
   token_bucket b{{.burst_size = 5}, clk};
   CHECK_THAT(message_of([&] { b.acquire(6, 1s); }), Contains("burst_size"));
@@ -451,18 +453,19 @@ TEST_CASE("registry: at most max_partitions tenants, the idle ones evicted first
   CHECK(reg.try_acquire("llm", "c"));
   clk.advance(10ms);
   CHECK_FALSE(reg.try_acquire("llm", "a"));  // a is the most recently used now; b is the most idle
-  CHECK(reg.try_acquire("llm", "d"));         // evicts b
+  CHECK(reg.try_acquire("llm", "d"));        // evicts b
   CHECK(reg.partitions("llm") == 3);
   CHECK_FALSE(reg.try_acquire("llm", "a"));  // a kept its state
   CHECK_FALSE(reg.try_acquire("llm", "c"));  // c too
-  CHECK(reg.try_acquire("llm", "b"));         // b came back fresh (evicts d, now the most idle)
+  CHECK(reg.try_acquire("llm", "b"));        // b came back fresh (evicts d, now the most idle)
   CHECK(reg.partitions("llm") == 3);
 }
 
 TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000, .count_grants = true});
+  reg.configure("factor_api",
+                {.requests_per_second = 10, .burst_size = 5, .max_partitions = 1000, .count_grants = true});
   int refused = 0;
   auto flood = [&](int from, int to) {
     char id[32];
@@ -477,7 +480,7 @@ TEST_CASE("registry: a million distinct tenants keep memory flat", "[rate_limit]
   CHECK(reg.partitions("factor_api") <= 1000);
   CHECK(reg.partitions("factor_api") >= 900);
   CHECK(live_blocks.load() - blocks_after_warmup <= 16);  // flat: the same partitions, recycled
-  CHECK(refused == 0);  // every new tenant starts with a full budget
+  CHECK(refused == 0);                                    // every new tenant starts with a full budget
   CHECK(reg.stats("factor_api").allowed == 1'000'000);
 }
 
@@ -502,8 +505,11 @@ TEST_CASE("registry: reconfiguring a key while threads use it is safe", "[rate_l
     const rate_limit_algorithm algorithms[] = {rate_limit_algorithm::sliding_window, rate_limit_algorithm::fixed_window,
                                                rate_limit_algorithm::leaky_bucket, rate_limit_algorithm::token_bucket};
     for (int i = 0; i < 200; ++i) {
-      reg.configure("db", {.requests_per_second = 50.0 + i, .burst_size = 1 + i % 7, .algorithm = algorithms[i % 4],
-                           .max_partitions = static_cast<std::size_t>(1 + i * 10), .count_grants = true});
+      reg.configure("db", {.requests_per_second = 50.0 + i,
+                           .burst_size = 1 + i % 7,
+                           .algorithm = algorithms[i % 4],
+                           .max_partitions = static_cast<std::size_t>(1 + i * 10),
+                           .count_grants = true});
       clk.advance(1ms);
     }
     while (calls < 1000) std::this_thread::yield();
@@ -644,11 +650,13 @@ TEST_CASE("hold: no permit until the upstream's Retry-After has passed", "[rate_
 TEST_CASE("hold: every algorithm, every tenant, exact to the nanosecond", "[rate_limit]") {
   const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
   CAPTURE(to_string(algorithm));
-  const bool bucket = algorithm == rate_limit_algorithm::token_bucket || algorithm == rate_limit_algorithm::leaky_bucket;
+  const bool bucket =
+      algorithm == rate_limit_algorithm::token_bucket || algorithm == rate_limit_algorithm::leaky_bucket;
   manual_clock clk;
   rate_limiter reg{clk};
   // 100 ms per permit, 5 per 500 ms window; one tenant at a time, so a second evicts the first.
-  reg.configure("factor_api", {.requests_per_second = 10, .burst_size = 5, .algorithm = algorithm, .max_partitions = 1});
+  reg.configure("factor_api",
+                {.requests_per_second = 10, .burst_size = 5, .algorithm = algorithm, .max_partitions = 1});
   CHECK(reg.try_acquire("factor_api", "acme"));
   clk.advance(250ms + 7ns);  // the hold ends mid-window, off any round number
   reg.hold("factor_api", 7s);
@@ -675,8 +683,8 @@ TEST_CASE("hold: every algorithm, every tenant, exact to the nanosecond", "[rate
   for (const std::string_view tenant : {"", "first_seen"}) {
     CAPTURE(tenant);
     const bool key_grid = algorithm == rate_limit_algorithm::fixed_window && tenant.empty();
-    const auto next = bucket ? duration{100ms}
-                      : key_grid ? duration{250ms - 7ns}
+    const auto next = bucket                                            ? duration{100ms}
+                      : key_grid                                        ? duration{250ms - 7ns}
                       : algorithm == rate_limit_algorithm::fixed_window ? duration{500ms - 1ns}
                                                                         : duration{500ms};
     for (int i = 0; i < expected; ++i) CHECK(reg.try_acquire("factor_api", tenant));
@@ -720,7 +728,8 @@ TEST_CASE("adaptive_rate: halves on 429, holds for Retry-After, recovers step by
   manual_clock clk;
   rate_limiter reg{clk};
   reg.configure("llm", {.requests_per_second = 10, .burst_size = 1});
-  adaptive_rate adapt{reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.2, .recovery_step = 0.25, .recovery_interval = 10s}};
+  adaptive_rate adapt{
+      reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.2, .recovery_step = 0.25, .recovery_interval = 10s}};
   CHECK(adapt.rate() == 10);
   adapt.on_throttled(7s);
   CHECK(adapt.rate() == 5);
@@ -745,7 +754,8 @@ TEST_CASE("adaptive_rate: halves on 429, holds for Retry-After, recovers step by
   CHECK_THROWS_WITH((adaptive_rate{reg, "nope"}), Catch::Matchers::Contains("'nope'"));
 }
 
-TEST_CASE("adaptive_rate: a huge recovery_interval is rejected, a huge Retry-After is clamped, neither wraps", "[rate_limit]") {
+TEST_CASE("adaptive_rate: a huge recovery_interval is rejected, a huge Retry-After is clamped, neither wraps",
+          "[rate_limit]") {
   manual_clock clk;
   rate_limiter reg{clk};
   reg.configure("llm", {.requests_per_second = 10, .burst_size = 1});
@@ -803,10 +813,12 @@ TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_lim
     CHECK(reg.try_acquire("llm").retry_after == 1s);
   }
   SECTION("fixed window: the current window keeps its start and count; the new rate sets its length") {
-    reg.configure("report", {.requests_per_second = 10, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
+    reg.configure("report",
+                  {.requests_per_second = 10, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
     for (int i = 0; i < 7; ++i) reg.check_limit("report");
     clk.advance(300ms);
-    reg.configure("report", {.requests_per_second = 20, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
+    reg.configure("report",
+                  {.requests_per_second = 20, .burst_size = 10, .algorithm = rate_limit_algorithm::fixed_window});
     CHECK(reg.stats("report").available == Approx(3));
     CHECK(drain_key(reg, "report") == 3);
     CHECK(reg.try_acquire("report").retry_after == 200ms);  // the window [0, 500 ms) at the new length
@@ -818,21 +830,28 @@ TEST_CASE("reconfiguring in place: what each algorithm carries over", "[rate_lim
     CHECK(drain_key(reg, "report") == 10);  // [1 s, 1.5 s)
     // A window that has ended carries nothing.
     clk.advance(2s);
-    reg.configure("report", {.requests_per_second = 5, .burst_size = 4, .algorithm = rate_limit_algorithm::fixed_window});
+    reg.configure("report",
+                  {.requests_per_second = 5, .burst_size = 4, .algorithm = rate_limit_algorithm::fixed_window});
     CHECK(drain_key(reg, "report") == 4);
   }
   SECTION("sliding window: the log of grants stays, only the window length changes") {
-    reg.configure("db", {.requests_per_second = 10, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 400 ms
+    reg.configure(
+        "db",
+        {.requests_per_second = 10, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 400 ms
     CHECK(reg.try_acquire("db", 2));
     clk.advance(100ms);
     CHECK(reg.try_acquire("db", 2));
     clk.advance(50ms);
-    reg.configure("db", {.requests_per_second = 20, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
+    reg.configure(
+        "db",
+        {.requests_per_second = 20, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
     const auto d = reg.try_acquire("db");
     CHECK_FALSE(d);
     CHECK(d.retry_after == 50ms);  // the grants at 0 leave the 200 ms window at 200 ms
     // A smaller burst keeps the newest grants: the two at 100 ms.
-    reg.configure("db", {.requests_per_second = 10, .burst_size = 2, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
+    reg.configure(
+        "db",
+        {.requests_per_second = 10, .burst_size = 2, .algorithm = rate_limit_algorithm::sliding_window});  // 200 ms
     CHECK(reg.try_acquire("db").retry_after == 150ms);
     clk.advance(150ms);
     CHECK(drain_key(reg, "db") == 2);
@@ -899,7 +918,8 @@ TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[ra
   rate_limiter reg{clk};
   reg.configure("llm", {.requests_per_second = 10, .burst_size = 5});
   for (int t = 0; t < 20; ++t) (void)reg.try_acquire("llm", "tenant-" + std::to_string(t));
-  adaptive_rate adapt{reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.05, .recovery_step = 0.1, .recovery_interval = 1s}};
+  adaptive_rate adapt{
+      reg, "llm", {.decrease_factor = 0.5, .min_fraction = 0.05, .recovery_step = 0.1, .recovery_interval = 1s}};
 
   const heap_probe heap;
   int steps = 0;
@@ -913,13 +933,14 @@ TEST_CASE("adaptive_rate: 100,000 steps allocate nothing and keep nothing", "[ra
     steps += adapt.rate() != rate ? 1 : 0;
   }
   heap.check_none();
-  CHECK(steps == 100'000);  // every call changed the rate: 100,000 reconfigurations
+  CHECK(steps == 100'000);   // every call changed the rate: 100,000 reconfigurations
   CHECK(adapt.rate() == 2);  // x -> x/2 -> x/2 + 1 settles on 1 <-> 2
   CHECK(reg.stats("llm").config.requests_per_second == 2);
   CHECK(reg.partitions("llm") == 20);
 }
 
-TEST_CASE("stress: while the rate keeps changing, grants stay within the highest rate in force", "[rate_limit][stress]") {
+TEST_CASE("stress: while the rate keeps changing, grants stay within the highest rate in force",
+          "[rate_limit][stress]") {
   // Two threads take permits of a key and of a tenant while this thread
   // changes the rate four times per virtual millisecond (same burst), so
   // that calls in flight cross reconfigurations. Whatever the interleaving,
@@ -932,7 +953,9 @@ TEST_CASE("stress: while the rate keeps changing, grants stay within the highest
   constexpr std::int64_t burst = 10;
   constexpr double rates[] = {1000, 700, 850, 500, 950};
   constexpr int steps = 300;  // virtual milliseconds
-  auto config = [&](double rate) { return limiter_options{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm}; };
+  auto config = [&](double rate) {
+    return limiter_options{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm};
+  };
   reg.configure("db", config(rates[0]));
   double highest = rates[0];
 
@@ -970,10 +993,14 @@ TEST_CASE("stress: while the rate keeps changing, grants stay within the highest
   const double span = steps / 1000.0;
   long bound = 0;
   switch (algorithm) {
-    case rate_limit_algorithm::token_bucket: bound = burst + std::lround(highest * span); break;  // full at the start, then refill
-    case rate_limit_algorithm::leaky_bucket: bound = 1 + std::lround(highest * span); break;     // one per interval
-    case rate_limit_algorithm::fixed_window:                                                       // burst per window of >= burst/highest
-    case rate_limit_algorithm::sliding_window: bound = burst * (1 + std::lround(std::floor(span * highest / burst))); break;
+    case rate_limit_algorithm::token_bucket:
+      bound = burst + std::lround(highest * span);
+      break;  // full at the start, then refill
+    case rate_limit_algorithm::leaky_bucket: bound = 1 + std::lround(highest * span); break;  // one per interval
+    case rate_limit_algorithm::fixed_window:  // burst per window of >= burst/highest
+    case rate_limit_algorithm::sliding_window:
+      bound = burst * (1 + std::lround(std::floor(span * highest / burst)));
+      break;
   }
   CAPTURE(highest, bound);
   CHECK(key_grants <= bound);
@@ -1024,14 +1051,17 @@ TEST_CASE("grant counting: off by default, on for good once enabled", "[rate_lim
   CHECK_FALSE(other.stats("erp").config.count_grants);
 }
 
-TEST_CASE("stress: time frozen, tenants and key share no budget and never exceed it while the key is reconfigured and held", "[rate_limit][stress]") {
+TEST_CASE(
+    "stress: time frozen, tenants and key share no budget and never exceed it while the key is reconfigured and held",
+    "[rate_limit][stress]") {
   const auto algorithm = GENERATE(from_range(std::begin(all_algorithms), std::end(all_algorithms)));
   CAPTURE(to_string(algorithm));
   manual_clock clk;
   rate_limiter reg{clk};
   constexpr std::int64_t burst = 8;
   auto config = [&](double rate) {
-    return limiter_options{.requests_per_second = rate, .burst_size = burst, .algorithm = algorithm, .count_grants = true};
+    return limiter_options{
+        .requests_per_second = rate, .burst_size = burst, .algorithm = algorithm, .count_grants = true};
   };
   reg.configure("db", config(100));
   // Time never moves: nothing refills, so each limiter grants at most what

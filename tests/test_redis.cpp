@@ -7,17 +7,17 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <atomic>
 #include <csignal>
-#include <fcntl.h>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <thread>
-#include <unistd.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 
 using namespace std::chrono_literals;
 namespace redis = resilience::redis;
@@ -69,8 +69,9 @@ class redis_server {
       const int null = ::open("/dev/null", O_WRONLY);
       ::dup2(null, 1);
       ::dup2(null, 2);
-      ::execl(binary.c_str(), binary.c_str(), "--port", "0", "--unixsocket", socket_.c_str(), "--unixsocketperm", "700", "--save", "",
-              "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", "", "--loglevel", "warning", static_cast<char*>(nullptr));
+      ::execl(binary.c_str(), binary.c_str(), "--port", "0", "--unixsocket", socket_.c_str(), "--unixsocketperm", "700",
+              "--save", "", "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", "", "--loglevel", "warning",
+              static_cast<char*>(nullptr));
       ::_exit(127);
     }
     // Wait until it answers.
@@ -108,15 +109,17 @@ redis_server& server() {
   return s;
 }
 
-#define REQUIRE_REDIS()                                                                   \
-  if (!server().running()) {                                                              \
+#define REQUIRE_REDIS()                                                                    \
+  if (!server().running()) {                                                               \
     WARN("skipped: redis-server is not installed (Debian: apt-get install redis-server)"); \
-    return;                                                                               \
+    return;                                                                                \
   }
 
 // A limiter in test mode (the manual clock's time) with a prefix of its own.
 redis::limiter_options opts(double rate, std::int64_t burst, rate_limit_algorithm a, std::string prefix) {
-  return {.limit = {.requests_per_second = rate, .burst_size = burst, .algorithm = a}, .prefix = std::move(prefix), .use_caller_clock = true};
+  return {.limit = {.requests_per_second = rate, .burst_size = burst, .algorithm = a},
+          .prefix = std::move(prefix),
+          .use_caller_clock = true};
 }
 
 std::string unique_prefix(std::string_view name) {
@@ -157,7 +160,8 @@ TEST_CASE("token bucket: exact permits and retry_after on the caller's clock", "
   // The same inputs give the same decisions as a local token bucket.
   resilience::manual_clock local_clock;
   resilience::token_bucket local{{.requests_per_second = 3, .burst_size = 2}, local_clock};
-  redis::rate_limiter remote{conn, "api", opts(3, 2, rate_limit_algorithm::token_bucket, unique_prefix("tb")), local_clock};
+  redis::rate_limiter remote{conn, "api", opts(3, 2, rate_limit_algorithm::token_bucket, unique_prefix("tb")),
+                             local_clock};
   for (int i = 0; i < 40; ++i) {
     const auto a = local.try_acquire();
     const auto b = remote.try_acquire();
@@ -189,8 +193,10 @@ TEST_CASE("sliding window: exact permits and retry_after on the caller's clock",
 
   // The same inputs give the same decisions as a local sliding window.
   resilience::manual_clock local_clock;
-  resilience::limiter local{{.requests_per_second = 5, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window}, local_clock};
-  redis::rate_limiter remote{conn, "api", opts(5, 4, rate_limit_algorithm::sliding_window, unique_prefix("sw")), local_clock};
+  resilience::limiter local{
+      {.requests_per_second = 5, .burst_size = 4, .algorithm = rate_limit_algorithm::sliding_window}, local_clock};
+  redis::rate_limiter remote{conn, "api", opts(5, 4, rate_limit_algorithm::sliding_window, unique_prefix("sw")),
+                             local_clock};
   for (int i = 0; i < 60; ++i) {
     const std::uint32_t n = 1 + static_cast<std::uint32_t>(i % 3);
     const auto a = local.try_acquire(n);
@@ -226,11 +232,15 @@ TEST_CASE("two limiter objects on two connections share one quota", "[redis]") {
     redis::rate_limiter one{server().connect(), "quota", opts(10, 5, a, prefix), clock};
     redis::rate_limiter two{server().connect(), "quota", opts(10, 5, a, prefix), clock};
     int granted = 0;
-    for (int i = 0; i < 10; ++i) granted += static_cast<int>(one.try_acquire("acme", 1).allowed) + static_cast<int>(two.try_acquire("acme", 1).allowed);
+    for (int i = 0; i < 10; ++i)
+      granted +=
+          static_cast<int>(one.try_acquire("acme", 1).allowed) + static_cast<int>(two.try_acquire("acme", 1).allowed);
     CHECK(granted == 5);
     clock.advance(1s);
     granted = 0;
-    for (int i = 0; i < 10; ++i) granted += static_cast<int>(one.try_acquire("acme", 1).allowed) + static_cast<int>(two.try_acquire("acme", 1).allowed);
+    for (int i = 0; i < 10; ++i)
+      granted +=
+          static_cast<int>(one.try_acquire("acme", 1).allowed) + static_cast<int>(two.try_acquire("acme", 1).allowed);
     CHECK(granted == 5);
   }
 }
@@ -267,7 +277,8 @@ TEST_CASE("a script flushed from the server is loaded again (NOSCRIPT)", "[redis
   REQUIRE_REDIS();
   resilience::manual_clock clock;
   auto conn = server().connect();
-  redis::rate_limiter limits{conn, "api", opts(1, 2, rate_limit_algorithm::token_bucket, unique_prefix("noscript")), clock};
+  redis::rate_limiter limits{conn, "api", opts(1, 2, rate_limit_algorithm::token_bucket, unique_prefix("noscript")),
+                             clock};
   CHECK(limits.try_acquire());
   CHECK(conn->script_reloads() == 0);
   conn->command({"SCRIPT", "FLUSH"});
@@ -328,7 +339,8 @@ TEST_CASE("a hold (an upstream's Retry-After) holds the key for every limiter an
 TEST_CASE("the rate_limit policy rejects with rate_limited_kind, per tenant", "[redis]") {
   REQUIRE_REDIS();
   resilience::manual_clock clock;
-  redis::rate_limiter limits{server().connect(), "factor_api", opts(1, 1, rate_limit_algorithm::token_bucket, unique_prefix("policy")), clock};
+  redis::rate_limiter limits{server().connect(), "factor_api",
+                             opts(1, 1, rate_limit_algorithm::token_bucket, unique_prefix("policy")), clock};
   static_assert(resilience::policy<redis::rate_limit, int>);
   resilience::resilient call{[] { return 42; }, redis::rate_limit{limits}};
   CHECK(call.try_call_with({.tenant = "acme"}).value() == 42);
@@ -389,7 +401,8 @@ TEST_CASE("a wrong-type value at a key is a reply error", "[redis]") {
   REQUIRE_REDIS();
   resilience::manual_clock clock;
   auto conn = server().connect();
-  redis::rate_limiter limits{conn, "api", opts(1, 1, rate_limit_algorithm::token_bucket, unique_prefix("wrongtype")), clock};
+  redis::rate_limiter limits{conn, "api", opts(1, 1, rate_limit_algorithm::token_bucket, unique_prefix("wrongtype")),
+                             clock};
   conn->command({"SET", limits.state_key(), "x"});
   try {
     (void)limits.try_acquire();
@@ -429,7 +442,8 @@ TEST_CASE("bad options throw std::invalid_argument naming the field", "[redis]")
 TEST_CASE("leasing: k adapts to the process's own rate", "[redis]") {
   REQUIRE_REDIS();
   resilience::manual_clock clock;
-  redis::rate_limiter limits{server().connect(), "api", opts(1000, 100, rate_limit_algorithm::token_bucket, unique_prefix("lease")), clock};
+  redis::rate_limiter limits{server().connect(), "api",
+                             opts(1000, 100, rate_limit_algorithm::token_bucket, unique_prefix("lease")), clock};
   redis::leased_rate_limiter fast{limits, {.max_lease = 16, .lease_period = 10ms}};
   CHECK(fast.lease_size("acme") == 1);
   for (int i = 0; i < 40; ++i) CHECK(fast.try_acquire("acme", 1));  // no time passes: k doubles to max_lease
@@ -448,7 +462,8 @@ TEST_CASE("leasing: k adapts to the process's own rate", "[redis]") {
 TEST_CASE("leasing: unspent leases are dropped after lease_ttl and by a hold", "[redis]") {
   REQUIRE_REDIS();
   resilience::manual_clock clock;
-  redis::rate_limiter limits{server().connect(), "api", opts(10, 10, rate_limit_algorithm::token_bucket, unique_prefix("ttl")), clock};
+  redis::rate_limiter limits{server().connect(), "api",
+                             opts(10, 10, rate_limit_algorithm::token_bucket, unique_prefix("ttl")), clock};
   redis::leased_rate_limiter leased{limits, {.max_lease = 8, .lease_ttl = 500ms}};
   for (int i = 0; i < 4; ++i) CHECK(leased.try_acquire());  // leases of 1, 2, then 4: 3 unspent
   CHECK(leased.unspent() == 3);
@@ -475,7 +490,7 @@ TEST_CASE("leasing: two processes stay within the strict limit plus the unspent 
     redis::rate_limiter two{server().connect(), "quota", opts(10, burst, a, prefix), clock};
     redis::leased_rate_limiter p1{one, {.max_lease = max_lease, .lease_ttl = 2s}};
     redis::leased_rate_limiter p2{two, {.max_lease = max_lease, .lease_ttl = 2s}};
-    std::vector<std::int64_t> grants;  // the tick of every permit spent
+    std::vector<std::int64_t> grants;    // the tick of every permit spent
     for (int ms = 0; ms < 3000; ++ms) {  // ticks
       // Process one is busy all the time; process two in bursts.
       for (int i = 0; i < 3; ++i)
@@ -508,7 +523,8 @@ TEST_CASE("threads sharing a connection and limiters grant the quota exactly onc
   auto conn = server().connect();
   const auto prefix = unique_prefix("threads");
   redis::rate_limiter strict{conn, "quota", opts(1, 50, rate_limit_algorithm::token_bucket, prefix), clock};
-  redis::rate_limiter other{server().connect(), "quota", opts(1, 50, rate_limit_algorithm::token_bucket, prefix), clock};
+  redis::rate_limiter other{server().connect(), "quota", opts(1, 50, rate_limit_algorithm::token_bucket, prefix),
+                            clock};
   redis::leased_rate_limiter leased{other, {.max_lease = 8}};
   std::atomic<int> granted{0};
   std::vector<std::thread> threads;
@@ -530,7 +546,8 @@ TEST_CASE("a paused server (SIGSTOP) fails the call after command_timeout; it wo
   REQUIRE(own.running());
   resilience::manual_clock clock;
   auto conn = own.connect({.command_timeout = 200ms, .reconnect_backoff = 0ms, .max_reconnect_backoff = 0ms});
-  redis::rate_limiter limits{conn, "api", opts(10, 5, rate_limit_algorithm::token_bucket, unique_prefix("paused")), clock};
+  redis::rate_limiter limits{conn, "api", opts(10, 5, rate_limit_algorithm::token_bucket, unique_prefix("paused")),
+                             clock};
   CHECK(limits.try_acquire());
   own.signal(SIGSTOP);
   const auto start = std::chrono::steady_clock::now();
@@ -558,8 +575,10 @@ TEST_CASE("shared breaker: one process's opening isolates the others within a po
   const auto prefix = unique_prefix("cb");
   auto options = resilience::circuit_breaker_options{.name = "erp", .clock = clock};
   options.break_duration = 10s;
-  redis::shared_breaker a{server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
-  redis::shared_breaker b{server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
+  redis::shared_breaker a{
+      server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
+  redis::shared_breaker b{
+      server().connect(), resilience::circuit_breaker{options}, {.prefix = prefix, .poll_interval = 100ms}};
   static_assert(resilience::policy<redis::shared_breaker, int>);
   resilience::resilient call_b{[] { return 7; }, b};
   CHECK(call_b.try_call().value() == 7);  // b polled: nothing shared yet
@@ -579,5 +598,7 @@ TEST_CASE("shared breaker: one process's opening isolates the others within a po
   CHECK(call_b.try_call().value() == 7);
   CHECK_FALSE(b.held_by_another());
   CHECK(b.breaker().state() == resilience::circuit_state::closed);
-  CHECK_THROWS_AS(redis::shared_breaker(server().connect(), resilience::circuit_breaker{options}, {.poll_interval = 0s}), std::invalid_argument);
+  CHECK_THROWS_AS(
+      redis::shared_breaker(server().connect(), resilience::circuit_breaker{options}, {.poll_interval = 0s}),
+      std::invalid_argument);
 }

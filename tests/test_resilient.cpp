@@ -246,7 +246,8 @@ struct throwing_policy {
 
 }  // namespace
 
-TEST_CASE("what a policy's own code throws becomes the call's failure; try_call never terminates", "[resilient][hooks]") {
+TEST_CASE("what a policy's own code throws becomes the call's failure; try_call never terminates",
+          "[resilient][hooks]") {
   resilient r{[] { return 1; }, throwing_policy{}};
   const auto o = r.try_call();
   REQUIRE(o.has_exception());
@@ -268,7 +269,8 @@ TEST_CASE("an executor whose post throws fails a detached timeout's call, and an
   CHECK_THROWS_WITH(f.get(), "executor full");
 }
 
-TEST_CASE("a clock that throws in a waiting rate limit fails the call and gives the booked permit back", "[resilient][hooks]") {
+TEST_CASE("a clock that throws in a waiting rate limit fails the call and gives the booked permit back",
+          "[resilient][hooks]") {
   auto clk = std::make_shared<throwing_sleep_clock>();
   limiter one{{.requests_per_second = 1, .burst_size = 1}, clock_ref{clk}, "erp"};
   REQUIRE(one.try_acquire());
@@ -280,7 +282,8 @@ TEST_CASE("a clock that throws in a waiting rate limit fails the call and gives 
   CHECK(one.try_acquire());  // the permit booked for the failed wait was refunded
 }
 
-TEST_CASE("a clock that throws in a waiting bulkhead fails the call and leaves no waiter behind", "[resilient][hooks]") {
+TEST_CASE("a clock that throws in a waiting bulkhead fails the call and leaves no waiter behind",
+          "[resilient][hooks]") {
   auto clk = std::make_shared<throwing_sleep_clock>();
   bulkhead pool{{.name = "erp_pool", .clock = clock_ref{clk}, .max_concurrent_calls = 1, .max_wait = 2s}};
   auto held = pool.try_acquire();
@@ -300,9 +303,10 @@ TEST_CASE("time reaches stateful policies through the pipeline's one clock", "[r
   bulkhead real_time{{.name = "erp_pool", .max_concurrent_calls = 1, .max_wait = 1s}};
   // A policy on another clock than with_clock's is an error, naming the policy.
   resilient r{[] { return 1; }, retry{}, real_time};
-  CHECK_THROWS_MATCHES(r.with_clock(clk), std::invalid_argument,
-                       Catch::Matchers::Message("with_clock: policy 2 (bulkhead 'erp_pool') reads another clock than this pipeline; "
-                                                "build it on the pipeline's clock (its options' clock)"));
+  CHECK_THROWS_MATCHES(
+      r.with_clock(clk), std::invalid_argument,
+      Catch::Matchers::Message("with_clock: policy 2 (bulkhead 'erp_pool') reads another clock than this pipeline; "
+                               "build it on the pipeline's clock (its options' clock)"));
   CHECK(r.policies().clock().is_steady());  // unchanged
 
   // Built on the manual clock, the pipeline adopts it.

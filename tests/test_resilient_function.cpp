@@ -116,7 +116,8 @@ TEST_CASE("resilient_function::async runs on the executor", "[resilient_function
   CHECK(fut.get() == 15);
 }
 
-TEST_CASE("resilient_function::co_call: inline without waiting policies, on the executor otherwise", "[resilient_function][coro]") {
+TEST_CASE("resilient_function::co_call: inline without waiting policies, on the executor otherwise",
+          "[resilient_function][coro]") {
   circuit_breaker breaker{{.fail_max = 5}};
   resilient_function<int(int)> quick = resilient{[](int x) { return x + 1; }, breaker};
   CHECK(quick.runs_inline());

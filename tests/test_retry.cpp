@@ -28,7 +28,8 @@ namespace {
 
 // A failure that remembers which attempt threw it.
 struct service_error : std::runtime_error {
-  explicit service_error(int attempt) : std::runtime_error{"service unavailable (attempt " + std::to_string(attempt) + ")"}, attempt{attempt} {}
+  explicit service_error(int attempt)
+      : std::runtime_error{"service unavailable (attempt " + std::to_string(attempt) + ")"}, attempt{attempt} {}
   int attempt;
 };
 struct invalid_factor : std::runtime_error {
@@ -145,7 +146,8 @@ TEST_CASE("each strategy waits its exact sequence through the retry policy", "[r
                                            row{backoff_strategy::fibonacci, seconds_list({1, 1, 2, 3, 5})}}) {
     manual_clock clk{manual_clock::auto_advance};
     delay_log log;
-    auto fetch = resilient{flaky{100}, retry{{.max_retries = 5, .strategy = strategy, .on_retry = log}}}.with_clock(clk);
+    auto fetch =
+        resilient{flaky{100}, retry{{.max_retries = 5, .strategy = strategy, .on_retry = log}}}.with_clock(clk);
     const auto start = clk.now();
     CHECK(fetch.try_call().has_exception());
     CHECK(*log.delays == expected);
@@ -262,7 +264,7 @@ TEST_CASE("exceptions_if decides from the typed exception", "[retry]") {
   };
   // [retry-if]
   retry r{{.handle = failures::exceptions_if([](const http_error& e) { return e.status >= 500 || e.status == 429; }) |
-                    failures::rejections()}};
+                     failures::rejections()}};
   // [retry-if]
   auto fetch = resilient{op, r}.with_clock(clk);
   CHECK_THROWS_AS(fetch(), http_error);
@@ -280,10 +282,11 @@ TEST_CASE("exceptions_if decides from the typed exception", "[retry]") {
 
   SECTION("a type list | a predicate: either one retries") {
     calls = 0;
-    auto both = resilient{op, retry{{.handle = failures::exceptions<invalid_factor>() |
-                                               failures::exceptions_if([](const http_error& e) { return e.status == 503; }) |
-                                               failures::rejections()}}}
-                    .with_clock(clk);
+    auto both =
+        resilient{op, retry{{.handle = failures::exceptions<invalid_factor>() |
+                                       failures::exceptions_if([](const http_error& e) { return e.status == 503; }) |
+                                       failures::rejections()}}}
+            .with_clock(clk);
     CHECK_THROWS_AS(both(), invalid_factor);
     CHECK(calls == 4);
     calls = 0;
@@ -294,10 +297,12 @@ TEST_CASE("exceptions_if decides from the typed exception", "[retry]") {
   SECTION("a predicate on the exception_ptr sees every exception") {
     calls = 0;
     int asked = 0;
-    auto any = resilient{op, retry{{.max_retries = 1, .handle = failures::exceptions_if([&](const std::exception_ptr& e) {
-                                      ++asked;
-                                      return e != nullptr;
-                                    }) | failures::rejections()}}}
+    auto any = resilient{op, retry{{.max_retries = 1,
+                                    .handle = failures::exceptions_if([&](const std::exception_ptr& e) {
+                                                ++asked;
+                                                return e != nullptr;
+                                              }) |
+                                              failures::rejections()}}}
                    .with_clock(clk);
     CHECK_THROWS_AS(any(), invalid_factor);
     CHECK(calls == 2);
@@ -312,7 +317,8 @@ TEST_CASE("a results() predicate retries a value that says 503", "[retry]") {
   auto get = [&] { return http_response{statuses[std::min(calls++, statuses.size() - 1)], "body"}; };
   delay_log log;
   // [retry-on-result]
-  retry r{{.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; }), .on_retry = log}};
+  retry r{{.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; }),
+           .on_retry = log}};
   // [retry-on-result]
   auto fetch = resilient{get, r}.with_clock(clk);
   const auto start = clk.now();
@@ -333,11 +339,14 @@ TEST_CASE("a results() predicate retries a value that says 503", "[retry]") {
 TEST_CASE("a results() predicate of the wrong type is a clear error and runs nothing", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   int calls = 0;
-  retry r{{.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; })}};
+  retry r{
+      {.handle = failures::any() | failures::results([](const http_response& resp) { return resp.status == 503; })}};
   auto wrong = resilient{[&] { return ++calls; }, r}.with_clock(clk);
-  CHECK(invalid_argument_of([&] { wrong(); }) == "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'int'");
+  CHECK(invalid_argument_of([&] { wrong(); }) ==
+        "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'int'");
   auto wrong_void = resilient{[&] { ++calls; }, r}.with_clock(clk);
-  CHECK(invalid_argument_of([&] { wrong_void(); }) == "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'void'");
+  CHECK(invalid_argument_of([&] { wrong_void(); }) ==
+        "retry: handle's results() takes '(anonymous namespace)::http_response' but the call returns 'void'");
   CHECK(calls == 0);
   // next_delay says the same.
   retry::state s;
@@ -375,7 +384,8 @@ TEST_CASE("inner rejections retry by kind; an open circuit is waited out", "[ret
     CHECK(*inner.calls == 1);
   }
   SECTION("a rejection without retry_after uses the backoff") {
-    auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, rejection{.kind = &bulkhead_full_kind}}}.with_clock(clk);
+    auto fetch = resilient{flaky{0}, retry{{.on_retry = log}}, reject_first{2, rejection{.kind = &bulkhead_full_kind}}}
+                     .with_clock(clk);
     CHECK(fetch() == 42);
     CHECK(*log.delays == seconds_list({1, 2}));
   }
@@ -433,13 +443,13 @@ TEST_CASE("retry never sleeps past the deadline and gives up early", "[retry]") 
   }
   SECTION("attempts that take time count against the deadline") {
     int calls = 0;
-    auto slow = resilient{[&]() -> int {
-                            ++calls;
-                            clk.advance(2s);
-                            throw service_error{calls};
-                          },
-                          retry{}}
-                    .with_clock(clk);
+    auto slow = resilient{
+        [&]() -> int {
+          ++calls;
+          clk.advance(2s);
+          throw service_error{calls};
+        },
+        retry{}}.with_clock(clk);
     const auto start = clk.now();
     // t=2 fails, wait 1 -> t=3, t=5 fails, wait 2 would reach the deadline at 7 -> give up.
     CHECK_THROWS_AS(slow.call_with({.deadline = start + 7s}), service_error);
@@ -492,13 +502,13 @@ TEST_CASE("a stop_token callable sees the call's token on every attempt", "[retr
   manual_clock clk{manual_clock::auto_advance};
   std::stop_source stop;
   int calls = 0;
-  auto fetch = resilient{[&](std::stop_token token, int x) {
-                           CHECK(token == stop.get_token());
-                           if (++calls < 3) throw service_error{calls};
-                           return x * 2;
-                         },
-                         retry{}}
-                   .with_clock(clk);
+  auto fetch = resilient{
+      [&](std::stop_token token, int x) {
+        CHECK(token == stop.get_token());
+        if (++calls < 3) throw service_error{calls};
+        return x * 2;
+      },
+      retry{}}.with_clock(clk);
   CHECK(fetch.call_with({.stop = stop.get_token()}, 21) == 42);
   CHECK(calls == 3);
 }
@@ -507,11 +517,11 @@ TEST_CASE("void and move-only results", "[retry]") {
   manual_clock clk{manual_clock::auto_advance};
   SECTION("void") {
     int calls = 0;
-    auto write = resilient{[&] {
-                             if (++calls < 3) throw service_error{calls};
-                           },
-                           retry{}}
-                     .with_clock(clk);
+    auto write = resilient{
+        [&] {
+          if (++calls < 3) throw service_error{calls};
+        },
+        retry{}}.with_clock(clk);
     write();
     CHECK(calls == 3);
     calls = -10;
@@ -521,24 +531,24 @@ TEST_CASE("void and move-only results", "[retry]") {
   }
   SECTION("move-only") {
     int calls = 0;
-    auto make = resilient{[&] {
-                            if (++calls < 2) throw service_error{calls};
-                            return std::make_unique<int>(42);
-                          },
-                          retry{}}
-                    .with_clock(clk);
+    auto make = resilient{
+        [&] {
+          if (++calls < 2) throw service_error{calls};
+          return std::make_unique<int>(42);
+        },
+        retry{}}.with_clock(clk);
     std::unique_ptr<int> p = make();
     REQUIRE(p);
     CHECK(*p == 42);
   }
   SECTION("arguments are not moved away by the first attempt") {
     int calls = 0;
-    auto consume = resilient{[&](std::string s) {
-                               if (++calls < 3) throw service_error{calls};
-                               return s.size();
-                             },
-                             retry{}}
-                       .with_clock(clk);
+    auto consume = resilient{
+        [&](std::string s) {
+          if (++calls < 3) throw service_error{calls};
+          return s.size();
+        },
+        retry{}}.with_clock(clk);
     CHECK(consume(std::string(100, 'x')) == 100);
   }
 }
@@ -549,10 +559,12 @@ TEST_CASE("events: retry_attempted per wait, retries_exhausted when giving up", 
   std::vector<std::string> seen;
   const auto id = r.events().subscribe([&](const event& e) {
     if (e.is(retry_attempted_event))
-      seen.push_back("attempted " + std::to_string(e.get<int>("attempt")) + " " + std::to_string(e.get<duration>("delay") / 1s) +
-                     "s " + std::string{e.get<std::string_view>("failure")} + " " + std::string{e.operation()});
+      seen.push_back("attempted " + std::to_string(e.get<int>("attempt")) + " " +
+                     std::to_string(e.get<duration>("delay") / 1s) + "s " +
+                     std::string{e.get<std::string_view>("failure")} + " " + std::string{e.operation()});
     else if (e.is(retries_exhausted_event))
-      seen.push_back("exhausted " + std::to_string(e.get<int>("attempts")) + " " + std::string{e.get<std::string_view>("failure")});
+      seen.push_back("exhausted " + std::to_string(e.get<int>("attempts")) + " " +
+                     std::string{e.get<std::string_view>("failure")});
   });
   auto fetch = resilient{flaky{100}, r}.with_clock(clk);  // a copy of r shares its hub
   CHECK(fetch.try_call_with({.operation = "factor_lookup"}).has_exception());
@@ -586,7 +598,8 @@ TEST_CASE("on_retry sees the failure; if it throws, the call ends with that", "[
   int calls = 0;
   // [retry-on-retry]
   retry r{{.on_retry = [&](int attempt, duration delay, const failure& failure) {
-    what.push_back(std::to_string(attempt) + ": " + failure.what() + ", next try in " + std::to_string(delay / 1s) + " s");
+    what.push_back(std::to_string(attempt) + ": " + failure.what() + ", next try in " + std::to_string(delay / 1s) +
+                   " s");
   }}};
   // [retry-on-retry]
   auto fetch = resilient{[&]() -> int {
@@ -600,26 +613,32 @@ TEST_CASE("on_retry sees the failure; if it throws, the call ends with that", "[
                                          "2: service unavailable (attempt 2), next try in 2 s"});
 
   calls = 0;
-  auto angry = resilient{[&]() -> int { throw service_error{++calls}; },
-                         retry{{.on_retry = [](int, duration, const failure&) { throw std::logic_error{"listener bug"}; }}}}
-                   .with_clock(clk);
+  auto angry = resilient{
+      [&]() -> int { throw service_error{++calls}; }, retry{{.on_retry = [](int, duration, const failure&) {
+        throw std::logic_error{"listener bug"};
+      }}}}.with_clock(clk);
   CHECK_THROWS_AS(angry(), std::logic_error);
   CHECK(calls == 1);
 
   SECTION("a rejection and a retried result are described too") {
     std::vector<std::string> kinds;
     auto describe_failure = [&](int, duration, const failure& f) {
-      kinds.push_back(f.has_rejection() ? "rejection: " + f.what() : f.is_result() ? "result: " + f.what() : "exception");
+      kinds.push_back(f.has_rejection() ? "rejection: " + f.what()
+                      : f.is_result()   ? "result: " + f.what()
+                                        : "exception");
     };
     auto rejected = resilient{flaky{0}, retry{{.max_retries = 1, .on_retry = describe_failure}},
                               reject_first{1, rejection{.kind = &bulkhead_full_kind, .source = "db"}}}
                         .with_clock(clk);
     CHECK(rejected() == 42);
-    auto result = resilient{[] { return 5; }, retry{{.max_retries = 1, .handle = failures::any() | failures::results([](const int& v) { return v == 5; }),
-                                                     .on_retry = describe_failure}}}
+    auto result = resilient{[] { return 5; },
+                            retry{{.max_retries = 1,
+                                   .handle = failures::any() | failures::results([](const int& v) { return v == 5; }),
+                                   .on_retry = describe_failure}}}
                       .with_clock(clk);
     CHECK(result() == 5);
-    CHECK(kinds == std::vector<std::string>{"rejection: bulkhead 'db' is full", "result: the result counts as a failure"});
+    CHECK(kinds ==
+          std::vector<std::string>{"rejection: bulkhead 'db' is full", "result: the result counts as a failure"});
   }
 }
 
@@ -628,7 +647,8 @@ TEST_CASE("seeded jitter through the policy stays in bounds and is reproducible"
     manual_clock clk{manual_clock::auto_advance};
     delay_log log;
     auto fetch =
-        resilient{flaky{100}, retry{{.max_retries = 4, .jitter = mode, .random = seeded_random(seed), .on_retry = log}}}.with_clock(clk);
+        resilient{flaky{100}, retry{{.max_retries = 4, .jitter = mode, .random = seeded_random(seed), .on_retry = log}}}
+            .with_clock(clk);
     const auto start = clk.now();
     CHECK(fetch.try_call().has_exception());
     duration total{};
@@ -695,7 +715,8 @@ TEST_CASE("bad retry options throw std::invalid_argument naming the field", "[re
   CHECK(invalid_argument_of([] { retry{{.max_retries = -1}}; }) == "retry: max_retries must be >= 0");
   CHECK(invalid_argument_of([] { retry{{.base_delay = -1ms}}; }) == "retry: base_delay must be >= 0");
   CHECK(invalid_argument_of([] { retry{{.max_delay = -1s}}; }) == "retry: max_delay must be >= 0");
-  CHECK(invalid_argument_of([] { retry{{.base_delay = 10s, .max_delay = 5s}}; }) == "retry: max_delay must be >= base_delay");
+  CHECK(invalid_argument_of([] { retry{{.base_delay = 10s, .max_delay = 5s}}; }) ==
+        "retry: max_delay must be >= base_delay");
   CHECK(invalid_argument_of([] { retry{{.multiplier = 0.9}}; }) == "retry: multiplier must be finite and >= 1");
   CHECK(invalid_argument_of([] { retry{{.multiplier = std::numeric_limits<double>::quiet_NaN()}}; }) ==
         "retry: multiplier must be finite and >= 1");
@@ -724,13 +745,13 @@ TEST_CASE("a parsed Retry-After feeds the retry through retry_after_hint", "[ret
     std::optional<duration> wait;
   };
   int calls = 0;
-  auto fetch = resilient{[&]() -> int {
-                           if (++calls == 1) throw throttled{parse_retry_after("45", rfc_example)};
-                           if (calls == 2) throw throttled{parse_retry_after("soon", rfc_example)};  // no hint
-                           return 3;
-                         },
-                         retry{}}
-                   .with_clock(clk);
+  auto fetch = resilient{
+      [&]() -> int {
+        if (++calls == 1) throw throttled{parse_retry_after("45", rfc_example)};
+        if (calls == 2) throw throttled{parse_retry_after("soon", rfc_example)};  // no hint
+        return 3;
+      },
+      retry{}}.with_clock(clk);
   const auto start = clk.now();
   CHECK(fetch() == 3);
   CHECK(clk.now() - start == 45s + 2s);
@@ -741,14 +762,18 @@ TEST_CASE("jittered strategies through the policy: bounds of every wait", "[retr
   delay_log log;
   SECTION("full jitter, capped") {
     // [retry-jitter]
-    retry r{{.max_retries = 6, .base_delay = 500ms, .max_delay = 4s, .jitter = jitter_mode::full, .random = seeded_random(42)}};
+    retry r{{.max_retries = 6,
+             .base_delay = 500ms,
+             .max_delay = 4s,
+             .jitter = jitter_mode::full,
+             .random = seeded_random(42)}};
     // [retry-jitter]
-    auto fetch = resilient{flaky{100}, retry{[&] {
-                             auto o = r.options();
-                             o.on_retry = log;
-                             return o;
-                           }()}}
-                     .with_clock(clk);
+    auto fetch = resilient{
+        flaky{100}, retry{[&] {
+          auto o = r.options();
+          o.on_retry = log;
+          return o;
+        }()}}.with_clock(clk);
     CHECK(fetch.try_call().has_exception());
     REQUIRE(log.delays->size() == 6);
     const duration caps[] = {500ms, 1s, 2s, 4s, 4s, 4s};
@@ -759,15 +784,16 @@ TEST_CASE("jittered strategies through the policy: bounds of every wait", "[retr
   }
   SECTION("decorrelated jitter") {
     // [retry-decorrelated]
-    retry r{{.max_retries = 8, .base_delay = 100ms, .strategy = backoff_strategy::decorrelated_jitter, .max_delay = 10s}};
+    retry r{
+        {.max_retries = 8, .base_delay = 100ms, .strategy = backoff_strategy::decorrelated_jitter, .max_delay = 10s}};
     // [retry-decorrelated]
-    auto fetch = resilient{flaky{100}, retry{[&] {
-                             auto o = r.options();
-                             o.on_retry = log;
-                             o.random = seeded_random(7);
-                             return o;
-                           }()}}
-                     .with_clock(clk);
+    auto fetch = resilient{
+        flaky{100}, retry{[&] {
+          auto o = r.options();
+          o.on_retry = log;
+          o.random = seeded_random(7);
+          return o;
+        }()}}.with_clock(clk);
     const auto start = clk.now();
     CHECK(fetch.try_call().has_exception());
     REQUIRE(log.delays->size() == 8);
@@ -789,12 +815,12 @@ TEST_CASE("a result type without assignment is retried too", "[retry]") {
   STATIC_REQUIRE_FALSE(std::is_move_assignable_v<outcome<frozen>>);
   manual_clock clk{manual_clock::auto_advance};
   int calls = 0;
-  auto make = resilient{[&] {
-                          if (++calls < 3) throw service_error{calls};
-                          return frozen{calls};
-                        },
-                        retry{}}
-                  .with_clock(clk);
+  auto make = resilient{
+      [&] {
+        if (++calls < 3) throw service_error{calls};
+        return frozen{calls};
+      },
+      retry{}}.with_clock(clk);
   CHECK(make().value == 3);
 }
 
@@ -810,13 +836,15 @@ struct throws_on_second {
 };
 }  // namespace
 
-TEST_CASE("an inner policy that throws fails that attempt with its exception, which retry judges like the callable's own",
-          "[retry]") {
+TEST_CASE(
+    "an inner policy that throws fails that attempt with its exception, which retry judges like the callable's own",
+    "[retry]") {
   // The pipeline turns what a policy throws into its outcome (issue #11,
   // item 1), so retry's predicates decide, as for any exception.
   manual_clock clk{manual_clock::auto_advance};
   throws_on_second inner;
-  auto fetch = resilient{flaky{100}, retry{{.handle = failures::any().except<std::logic_error>()}}, inner}.with_clock(clk);
+  auto fetch =
+      resilient{flaky{100}, retry{{.handle = failures::any().except<std::logic_error>()}}, inner}.with_clock(clk);
   auto out = fetch.try_call();
   REQUIRE(out.has_exception());
   CHECK(out.what() == "broken policy");

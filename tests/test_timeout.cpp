@@ -73,8 +73,8 @@ TEST_CASE("a limit <= 0 or NaN is rejected when the timeout is built", "[timeout
 TEST_CASE("a limit that does not fit in nanoseconds or passes 100 years is rejected, not wrapped", "[timeout]") {
   using std::chrono::hours;
   const std::string too_long = "timeout: limit must be within 100 years (resilience::max_duration)";
-  CHECK_THROWS_WITH(timeout{hours{5'124'096}}, too_long);         // used to become a 1526 s limit
-  CHECK_THROWS_WITH(timeout{hours{24 * 365 * 300}}, too_long);    // used to say "limit must be > 0"
+  CHECK_THROWS_WITH(timeout{hours{5'124'096}}, too_long);       // used to become a 1526 s limit
+  CHECK_THROWS_WITH(timeout{hours{24 * 365 * 300}}, too_long);  // used to say "limit must be > 0"
   CHECK_THROWS_WITH(timeout{std::chrono::duration<double>{1e300}}, too_long);
   CHECK_THROWS_WITH(timeout{{.limit = duration::max()}}, too_long);
   CHECK(timeout{hours{24 * 365 * 100}}.limit() == max_duration);
@@ -154,7 +154,8 @@ TEST_CASE("a timeout narrows the deadline for inner policies, and restores it af
   CHECK(*probe.seen == caller_deadline);  // never loosened
 }
 
-TEST_CASE("detached: the caller gets timeout_error at the deadline; the abandoned work owns its arguments", "[timeout]") {
+TEST_CASE("detached: the caller gets timeout_error at the deadline; the abandoned work owns its arguments",
+          "[timeout]") {
   manual_clock clk;
   manual_executor ex;
   auto seen = std::make_shared<std::string>();
@@ -311,7 +312,8 @@ TEST_CASE("cooperative on the real clock: the timer fires, also after a longer t
   }
 }
 
-TEST_CASE("cooperative on the real clock: a short timeout fires while a long one is armed on another thread", "[timeout]") {
+TEST_CASE("cooperative on the real clock: a short timeout fires while a long one is armed on another thread",
+          "[timeout]") {
   // The timer thread sleeps until the long deadline; arming the short one must wake it.
   std::latch release{1};
   std::atomic<bool> long_started{false};
@@ -330,7 +332,8 @@ TEST_CASE("cooperative on the real clock: a short timeout fires while a long one
   release.count_down();
 }
 
-TEST_CASE("cooperative on the real clock: the caller's stop request reaches the callable; the value stands", "[timeout]") {
+TEST_CASE("cooperative on the real clock: the caller's stop request reaches the callable; the value stands",
+          "[timeout]") {
   resilient r{wait_for_stop, timeout{1h}};
   std::stop_source caller;
   std::jthread canceller{[&] { caller.request_stop(); }};
@@ -345,14 +348,13 @@ TEST_CASE("cooperative on the real clock: nested timeouts, deeper than one block
   levels.push_back(std::make_unique<level>(std::function<int(std::stop_token)>{wait_for_stop}, timeout{1ms}));
   for (int i = 1; i <= 12; ++i) {
     const level* inner = levels.back().get();
-    levels.push_back(std::make_unique<level>(
-        std::function<int(std::stop_token)>{[inner](std::stop_token st) {
-          auto o = inner->try_call();
-          if (st.stop_requested()) return -1000;  // an outer timer fired: wrong
-          if (o.has_rejection()) return o.rejection().is(timeout_kind) ? 1 : -1;
-          return 10 + o.value();
-        }},
-        timeout{1h}));
+    levels.push_back(std::make_unique<level>(std::function<int(std::stop_token)>{[inner](std::stop_token st) {
+                                               auto o = inner->try_call();
+                                               if (st.stop_requested()) return -1000;  // an outer timer fired: wrong
+                                               if (o.has_rejection()) return o.rejection().is(timeout_kind) ? 1 : -1;
+                                               return 10 + o.value();
+                                             }},
+                                             timeout{1h}));
   }
   for (int round = 0; round < 3; ++round) {  // the slots are reused, round after round
     CHECK(levels.back()->try_call().value() == 10 * 11 + 1);
@@ -360,7 +362,8 @@ TEST_CASE("cooperative on the real clock: nested timeouts, deeper than one block
   }
 }
 
-TEST_CASE("cooperative on the real clock: a timer racing the call's end never fires into a finished call", "[timeout]") {
+TEST_CASE("cooperative on the real clock: a timer racing the call's end never fires into a finished call",
+          "[timeout]") {
   // The limit is about as long as the call, so the timer fires before, during
   // or after the call returns. Only the timer stops the token, and the
   // outcome is timeout_error exactly when it fired: a call that saw its token
@@ -483,7 +486,8 @@ TEST_CASE("real clock: a due call_at timer queued behind a blocking callback can
   CHECK_FALSE(ran);
 }
 
-TEST_CASE("detached on the real clock: a quick call returns its value, a hung one times out and finishes later", "[timeout]") {
+TEST_CASE("detached on the real clock: a quick call returns its value, a hung one times out and finishes later",
+          "[timeout]") {
   thread_pool pool{1};
   std::latch release{1};
   auto finished = std::make_shared<std::atomic<int>>(0);

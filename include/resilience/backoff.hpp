@@ -126,9 +126,10 @@ struct backoff_options {
   backoff_strategy strategy = backoff_strategy::exponential;  ///< default: exponential
   duration base_delay = std::chrono::seconds{1};              ///< the first delay; default 1 s, in [0, max_duration]
   double multiplier = 2.0;                                    ///< growth factor of exponential; default 2, must be >= 1
-  duration max_delay = std::chrono::minutes{5};               ///< cap on every computed delay; default 5 min (duration::max(): no cap)
-  jitter_mode jitter = jitter_mode::none;                     ///< default none (production presets turn it on)
-  random_source random{};                                     ///< jitter's random numbers; default per-thread generator
+  duration max_delay =
+      std::chrono::minutes{5};             ///< cap on every computed delay; default 5 min (duration::max(): no cap)
+  jitter_mode jitter = jitter_mode::none;  ///< default none (production presets turn it on)
+  random_source random{};                  ///< jitter's random numbers; default per-thread generator
 };
 
 /// Computes retry delays. Immutable after construction, so safe to share
@@ -153,7 +154,6 @@ class backoff {
   }
 
  public:
-
   /// The delay before retry number `n` (1 = the first retry), jitter applied.
   /// `previous` is the delay before the previous retry (zero for the first);
   /// only decorrelated_jitter uses it.
@@ -214,7 +214,8 @@ class backoff {
     if (previous < base) previous = base;
     const duration hi = detail::saturating_mul(previous, 3);
     // Saturating: the draw rounds up to duration::max() when hi is near it.
-    const duration d = saturating_add(base, detail::saturate_ns(o_.random.uniform() * static_cast<double>((hi - base).count())));
+    const duration d =
+        saturating_add(base, detail::saturate_ns(o_.random.uniform() * static_cast<double>((hi - base).count())));
     return d < o_.max_delay ? d : o_.max_delay;
   }
 

@@ -53,8 +53,8 @@ inline constexpr event_metric bulkhead_rejected_metrics[] = {
 }  // namespace detail
 
 /// A bulkhead refused a call. Source: its name. Fields: max_concurrent_calls.
-inline constexpr event_kind bulkhead_rejected_event{"bulkhead_rejected", log_level::warning,
-                                                    {.source_key = "name", .metrics = detail::bulkhead_rejected_metrics}};
+inline constexpr event_kind bulkhead_rejected_event{
+    "bulkhead_rejected", log_level::warning, {.source_key = "name", .metrics = detail::bulkhead_rejected_metrics}};
 
 /// A bulkhead's rejection kind: "bulkhead_full".
 class bulkhead_full_kind_t final : public rejection_kind {
@@ -73,15 +73,18 @@ class bulkhead_full_error : public rejected_error {
       : rejected_error{bulkhead_full_kind, name, duration::zero(), detail::named("bulkhead", name) + " is full"} {}
 };
 
-inline std::string bulkhead_full_kind_t::message(const rejection& r) const { return detail::named("bulkhead", r.source) + " is full"; }
+inline std::string bulkhead_full_kind_t::message(const rejection& r) const {
+  return detail::named("bulkhead", r.source) + " is full";
+}
 inline void bulkhead_full_kind_t::raise(const rejection& r) const { throw bulkhead_full_error{std::string{r.source}}; }
 
 /// Configuration of a bulkhead. Checked when the bulkhead is built.
 struct bulkhead_options {
-  std::string name{};                   ///< names the bulkhead in rejections, events and stats
-  clock_ref clock{};                    ///< measures max_wait (default: the real steady clock)
+  std::string name{};                     ///< names the bulkhead in rejections, events and stats
+  clock_ref clock{};                      ///< measures max_wait (default: the real steady clock)
   std::size_t max_concurrent_calls = 25;  ///< calls allowed to run at once (>= 1)
-  duration max_wait = duration::zero();   ///< how long a call may wait for a slot (0 = reject at once; >= 0; duration::max(): no cap)
+  duration max_wait =
+      duration::zero();  ///< how long a call may wait for a slot (0 = reject at once; >= 0; duration::max(): no cap)
 };
 
 /// A snapshot of a bulkhead's counters.
@@ -148,7 +151,9 @@ class bulkhead_state {
   }
 
   rejection make_rejection(wait_result r) const noexcept {
-    return rejection{.kind = r == wait_result::cancelled ? static_cast<const rejection_kind*>(&cancelled_kind) : &bulkhead_full_kind, .source = opts_.name};
+    return rejection{
+        .kind = r == wait_result::cancelled ? static_cast<const rejection_kind*>(&cancelled_kind) : &bulkhead_full_kind,
+        .source = opts_.name};
   }
 
   bulkhead_stats stats() const noexcept {
@@ -270,7 +275,8 @@ class bulkhead {
   };
 
   /// A bulkhead with the given options; throws std::invalid_argument naming a bad field.
-  explicit bulkhead(bulkhead_options options = {}) : st_{std::make_shared<detail::bulkhead_state>(std::move(options))} {}
+  explicit bulkhead(bulkhead_options options = {})
+      : st_{std::make_shared<detail::bulkhead_state>(std::move(options))} {}
 
   /// The bulkhead's name.
   const std::string& name() const noexcept { return st_->options().name; }

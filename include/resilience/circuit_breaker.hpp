@@ -57,9 +57,9 @@
 #include "detail/breaker_word.hpp"
 #include "errors.hpp"
 #include "events.hpp"
+#include "failures.hpp"
 #include "metric_snapshot.hpp"
 #include "outcome.hpp"
-#include "failures.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -85,8 +85,8 @@ constexpr circuit_state circuit_state_of(std::string_view name) noexcept {
 /// A breaker's series (circuit_breaker_*{name}): written when a
 /// metrics_registry watches it; transitions, rejections and the state also
 /// come from its events for breakers nobody watches.
-inline constexpr metric_family circuit_breaker_state_family{
-    "circuit_breaker_state", metric_type::gauge, "Circuit breaker state: 0 closed, 1 open, 2 half_open.", 1};
+inline constexpr metric_family circuit_breaker_state_family{"circuit_breaker_state", metric_type::gauge,
+                                                            "Circuit breaker state: 0 closed, 1 open, 2 half_open.", 1};
 inline constexpr metric_family circuit_breaker_calls_family{"circuit_breaker_calls_total", metric_type::counter,
                                                             "Calls seen by a circuit breaker, by outcome.", 2};
 inline constexpr metric_family circuit_breaker_transitions_family{
@@ -97,17 +97,23 @@ inline constexpr metric_family circuit_breaker_failure_rate_family{
     "circuit_breaker_failure_rate", metric_type::gauge,
     "Failure rate the circuit breaker decides on, 0 to 1: its window's, or failures in a row / fail_max.", 5};
 inline constexpr metric_family circuit_breaker_slow_calls_family{
-    "circuit_breaker_slow_calls_total", metric_type::counter, "Calls slower than the circuit breaker's slow_call_duration.", 6};
+    "circuit_breaker_slow_calls_total", metric_type::counter,
+    "Calls slower than the circuit breaker's slow_call_duration.", 6};
 inline const metric_families circuit_breaker_metric_families{
     circuit_breaker_state_family,         circuit_breaker_calls_family,        circuit_breaker_transitions_family,
     circuit_breaker_call_duration_family, circuit_breaker_failure_rate_family, circuit_breaker_slow_calls_family};
 
 namespace detail {
 inline constexpr event_metric circuit_state_changed_metrics[] = {
-    {&circuit_breaker_transitions_family, {{{"name", "source"}, {"from", "from"}, {"to", "to"}}}, nullptr, "circuit_breaker"},
+    {&circuit_breaker_transitions_family,
+     {{{"name", "source"}, {"from", "from"}, {"to", "to"}}},
+     nullptr,
+     "circuit_breaker"},
     {&circuit_breaker_state_family,
      {{{"name", "source"}}},
-     [](const event& e) { return static_cast<double>(static_cast<int>(circuit_state_of(e.get<std::string_view>("to")))); },
+     [](const event& e) {
+       return static_cast<double>(static_cast<int>(circuit_state_of(e.get<std::string_view>("to"))));
+     },
      "circuit_breaker"}};
 inline constexpr event_metric circuit_rejected_metrics[] = {
     {&circuit_breaker_calls_family, {{{"name", "source"}, {"status", "=rejected"}}}, nullptr, "circuit_breaker"}};
@@ -115,11 +121,11 @@ inline constexpr event_metric circuit_rejected_metrics[] = {
 
 /// A circuit breaker changed state (once per transition). Source: its name.
 /// Fields: from, to (to_string(circuit_state)). An error when it opens, info otherwise.
-inline constexpr event_kind circuit_state_changed_event{"circuit_state_changed", log_level::info,
-                                                        {.source_key = "name", .metrics = detail::circuit_state_changed_metrics}};
+inline constexpr event_kind circuit_state_changed_event{
+    "circuit_state_changed", log_level::info, {.source_key = "name", .metrics = detail::circuit_state_changed_metrics}};
 /// A circuit breaker refused a call. Source: its name. Fields: state, retry_after.
-inline constexpr event_kind circuit_rejected_event{"circuit_rejected", log_level::warning,
-                                                   {.source_key = "name", .metrics = detail::circuit_rejected_metrics}};
+inline constexpr event_kind circuit_rejected_event{
+    "circuit_rejected", log_level::warning, {.source_key = "name", .metrics = detail::circuit_rejected_metrics}};
 
 /// A circuit breaker's rejection kind: "circuit_open" (open, or every
 /// half-open trial slot taken); retry_after is when a trial may pass.
@@ -136,8 +142,9 @@ inline constexpr circuit_open_kind_t circuit_open_kind{};
 class circuit_open_error : public rejected_error {
  public:
   explicit circuit_open_error(std::string name, duration retry_after = duration::zero())
-      : rejected_error{circuit_open_kind, name, retry_after,
-                       detail::named("circuit breaker", name) + " is open; next trial in " + detail::seconds_text(retry_after)} {}
+      : rejected_error{
+            circuit_open_kind, name, retry_after,
+            detail::named("circuit breaker", name) + " is open; next trial in " + detail::seconds_text(retry_after)} {}
   /// The breaker's name.
   const std::string& name() const noexcept { return source(); }
 };
@@ -145,7 +152,9 @@ class circuit_open_error : public rejected_error {
 inline std::string circuit_open_kind_t::message(const rejection& r) const {
   return detail::named("circuit breaker", r.source) + " is open; next trial in " + detail::seconds_text(r.retry_after);
 }
-inline void circuit_open_kind_t::raise(const rejection& r) const { throw circuit_open_error{std::string{r.source}, r.retry_after}; }
+inline void circuit_open_kind_t::raise(const rejection& r) const {
+  throw circuit_open_error{std::string{r.source}, r.retry_after};
+}
 
 /// What decides that a closed breaker opens.
 enum class breaker_window : std::uint8_t {
@@ -182,20 +191,22 @@ struct circuit_breaker_options {
   int fail_max = 5;                                     ///< consecutive mode: failures in a row that open it (>= 1)
   duration break_duration = std::chrono::seconds{60};  ///< how long it stays open before a trial (> 0, <= max_duration)
 
-  std::size_t window_size = 100;                       ///< count_based: calls in the window (1..65535)
+  std::size_t window_size = 100;                        ///< count_based: calls in the window (1..65535)
   duration window_duration = std::chrono::seconds{60};  ///< time_based: length of the window (> 0)
-  std::size_t window_buckets = 10;                     ///< time_based: buckets the window slides by (1..1024)
-  std::size_t minimum_calls = 20;                      ///< rate modes: calls in the window before it may open (>= 1)
-  double failure_rate_threshold = 0.5;                 ///< rate modes: failure share that opens it, in (0, 1]
-  duration slow_call_duration = duration::zero();      ///< rate modes: a call taking longer is slow (0 = off)
-  double slow_call_rate_threshold = 1.0;               ///< rate modes: slow share that opens it, in (0, 1]
+  std::size_t window_buckets = 10;                      ///< time_based: buckets the window slides by (1..1024)
+  std::size_t minimum_calls = 20;                       ///< rate modes: calls in the window before it may open (>= 1)
+  double failure_rate_threshold = 0.5;                  ///< rate modes: failure share that opens it, in (0, 1]
+  duration slow_call_duration = duration::zero();       ///< rate modes: a call taking longer is slow (0 = off)
+  double slow_call_rate_threshold = 1.0;                ///< rate modes: slow share that opens it, in (0, 1]
 
   int half_open_max_calls = 1;  ///< trial calls allowed at the same time in half_open (>= 1)
   int success_threshold = 1;    ///< successful trials that close it (>= 1)
-  duration max_wait_in_half_open = std::chrono::seconds{60};  ///< half_open with every trial unanswered this long reopens (> 0; duration::max(): never)
+  duration max_wait_in_half_open = std::chrono::seconds{
+      60};  ///< half_open with every trial unanswered this long reopens (> 0; duration::max(): never)
 
   double break_duration_multiplier = 1.0;  ///< each reopening in a row multiplies the break by this (>= 1; 1 = fixed)
-  duration max_break_duration = std::chrono::minutes{30};  ///< cap on the grown break (>= break_duration when multiplier > 1; duration::max(): no cap)
+  duration max_break_duration = std::chrono::minutes{
+      30};  ///< cap on the grown break (>= break_duration when multiplier > 1; duration::max(): no cap)
 
   /// What counts as a failure (default: every exception; a rejection counts
   /// only when its kind is the dependency's failure, as a timeout is); other
@@ -210,11 +221,12 @@ struct circuit_breaker_options {
 struct circuit_breaker_stats {
   circuit_state state = circuit_state::closed;  ///< the state at the time of the snapshot
   bool isolated = false;                        ///< forced open by isolate()
-  double failure_rate = 0;    ///< the rate it decides on: failures / calls in the window (rate modes); failures in a row / fail_max while closed, 1 while open or half-open (consecutive mode)
-  double slow_call_rate = 0;  ///< slow calls / recorded calls in the window (rate modes; 0 otherwise)
-  std::size_t window_calls = 0;         ///< recorded calls in the window (rate modes)
-  int consecutive_failures = 0;         ///< failures in a row so far (consecutive mode, closed)
-  duration break_duration{};            ///< the break the next (or current) opening lasts
+  double failure_rate = 0;  ///< the rate it decides on: failures / calls in the window (rate modes); failures in a row
+                            ///< / fail_max while closed, 1 while open or half-open (consecutive mode)
+  double slow_call_rate = 0;     ///< slow calls / recorded calls in the window (rate modes; 0 otherwise)
+  std::size_t window_calls = 0;  ///< recorded calls in the window (rate modes)
+  int consecutive_failures = 0;  ///< failures in a row so far (consecutive mode, closed)
+  duration break_duration{};     ///< the break the next (or current) opening lasts
   std::uint64_t successful = 0;  ///< calls recorded as successes
   std::uint64_t failed = 0;      ///< calls recorded as failures
   std::uint64_t rejected = 0;    ///< calls the breaker refused
@@ -252,7 +264,8 @@ struct cb_ticket {
 };
 
 inline void check_rate(double v, const char* what) {
-  if (!(v > 0.0 && v <= 1.0)) throw std::invalid_argument{std::string{"circuit_breaker: "} + what + " must be in (0, 1]"};
+  if (!(v > 0.0 && v <= 1.0))
+    throw std::invalid_argument{std::string{"circuit_breaker: "} + what + " must be in (0, 1]"};
 }
 
 inline void validate(const circuit_breaker_options& o) {
@@ -304,16 +317,19 @@ struct reconfigure_conflict {
   const char* rule;   // why it cannot change at run time
 };
 
-inline std::optional<reconfigure_conflict> reconfigure_check(const circuit_breaker_options& live, const circuit_breaker_options& next) {
+inline std::optional<reconfigure_conflict> reconfigure_check(const circuit_breaker_options& live,
+                                                             const circuit_breaker_options& next) {
   constexpr const char* fixed = "cannot change at run time (build a new breaker)";
   if (next.window != live.window) return reconfigure_conflict{"window", fixed};
-  if (live.window == breaker_window::count_based && next.window_size != live.window_size) return reconfigure_conflict{"window_size", fixed};
+  if (live.window == breaker_window::count_based && next.window_size != live.window_size)
+    return reconfigure_conflict{"window_size", fixed};
   if (live.window == breaker_window::time_based && next.window_duration != live.window_duration)
     return reconfigure_conflict{"window_duration", fixed};
   if (live.window == breaker_window::time_based && next.window_buckets != live.window_buckets)
     return reconfigure_conflict{"window_buckets", fixed};
   if ((next.slow_call_duration > duration::zero()) != (live.slow_call_duration > duration::zero()))
-    return reconfigure_conflict{"slow_call_duration", "cannot turn slow-call tracking on or off at run time (build a new breaker)"};
+    return reconfigure_conflict{"slow_call_duration",
+                                "cannot turn slow-call tracking on or off at run time (build a new breaker)"};
   return std::nullopt;
 }
 
@@ -405,8 +421,7 @@ class breaker_state {
   [[gnu::always_inline]] void record(const cb_ticket& t, call_status status) noexcept {
     if (t.kind == cb_ticket::closed && status == call_status::success && !t.timed) [[likely]]
       record_closed_success(t.gen);
-    else
-      record_other(t, status);
+    else record_other(t, status);
   }
 
   rejection make_rejection(const cb_ticket& t) const noexcept {
@@ -456,7 +471,8 @@ class breaker_state {
         s.consecutive_failures = static_cast<int>(static_cast<std::uint32_t>(c));
       // The count the breaker decides on, as a share of the count that opens it.
       s.failure_rate = s.state == circuit_state::closed
-                           ? static_cast<double>(s.consecutive_failures) / static_cast<double>(fail_max_.load(std::memory_order_relaxed))
+                           ? static_cast<double>(s.consecutive_failures) /
+                                 static_cast<double>(fail_max_.load(std::memory_order_relaxed))
                            : 1.0;
     } else {
       const auto [calls, failures, slow] = window_counts(cb_word::gen(w), opts_.clock.now());
@@ -552,7 +568,8 @@ class breaker_state {
           return t;
         }
         case cb_phase::open: {
-          if (!cb_word::ready(w)) return reject(circuit_state::open, duration{break_duration_.load(std::memory_order_relaxed)});
+          if (!cb_word::ready(w))
+            return reject(circuit_state::open, duration{break_duration_.load(std::memory_order_relaxed)});
           const time_point now = opts_.clock.now();
           const time_point until{duration{open_until_.load(std::memory_order_relaxed)}};
           if (now < until) return reject(circuit_state::open, saturating_sub(until, now));
@@ -606,16 +623,15 @@ class breaker_state {
         const std::uint64_t pos = head_.fetch_add(1, std::memory_order_acq_rel);
         // A window full of this period's successes: the slot holds one too,
         // and one load of the totals (on the line just written) tells so.
-        if (totals_.load(std::memory_order_relaxed) == totals_word::pack(static_cast<std::uint16_t>(gen), window_size_16_, 0, 0))
+        if (totals_.load(std::memory_order_relaxed) ==
+            totals_word::pack(static_cast<std::uint16_t>(gen), window_size_16_, 0, 0))
           return;
         const window_slot s = slot_at(pos);
         const std::uint32_t mine = slot_code(gen, false, false);
         if (s.seen != mine) (void)fill_slot(gen, mine, s);
         return;
       }
-      case breaker_window::time_based:
-        record_time_success(gen);
-        return;
+      case breaker_window::time_based: record_time_success(gen); return;
     }
   }
 
@@ -658,15 +674,12 @@ class breaker_state {
           record_closed_success(t.gen);
           return;
         }
-        if (failure)
-          count(status, slow);
+        if (failure) count(status, slow);
         else  // a slow success: the success itself is counted by its position
           counts_[breaker_stripe()].n[breaker_call_counts::slow].fetch_add(1, std::memory_order_relaxed);
         record_count(t.gen, failure, slow);
         return;
-      case breaker_window::time_based:
-        record_time(t.gen, status, slow, t.timed ? end : opts_.clock.now());
-        return;
+      case breaker_window::time_based: record_time(t.gen, status, slow, t.timed ? end : opts_.clock.now()); return;
     }
   }
 
@@ -738,7 +751,8 @@ class breaker_state {
     if (w.calls < minimum_calls_.load(std::memory_order_relaxed)) return false;
     const double n = static_cast<double>(w.calls);
     if (static_cast<double>(w.failures) >= failure_rate_threshold_.load(std::memory_order_relaxed) * n) return true;
-    return slow_enabled_ && static_cast<double>(w.slow) >= slow_call_rate_threshold_.load(std::memory_order_relaxed) * n;
+    return slow_enabled_ &&
+           static_cast<double>(w.slow) >= slow_call_rate_threshold_.load(std::memory_order_relaxed) * n;
   }
 
   void open_if_rate_exceeded(std::uint32_t gen, const window_totals& w) noexcept {
@@ -766,7 +780,8 @@ class breaker_state {
   }
 
   [[gnu::noinline]] void record_count(std::uint32_t gen, bool failure, bool slow) noexcept {
-    if (failure) window_failures_.fetch_add(1, std::memory_order_release);  // before the position: see add_window_counts
+    if (failure)
+      window_failures_.fetch_add(1, std::memory_order_release);  // before the position: see add_window_counts
     const std::uint32_t mine = slot_code(gen, failure, slow);
     const window_slot s = take_position();
     window_totals w;
@@ -786,7 +801,8 @@ class breaker_state {
 
   // Writes `mine` into the slot and moves the totals from what it held to
   // what it holds; nothing when a newer closed period owns the window.
-  [[gnu::noinline]] std::optional<window_totals> fill_slot(std::uint32_t gen, std::uint32_t mine, window_slot s) noexcept {
+  [[gnu::noinline]] std::optional<window_totals> fill_slot(std::uint32_t gen, std::uint32_t mine,
+                                                           window_slot s) noexcept {
     const auto g = static_cast<std::uint16_t>(gen);
     const std::uint32_t old = slots_[s.index].exchange(mine, std::memory_order_acq_rel);
     const bool old_counts = static_cast<std::uint16_t>(old >> 8) == g && (old & slot_recorded) != 0;
@@ -817,7 +833,8 @@ class breaker_state {
   // A count caught between another thread's subtraction and its own addition
   // can read too high for a moment; such a reading is treated as empty.
   window_totals sanitize(std::uint64_t totals) const noexcept {
-    const std::uint64_t c = totals_word::field(totals, 1), f = totals_word::field(totals, 2), s = totals_word::field(totals, 3);
+    const std::uint64_t c = totals_word::field(totals, 1), f = totals_word::field(totals, 2),
+                        s = totals_word::field(totals, 3);
     if (c > window_size_ || f > c || s > c) return {};
     return {c, f, s};
   }
@@ -920,12 +937,17 @@ class breaker_state {
 
   bool trials_exhausted(std::uint32_t gen) const noexcept {
     const auto h = trials_.load(std::memory_order_relaxed);
-    return cb_word::gen(h) == gen && ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(half_open_max_calls_.load(std::memory_order_relaxed));
+    return cb_word::gen(h) == gen &&
+           ((h >> 16) & 0xffff) >= static_cast<std::uint64_t>(half_open_max_calls_.load(std::memory_order_relaxed));
   }
 
-  time_point half_open_since() const noexcept { return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}}; }
+  time_point half_open_since() const noexcept {
+    return time_point{duration{half_open_since_.load(std::memory_order_relaxed)}};
+  }
 
-  bool stuck_in_half_open(time_point now) const noexcept { return saturating_sub(now, half_open_since()) >= max_wait_in_half_open(); }
+  bool stuck_in_half_open(time_point now) const noexcept {
+    return saturating_sub(now, half_open_since()) >= max_wait_in_half_open();
+  }
 
   // When a half-open period that ends in a reopening ended: now, or the
   // moment it got stuck if nobody looked since. The break starts there, so
@@ -958,7 +980,8 @@ class breaker_state {
       ok = (h & 0xffff) + (status == call_status::success ? 1 : 0);
       next = (std::uint64_t{gen} << 32) | ((in_flight == 0 ? 0 : in_flight - 1) << 16) | ok;
     } while (!trials_.compare_exchange_weak(h, next, std::memory_order_acq_rel));
-    if (status == call_status::success && ok >= static_cast<std::uint64_t>(success_threshold_.load(std::memory_order_relaxed)))
+    if (status == call_status::success &&
+        ok >= static_cast<std::uint64_t>(success_threshold_.load(std::memory_order_relaxed)))
       transition(expected, cb_phase::closed, time_point{});
   }
 
@@ -968,7 +991,8 @@ class breaker_state {
     if (opens <= 1 || multiplier == 1.0) return base;
     const double grown = static_cast<double>(base.count()) * std::pow(multiplier, static_cast<double>(opens - 1));
     const duration max{max_break_duration_.load(std::memory_order_relaxed)};
-    // max >= base is checked only together with a multiplier > 1; a reload racing this read may pair the old with the new.
+    // max >= base is checked only together with a multiplier > 1; a reload racing this read may pair the old with the
+    // new.
     if (max < base) return base;
     return grown >= static_cast<double>(max.count()) ? max : duration{static_cast<duration::rep>(grown)};
   }
@@ -978,12 +1002,14 @@ class breaker_state {
   bool transition(std::uint64_t expected, cb_phase to, time_point now) noexcept {
     const std::uint32_t gen = cb_word::gen(expected) + 1;
     const std::uint64_t pending = cb_word::pack(gen, to, false);
-    if (!state_.compare_exchange_strong(expected, pending, std::memory_order_acq_rel, std::memory_order_relaxed)) return false;
+    if (!state_.compare_exchange_strong(expected, pending, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return false;
     prepare(to, now);
     announce_in_order(gen, cb_word::phase(expected), to);
     std::uint64_t p = pending;
     // A reset() or isolate() may have overtaken us; then the state is theirs.
-    state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
+    state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release,
+                                   std::memory_order_relaxed);
     return true;
   }
 
@@ -991,10 +1017,13 @@ class breaker_state {
     switch (to) {
       case cb_phase::open: {
         const auto opens = opens_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
-        open_until_.store(saturating_add(now, break_duration(opens)).time_since_epoch().count(), std::memory_order_relaxed);
+        open_until_.store(saturating_add(now, break_duration(opens)).time_since_epoch().count(),
+                          std::memory_order_relaxed);
         break;
       }
-      case cb_phase::half_open: half_open_since_.store(now.time_since_epoch().count(), std::memory_order_relaxed); break;
+      case cb_phase::half_open:
+        half_open_since_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        break;
       case cb_phase::closed:
         opens_in_a_row_.store(0, std::memory_order_relaxed);
         if (opts_.window == breaker_window::time_based)
@@ -1031,7 +1060,8 @@ class breaker_state {
     announce(from, to);
     // Never backwards: a nested announcement may have finished a later generation first.
     auto done = announced_.load(std::memory_order_relaxed);
-    while (gen_newer(gen, done) && !announced_.compare_exchange_weak(done, gen, std::memory_order_release, std::memory_order_relaxed)) {
+    while (gen_newer(gen, done) &&
+           !announced_.compare_exchange_weak(done, gen, std::memory_order_release, std::memory_order_relaxed)) {
     }
   }
 
@@ -1040,17 +1070,21 @@ class breaker_state {
     for (;;) {
       if (to == cb_phase::isolated && cb_word::phase(w) == cb_phase::isolated) return;
       const std::uint32_t gen = cb_word::gen(w) + 1;
-      if (state_.compare_exchange_weak(w, cb_word::pack(gen, to, false), std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (state_.compare_exchange_weak(w, cb_word::pack(gen, to, false), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
         prepare(to, time_point{});
         announce_in_order(gen, cb_word::phase(w), to);
         std::uint64_t p = cb_word::pack(gen, to, false);
-        state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release, std::memory_order_relaxed);
+        state_.compare_exchange_strong(p, cb_word::pack(gen, to, true), std::memory_order_release,
+                                       std::memory_order_relaxed);
         return;
       }
     }
   }
 
-  duration max_wait_in_half_open() const noexcept { return duration{max_wait_in_half_open_.load(std::memory_order_relaxed)}; }
+  duration max_wait_in_half_open() const noexcept {
+    return duration{max_wait_in_half_open_.load(std::memory_order_relaxed)};
+  }
 
   // The thresholds, read where a decision needs one (never on a closed-state
   // success), so reconfigure() can change them under traffic: each decision
@@ -1111,8 +1145,9 @@ class breaker_state {
   alignas(64) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> totals_{0};
   std::atomic<std::uint64_t> window_failures_{0};
-  std::array<std::atomic<std::uint64_t>, 3> seen_{};    // the highest window-derived counts stats() reported
-  std::array<std::atomic<std::uint64_t>, 3> folded_{};  // time window: successes, failures, slow calls of buckets reused or cleared
+  std::array<std::atomic<std::uint64_t>, 3> seen_{};  // the highest window-derived counts stats() reported
+  std::array<std::atomic<std::uint64_t>, 3>
+      folded_{};  // time window: successes, failures, slow calls of buckets reused or cleared
   std::array<breaker_call_counts, breaker_stripes> counts_{};
   std::array<std::array<std::atomic<std::uint64_t>, 3>, 3> transitions_{};
   std::atomic<std::uint32_t> announced_{0};  // the generation whose change was last announced
@@ -1137,7 +1172,8 @@ class circuit_breaker {
         : st_{std::exchange(o.st_, nullptr)}, ticket_{o.ticket_}, uncaught_{o.uncaught_}, rejection_{o.rejection_} {}
     scope& operator=(scope&&) = delete;
     ~scope() {
-      if (st_ != nullptr) st_->record(ticket_, std::uncaught_exceptions() > uncaught_ ? call_status::failure : call_status::success);
+      if (st_ != nullptr)
+        st_->record(ticket_, std::uncaught_exceptions() > uncaught_ ? call_status::failure : call_status::success);
     }
 
     /// True when the breaker admitted the call (try_enter may return a refused scope).
@@ -1248,7 +1284,8 @@ class circuit_breaker {
         return r;
       }
     } catch (...) {
-      st->record(t, st->has_exception_filters() ? st->classify_exception(std::current_exception()) : call_status::failure);
+      st->record(t,
+                 st->has_exception_filters() ? st->classify_exception(std::current_exception()) : call_status::failure);
       throw;
     }
   }
@@ -1379,7 +1416,8 @@ inline void collect_breaker(metric_snapshot& s, const circuit_breaker& b, const 
                                                          {call_status::rejected, st.rejected},
                                                          {call_status::ignored, st.ignored}};
   for (const auto& [status, n] : calls)
-    s.add("circuit_breaker_calls_total", counter, {}, {{"name", name}, {"status", to_string(status)}}, static_cast<double>(n));
+    s.add("circuit_breaker_calls_total", counter, {}, {{"name", name}, {"status", to_string(status)}},
+          static_cast<double>(n));
   s.add("circuit_breaker_slow_calls_total", counter, {}, {{"name", name}}, static_cast<double>(st.slow));
   for (int from = 0; from < 3; ++from)
     for (int to = 0; to < 3; ++to) {
@@ -1398,7 +1436,8 @@ inline void collect_breaker(metric_snapshot& s, const circuit_breaker& b, const 
 // The histogram a watched breaker feeds, or null (see call_durations).
 inline std::shared_ptr<duration_histogram> breaker_durations(const circuit_breaker& b, call_durations durations,
                                                              const std::vector<double>& buckets) {
-  if (durations == call_durations::never || (durations == call_durations::when_timed && !b.tracks_slow_calls())) return nullptr;
+  if (durations == call_durations::never || (durations == call_durations::when_timed && !b.tracks_slow_calls()))
+    return nullptr;
   auto h = std::make_shared<duration_histogram>(buckets);
   // The observer keeps the histogram alive: observers stay as long as the breaker.
   b.on_call_recorded([h](duration took, call_status) { h->observe(took); });
@@ -1415,7 +1454,8 @@ inline void collect_metrics(const circuit_breaker& b, metric_snapshot& s) { deta
 /// circuit_breaker_call_duration_seconds through on_call_recorded. Watching
 /// the same breaker again does nothing; another breaker with the same name
 /// throws std::invalid_argument naming it.
-inline void watch_metrics(const circuit_breaker& b, metric_watch& w, call_durations durations = call_durations::when_timed) {
+inline void watch_metrics(const circuit_breaker& b, metric_watch& w,
+                          call_durations durations = call_durations::when_timed) {
   // The hub lives as long as the breaker's state: its address is the breaker's identity.
   if (!w.claim("circuit breaker", b.name(), &b.events())) return;
   auto keep = std::make_shared<const circuit_breaker>(b);

@@ -142,7 +142,8 @@ namespace detail {
 
 class manual_clock_state final : public clock_source {
  public:
-  explicit manual_clock_state(time_point start, bool auto_advance) : now_{start.time_since_epoch().count()}, auto_advance_{auto_advance} {}
+  explicit manual_clock_state(time_point start, bool auto_advance)
+      : now_{start.time_since_epoch().count()}, auto_advance_{auto_advance} {}
 
   time_point now() const noexcept override { return time_point{duration{now_.load(std::memory_order_acquire)}}; }
 
@@ -241,7 +242,8 @@ class manual_clock_state final : public clock_source {
 
   std::size_t pending_timers() const {
     std::lock_guard lock{mutex_};
-    return static_cast<std::size_t>(std::count_if(queue_.begin(), queue_.end(), [](const auto& e) { return e.second.fn != nullptr; }));
+    return static_cast<std::size_t>(
+        std::count_if(queue_.begin(), queue_.end(), [](const auto& e) { return e.second.fn != nullptr; }));
   }
 
   std::optional<time_point> next_deadline() const {
@@ -301,11 +303,15 @@ class manual_clock {
 
   time_point now() const noexcept { return state_->now(); }
   /// Parks the calling thread until time reaches deadline (true) or stop is requested (false).
-  bool sleep_until(time_point deadline, std::stop_token stop = {}) const { return state_->sleep_until(deadline, std::move(stop)); }
+  bool sleep_until(time_point deadline, std::stop_token stop = {}) const {
+    return state_->sleep_until(deadline, std::move(stop));
+  }
   /// Runs fn on the advancing thread when time reaches deadline (at once if
   /// already due). fn may call_at, cancel and advance this clock; it must
   /// not throw (std::terminate, as on the steady clock).
-  timer_id call_at(time_point deadline, std::function<void()> fn) const { return state_->call_at(deadline, std::move(fn)); }
+  timer_id call_at(time_point deadline, std::function<void()> fn) const {
+    return state_->call_at(deadline, std::move(fn));
+  }
   bool cancel(timer_id id) const noexcept { return state_->cancel(id); }
 
   /// Moves time forward by d (negative d is an error); stops at time_point::max().
@@ -353,7 +359,8 @@ class clock_ref {
 
   time_point now() const noexcept { return source_ ? source_->now() : time_point{std::chrono::steady_clock::now()}; }
   bool sleep_until(time_point deadline, std::stop_token stop = {}) const {
-    return source_ ? source_->sleep_until(deadline, std::move(stop)) : steady_clock{}.sleep_until(deadline, std::move(stop));
+    return source_ ? source_->sleep_until(deadline, std::move(stop))
+                   : steady_clock{}.sleep_until(deadline, std::move(stop));
   }
   timer_id call_at(time_point deadline, std::function<void()> fn) const {
     return source_ ? source_->call_at(deadline, std::move(fn)) : steady_clock{}.call_at(deadline, std::move(fn));

@@ -73,13 +73,15 @@ struct config_issue {
 /// every problem, one "path: message" per line.
 class config_error : public std::invalid_argument {
  public:
-  explicit config_error(std::vector<config_issue> issues) : std::invalid_argument{text(issues)}, issues_{std::move(issues)} {}
+  explicit config_error(std::vector<config_issue> issues)
+      : std::invalid_argument{text(issues)}, issues_{std::move(issues)} {}
   /// Every problem found, in document order.
   const std::vector<config_issue>& issues() const noexcept { return issues_; }
 
  private:
   static std::string text(const std::vector<config_issue>& issues) {
-    std::string s = "invalid configuration (" + std::to_string(issues.size()) + (issues.size() == 1 ? " problem)" : " problems)");
+    std::string s =
+        "invalid configuration (" + std::to_string(issues.size()) + (issues.size() == 1 ? " problem)" : " problems)");
     for (const auto& i : issues) s += "\n  " + (i.path.empty() ? std::string{} : i.path + ": ") + i.message;
     return s;
   }
@@ -118,13 +120,15 @@ struct degradation_service {
 struct config_targets {
   rate_limiter* limiters = nullptr;              ///< default: global_rate_limiter()
   circuit_breaker_registry* breakers = nullptr;  ///< default: global_circuit_breakers()
-  degradation_manager* degradation = nullptr;    ///< default: global_degradation_manager(), used only when the file names services
+  degradation_manager* degradation =
+      nullptr;  ///< default: global_degradation_manager(), used only when the file names services
 };
 
 /// Reloads of a configuration file, by result (config_reloads_total{result}):
 /// counted from config_reloaded_event by any metrics_registry.
-inline constexpr metric_family config_reloads_family{"config_reloads_total", metric_type::counter,
-                                                     "Configuration reloads, by result: applied, or rejected (nothing applied).", 21};
+inline constexpr metric_family config_reloads_family{
+    "config_reloads_total", metric_type::counter,
+    "Configuration reloads, by result: applied, or rejected (nothing applied).", 21};
 inline const metric_families config_metric_families{config_reloads_family};
 
 namespace detail {
@@ -135,8 +139,8 @@ inline constexpr event_metric config_reloaded_metrics[] = {{&config_reloads_fami
 /// Fields: result ("applied" or "rejected"), problems (0 when applied) and,
 /// when rejected, error (config_error::what(): every problem). Info when
 /// applied, an error when rejected.
-inline constexpr event_kind config_reloaded_event{"config_reloaded", log_level::info,
-                                                  {.source_key = "file", .metrics = detail::config_reloaded_metrics}};
+inline constexpr event_kind config_reloaded_event{
+    "config_reloaded", log_level::info, {.source_key = "file", .metrics = detail::config_reloaded_metrics}};
 
 namespace detail {
 
@@ -180,13 +184,14 @@ class config_reader {
     else type_issue(p, "a number", v);
   }
   template <class I>
-    requires std::is_integral_v<I>
+  requires std::is_integral_v<I>
   void read(const json& v, const std::string& p, I& out) {
     using L = std::numeric_limits<I>;
     const bool fits = v.is_number_unsigned() ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(L::max())
                       : v.is_number_integer()
                           ? v.get<std::int64_t>() >= static_cast<std::int64_t>(L::min()) &&
-                                (v.get<std::int64_t>() < 0 || static_cast<std::uint64_t>(v.get<std::int64_t>()) <= static_cast<std::uint64_t>(L::max()))
+                                (v.get<std::int64_t>() < 0 || static_cast<std::uint64_t>(v.get<std::int64_t>()) <=
+                                                                  static_cast<std::uint64_t>(L::max()))
                           : false;
     if (fits) {
       out = v.is_number_unsigned() ? static_cast<I>(v.get<std::uint64_t>()) : static_cast<I>(v.get<std::int64_t>());
@@ -194,8 +199,7 @@ class config_reader {
     }
     if constexpr (std::is_signed_v<I>)
       type_issue(p, "an integer between " + std::to_string(L::min()) + " and " + std::to_string(L::max()), v);
-    else
-      type_issue(p, "an integer between 0 and " + std::to_string(L::max()), v);
+    else type_issue(p, "an integer between 0 and " + std::to_string(L::max()), v);
   }
   void read(const json& v, const std::string& p, duration& out) {
     constexpr std::string_view expected = "a duration (seconds, or a string such as \"500ms\", \"2s\", \"1m\")";
@@ -227,7 +231,8 @@ class config_reader {
     out = duration{static_cast<duration::rep>(std::llround(ns))};
   }
   template <class E>
-  void read_enum(const json& v, const std::string& p, E& out, std::initializer_list<std::pair<std::string_view, E>> names) {
+  void read_enum(const json& v, const std::string& p, E& out,
+                 std::initializer_list<std::pair<std::string_view, E>> names) {
     if (v.is_string()) {
       for (const auto& [name, value] : names)
         if (v.get<std::string>() == name) {
@@ -241,7 +246,11 @@ class config_reader {
   }
   void read(const json& v, const std::string& p, rate_limit_algorithm& out) {
     using enum rate_limit_algorithm;
-    read_enum(v, p, out, {{"token_bucket", token_bucket}, {"leaky_bucket", leaky_bucket}, {"fixed_window", fixed_window}, {"sliding_window", sliding_window}});
+    read_enum(v, p, out,
+              {{"token_bucket", token_bucket},
+               {"leaky_bucket", leaky_bucket},
+               {"fixed_window", fixed_window},
+               {"sliding_window", sliding_window}});
   }
   void read(const json& v, const std::string& p, breaker_window& out) {
     using enum breaker_window;
@@ -250,7 +259,11 @@ class config_reader {
   void read(const json& v, const std::string& p, backoff_strategy& out) {
     using enum backoff_strategy;
     read_enum(v, p, out,
-              {{"exponential", exponential}, {"linear", linear}, {"constant", constant}, {"fibonacci", fibonacci}, {"decorrelated_jitter", decorrelated_jitter}});
+              {{"exponential", exponential},
+               {"linear", linear},
+               {"constant", constant},
+               {"fibonacci", fibonacci},
+               {"decorrelated_jitter", decorrelated_jitter}});
   }
   void read(const json& v, const std::string& p, jitter_mode& out) {
     using enum jitter_mode;
@@ -323,8 +336,9 @@ bool read_fields(config_reader& r, const json& v, const std::string& path, O& o,
 // After a problem, the field gets its code default back and the validation
 // runs again, so every bad field is reported, not only the first.
 template <class O, std::size_t N, class Validate>
-void check_fields(config_reader& r, const json& v, const std::string& path, O o, const O& base, const config_field<O> (&fields)[N],
-                  Validate&& validate, std::initializer_list<std::pair<std::string_view, std::string_view>> renames = {}) {
+void check_fields(config_reader& r, const json& v, const std::string& path, O o, const O& base,
+                  const config_field<O> (&fields)[N], Validate&& validate,
+                  std::initializer_list<std::pair<std::string_view, std::string_view>> renames = {}) {
   std::vector<const config_field<O>*> reported;
   for (std::size_t round = 0; round <= N; ++round) {
     try {
@@ -475,7 +489,9 @@ class config {
   }
 
   /// The options of breaker `name`: its configured options, or the defaults with the name set.
-  circuit_breaker_options breaker(std::string_view name) const { return find(breakers_, name, named(d_.breaker, name)); }
+  circuit_breaker_options breaker(std::string_view name) const {
+    return find(breakers_, name, named(d_.breaker, name));
+  }
   /// The options of limiter key `key`.
   limiter_options limiter(std::string_view key) const { return find(limiters_, key, d_.limiter); }
   /// The options of retry `name` (handle, ignore and on_retry from the code defaults).
@@ -529,10 +545,8 @@ class config {
     if (!issues.empty()) throw config_error{std::move(issues)};
     for (const auto& [key, o] : limiters_) limits.configure(key, o);
     for (const auto& [name, o] : breakers_) {
-      if (const auto live = breakers.find(name))
-        live->reconfigure(o);
-      else
-        (void)breakers.get_or_create(name, o);
+      if (const auto live = breakers.find(name)) live->reconfigure(o);
+      else (void)breakers.get_or_create(name, o);
     }
     if (!services_.empty()) {
       auto& manager = targets.degradation ? *targets.degradation : global_degradation_manager();
@@ -551,7 +565,9 @@ class config {
     if (auto it = m.find(name); it != m.end()) return it->second;
     return fallback;
   }
-  static std::string key_of(operation_type op, environment env) { return std::string{to_string(env)} + "." + std::string{to_string(op)}; }
+  static std::string key_of(operation_type op, environment env) {
+    return std::string{to_string(env)} + "." + std::string{to_string(op)};
+  }
 
   // Reads a named section: every member of `v` is an instance, read over its code default.
   template <class O, std::size_t N, class Base, class Validate>
@@ -568,26 +584,33 @@ class config {
   void read(detail::config_reader& r, const nlohmann::json& doc) {
     r.each(doc, "", [&](const std::string& key, const nlohmann::json& v, const std::string& p) {
       if (key == "breakers")
-        section(r, v, p, breakers_, detail::breaker_fields, [&](const std::string& n) { return named(find(d_.breakers, n, d_.breaker), n); },
-                [](const circuit_breaker_options& o) { detail::validate(o); });
+        section(
+            r, v, p, breakers_, detail::breaker_fields,
+            [&](const std::string& n) { return named(find(d_.breakers, n, d_.breaker), n); },
+            [](const circuit_breaker_options& o) { detail::validate(o); });
       else if (key == "limiters")
-        section(r, v, p, limiters_, detail::limiter_fields, [&](const std::string& n) { return find(d_.limiters, n, d_.limiter); },
-                [](const limiter_options& o) { detail::validate(o, "limiter"); });
+        section(
+            r, v, p, limiters_, detail::limiter_fields,
+            [&](const std::string& n) { return find(d_.limiters, n, d_.limiter); },
+            [](const limiter_options& o) { detail::validate(o, "limiter"); });
       else if (key == "retries")
-        section(r, v, p, retries_, detail::retry_fields, [&](const std::string& n) { return find(d_.retries, n, d_.retry); },
-                [](const retry_options& o) { (void)resilience::retry{o}; });
+        section(
+            r, v, p, retries_, detail::retry_fields,
+            [&](const std::string& n) { return find(d_.retries, n, d_.retry); },
+            [](const retry_options& o) { (void)resilience::retry{o}; });
       else if (key == "timeouts")
-        section(r, v, p, timeouts_, detail::timeout_fields, [&](const std::string& n) { return named(find(d_.timeouts, n, d_.timeout), n); },
-                [](const timeout_options& o) { (void)resilience::timeout{o}; });
+        section(
+            r, v, p, timeouts_, detail::timeout_fields,
+            [&](const std::string& n) { return named(find(d_.timeouts, n, d_.timeout), n); },
+            [](const timeout_options& o) { (void)resilience::timeout{o}; });
       else if (key == "bulkheads")
-        section(r, v, p, bulkheads_, detail::bulkhead_fields, [&](const std::string& n) { return named(find(d_.bulkheads, n, d_.bulkhead), n); },
-                [](const bulkhead_options& o) { (void)resilience::bulkhead{o}; });
-      else if (key == "degradation")
-        read_degradation(r, v, p);
-      else if (key == "presets")
-        read_presets(r, v, p);
-      else
-        r.unknown_key(p, {"breakers", "limiters", "retries", "timeouts", "bulkheads", "degradation", "presets"});
+        section(
+            r, v, p, bulkheads_, detail::bulkhead_fields,
+            [&](const std::string& n) { return named(find(d_.bulkheads, n, d_.bulkhead), n); },
+            [](const bulkhead_options& o) { (void)resilience::bulkhead{o}; });
+      else if (key == "degradation") read_degradation(r, v, p);
+      else if (key == "presets") read_presets(r, v, p);
+      else r.unknown_key(p, {"breakers", "limiters", "retries", "timeouts", "bulkheads", "degradation", "presets"});
     });
   }
 
@@ -606,20 +629,22 @@ class config {
           read_all = false;
         }
         if (read_all)
-          detail::check_fields(r, s, sp, service, degradation_service{}, detail::service_fields, [&](const degradation_service& d) {
-            degradation_manager scratch{degradation_options{.register_defaults = false}};
-            scratch.register_service(name, d.implies, d.slow_threshold);
-          });
+          detail::check_fields(r, s, sp, service, degradation_service{}, detail::service_fields,
+                               [&](const degradation_service& d) {
+                                 degradation_manager scratch{degradation_options{.register_defaults = false}};
+                                 scratch.register_service(name, d.implies, d.slow_threshold);
+                               });
         services_[name] = service;
       });
     });
     degradation_options o = d_.degradation;
     if (detail::read_fields(r, options, path, o, detail::degradation_fields))
-      detail::check_fields(r, options, path, o, d_.degradation, detail::degradation_fields, [](const degradation_options& d) {
-        auto copy = d;
-        copy.register_defaults = false;
-        (void)degradation_manager{std::move(copy)};
-      });
+      detail::check_fields(r, options, path, o, d_.degradation, detail::degradation_fields,
+                           [](const degradation_options& d) {
+                             auto copy = d;
+                             copy.register_defaults = false;
+                             (void)degradation_manager{std::move(copy)};
+                           });
     degradation_ = std::move(o);
   }
 
@@ -637,25 +662,26 @@ class config {
         for (auto o : presets::operation_types)
           if (to_string(o) == op_name) op = o;
         if (!op) {
-          r.unknown_key(op_path, {"factor_lookup", "llm_inference", "erp_api_call", "database_query", "report_generation", "external_api"});
+          r.unknown_key(op_path, {"factor_lookup", "llm_inference", "erp_api_call", "database_query",
+                                  "report_generation", "external_api"});
           return;
         }
         const presets::settings base = presets::get(*op, *env);
         presets::settings o = base;
         if (!detail::read_fields(r, s, op_path, o, detail::preset_fields)) return;
         if (o.requests_per_second < 0) {
-          r.issue(op_path + ".requests_per_second", "must be >= 0 (0: not rate limited), got " + s.at("requests_per_second").dump());
+          r.issue(op_path + ".requests_per_second",
+                  "must be >= 0 (0: not rate limited), got " + s.at("requests_per_second").dump());
           o.requests_per_second = base.requests_per_second;
         }
-        detail::check_fields(
-            r, s, op_path, o, base, detail::preset_fields,
-            [](const presets::settings& x) {
-              (void)resilience::retry{presets::retry_settings(x)};
-              (void)resilience::timeout{presets::timeout_settings(x)};
-              detail::validate(presets::breaker_settings(x));
-              if (x.rate_limited()) detail::validate(presets::rate_limit_settings(x), "limiter");
-            },
-            {{"limit", "timeout"}});
+        detail::check_fields(r, s, op_path, o, base, detail::preset_fields,
+                             [](const presets::settings& x) {
+                               (void)resilience::retry{presets::retry_settings(x)};
+                               (void)resilience::timeout{presets::timeout_settings(x)};
+                               detail::validate(presets::breaker_settings(x));
+                               if (x.rate_limited()) detail::validate(presets::rate_limit_settings(x), "limiter");
+                             },
+                             {{"limit", "timeout"}});
         presets_[key_of(*op, *env)] = o;
       });
     });
@@ -685,7 +711,10 @@ class config_loader {
  public:
   /// Loads from `file` over `defaults`, applying to `targets`. Loads nothing yet: call reload().
   explicit config_loader(std::filesystem::path file, config_defaults defaults = {}, config_targets targets = {})
-      : file_{std::move(file)}, defaults_{std::move(defaults)}, targets_{targets}, current_{std::make_shared<const config>(defaults_)} {}
+      : file_{std::move(file)},
+        defaults_{std::move(defaults)},
+        targets_{targets},
+        current_{std::make_shared<const config>(defaults_)} {}
 
   /// Reads, checks and applies the file; returns the configuration now in
   /// force. On any problem throws config_error and the previous one stays.
@@ -736,7 +765,10 @@ class config_loader {
  private:
   // On the clock of the breakers the file creates: the clock the program runs on.
   event reloaded(std::string_view result, std::size_t problems) const {
-    return event{config_reloaded_event, file_text_}.at(defaults_.breaker.clock.now()).with("result", result).with("problems", problems);
+    return event{config_reloaded_event, file_text_}
+        .at(defaults_.breaker.clock.now())
+        .with("result", result)
+        .with("problems", problems);
   }
 
   std::filesystem::path file_;

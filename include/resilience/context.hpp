@@ -36,24 +36,30 @@ class call_context {
  public:
   /// A context on clock `clk` (which must outlive the context).
   explicit call_context(const clock_ref& clk, const call_options& options = {}) noexcept
-      : operation{options.operation}, tenant{options.tenant}, stop{options.stop}, deadline{options.deadline}, clock_{&clk} {}
+      : operation{options.operation},
+        tenant{options.tenant},
+        stop{options.stop},
+        deadline{options.deadline},
+        clock_{&clk} {}
 
   /// The call's clock: the only source of time a policy may use.
   const clock_ref& clock() const noexcept { return *clock_; }
   /// clock().now().
   time_point now() const noexcept { return clock_->now(); }
   /// Time left until the deadline (duration::max() without one; zero or less once passed).
-  duration remaining() const noexcept { return deadline == no_deadline ? duration::max() : saturating_sub(deadline, now()); }
+  duration remaining() const noexcept {
+    return deadline == no_deadline ? duration::max() : saturating_sub(deadline, now());
+  }
   /// Tightens the deadline to `d` if `d` is earlier; never loosens it.
   void narrow_deadline(time_point d) noexcept {
     if (d < deadline) deadline = d;
   }
 
-  std::string_view operation;      ///< the call's operation name, if the caller gave one
-  std::string_view tenant;         ///< the call's tenant key, if the caller gave one
-  std::stop_token stop;            ///< stop requests for this call (a timeout replaces it with its own)
-  time_point deadline;             ///< no_deadline, or when the call must be over
-  int attempt = 1;                 ///< 1 for the first try, 2 for the first retry...
+  std::string_view operation;  ///< the call's operation name, if the caller gave one
+  std::string_view tenant;     ///< the call's tenant key, if the caller gave one
+  std::stop_token stop;        ///< stop requests for this call (a timeout replaces it with its own)
+  time_point deadline;         ///< no_deadline, or when the call must be over
+  int attempt = 1;             ///< 1 for the first try, 2 for the first retry...
   /// Where detached timeouts and async steps run (set by with_executor());
   /// null means default_executor(). Must outlive the call, like the clock.
   const executor_ref* executor = nullptr;

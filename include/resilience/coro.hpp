@@ -126,10 +126,8 @@ class resume_callback {
 // The result of a co_await: the value (or the failure thrown), or the outcome.
 template <bool Throws, class T>
 auto awaited(outcome<T>&& o) -> std::conditional_t<Throws, T, outcome<T>> {
-  if constexpr (Throws)
-    return value_of(std::move(o));
-  else
-    return std::move(o);
+  if constexpr (Throws) return value_of(std::move(o));
+  else return std::move(o);
 }
 
 /// co_call's awaitable for a resilient<F, Policies...>. Holds the arguments
@@ -138,7 +136,8 @@ auto awaited(outcome<T>&& o) -> std::conditional_t<Throws, T, outcome<T>> {
 template <bool Throws, class R, class... A>
 class call_awaitable {
   using pipeline_type = std::remove_cvref_t<decltype(std::declval<const R&>().policies())>;
-  using result_type = decltype(std::declval<const R&>().try_call_with(std::declval<const call_options&>(), std::declval<A&>()...));
+  using result_type =
+      decltype(std::declval<const R&>().try_call_with(std::declval<const call_options&>(), std::declval<A&>()...));
   using T = typename result_type::value_type;
   static constexpr bool inline_call = runs_inline_v<pipeline_type>;
 
@@ -154,8 +153,9 @@ class call_awaitable {
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) requires(!inline_call) {
     slot_.suspend(h, r_->policies().executor());
     try {
-      std::apply([&](auto&&... a) { post_call(*r_, options_, resume_callback<T>{&slot_}, std::forward<decltype(a)>(a)...); },
-                 std::move(args_));
+      std::apply(
+          [&](auto&&... a) { post_call(*r_, options_, resume_callback<T>{&slot_}, std::forward<decltype(a)>(a)...); },
+          std::move(args_));
     } catch (...) {  // the executor refused the call (dropping its done reported broken_promise first)
       slot_.fail_start(std::current_exception());
     }
@@ -166,8 +166,7 @@ class call_awaitable {
   auto await_resume() {
     if constexpr (inline_call)
       return awaited<Throws>(std::apply([&](A&... a) { return r_->try_call_with(options_, a...); }, args_));
-    else
-      return awaited<Throws>(std::move(slot_.result()));
+    else return awaited<Throws>(std::move(slot_.result()));
   }
 
  private:
@@ -211,7 +210,8 @@ class erased_awaitable {
 
   auto await_resume() {
     if (f_->runs_inline())
-      return awaited<Throws>(std::apply([&](Args&... a) { return f_->try_call_with(options_, std::forward<Args>(a)...); }, args_));
+      return awaited<Throws>(
+          std::apply([&](Args&... a) { return f_->try_call_with(options_, std::forward<Args>(a)...); }, args_));
     return awaited<Throws>(std::move(slot_.result()));
   }
 

@@ -65,15 +65,20 @@ constexpr std::string_view to_string(tier t) noexcept {
 
 /// The tier named by to_string() (full for any other text): reads a tier_changed_event's from/to.
 constexpr tier tier_of(std::string_view name) noexcept {
-  return name == "core" ? tier::core : name == "read_only" ? tier::read_only : name == "maintenance" ? tier::maintenance : tier::full;
+  return name == "core"          ? tier::core
+         : name == "read_only"   ? tier::read_only
+         : name == "maintenance" ? tier::maintenance
+                                 : tier::full;
 }
 
 /// The degradation series: written when a metrics_registry watches a
 /// manager, and from its events otherwise.
 inline constexpr metric_family degradation_tier_family{
-    "degradation_tier", metric_type::gauge, "Current degradation tier: 1 full, 2 core, 3 read_only, 4 maintenance.", 14};
+    "degradation_tier", metric_type::gauge, "Current degradation tier: 1 full, 2 core, 3 read_only, 4 maintenance.",
+    14};
 inline constexpr metric_family service_health_family{
-    "service_health", metric_type::gauge, "Service health as the degradation manager sees it: 1 healthy, 0 unhealthy.", 15};
+    "service_health", metric_type::gauge, "Service health as the degradation manager sees it: 1 healthy, 0 unhealthy.",
+    15};
 inline constexpr metric_family degradation_tier_changes_family{"degradation_tier_changes_total", metric_type::counter,
                                                                "Degradation tier changes.", 16};
 inline const metric_families degradation_metric_families{degradation_tier_family, service_health_family,
@@ -87,19 +92,24 @@ inline constexpr event_metric tier_changed_metrics[] = {
      [](const event& e) { return static_cast<double>(static_cast<int>(tier_of(e.get<std::string_view>("to")))); },
      "degradation"}};
 inline constexpr event_metric service_health_changed_metrics[] = {
-    {&service_health_family, {{{"service", "source"}}}, [](const event& e) { return e.get<bool>("healthy") ? 1.0 : 0.0; },
+    {&service_health_family,
+     {{{"service", "source"}}},
+     [](const event& e) { return e.get<bool>("healthy") ? 1.0 : 0.0; },
      "degradation"}};
 }  // namespace detail
 
 /// The degradation tier changed. Source: the manager's name (not logged).
 /// Fields: from, to (to_string(tier)), cause (the service whose report caused
 /// it). An error into maintenance, a warning to a worse tier, info otherwise.
-inline constexpr event_kind tier_changed_event{"tier_changed", log_level::info, {.metrics = detail::tier_changed_metrics}};
+inline constexpr event_kind tier_changed_event{
+    "tier_changed", log_level::info, {.metrics = detail::tier_changed_metrics}};
 /// A service's health changed (healthy <-> unhealthy). Source: the service.
 /// Fields: healthy, response_time, error (the reported error, if any). A
 /// warning when it turns unhealthy, info otherwise.
 inline constexpr event_kind service_health_changed_event{
-    "service_health_changed", log_level::info, {.source_key = "service", .metrics = detail::service_health_changed_metrics}};
+    "service_health_changed",
+    log_level::info,
+    {.source_key = "service", .metrics = detail::service_health_changed_metrics}};
 
 /// A degradation policy's rejection kind: "degraded"; the rejection's `code`
 /// holds the tier at the time and the tier the call needed (see of()).
@@ -138,10 +148,12 @@ class degraded_error : public rejected_error {
 };
 
 inline std::string degraded_kind_t::message(const rejection& r) const {
-  return "service degraded to tier '" + std::string{to_string(current(r))} + "'; call requires '" + std::string{to_string(required(r))} +
-         "' or better";
+  return "service degraded to tier '" + std::string{to_string(current(r))} + "'; call requires '" +
+         std::string{to_string(required(r))} + "' or better";
 }
-inline void degraded_kind_t::raise(const rejection& r) const { throw degraded_error{current(r), required(r), std::string{r.source}}; }
+inline void degraded_kind_t::raise(const rejection& r) const {
+  throw degraded_error{current(r), required(r), std::string{r.source}};
+}
 
 /// True when a call that needs `required` may run at tier `current`
 /// (a smaller tier number is a better tier).
@@ -184,17 +196,17 @@ struct degradation_options {
 
 /// One service as the manager sees it (see degradation_manager::snapshot).
 struct service_health {
-  std::string name;                              ///< the service's name
-  tier implies = tier::full;                     ///< the tier its loss implies
+  std::string name;                                  ///< the service's name
+  tier implies = tier::full;                         ///< the tier its loss implies
   duration slow_threshold = default_slow_threshold;  ///< a slower response counts as unhealthy
-  bool healthy = true;                           ///< counts as healthy now (hysteresis applied; an open bound breaker also makes it false)
-  bool last_report_healthy = true;               ///< what the latest report said (after the slowness check)
-  int open_breakers = 0;                         ///< bound circuit breakers currently open
-  int consecutive_healthy = 0;                   ///< healthy reports since the last unhealthy one
+  bool healthy = true;  ///< counts as healthy now (hysteresis applied; an open bound breaker also makes it false)
+  bool last_report_healthy = true;                 ///< what the latest report said (after the slowness check)
+  int open_breakers = 0;                           ///< bound circuit breakers currently open
+  int consecutive_healthy = 0;                     ///< healthy reports since the last unhealthy one
   duration last_response_time = duration::zero();  ///< from the latest report
-  std::string last_error;                        ///< from the latest unhealthy report; kept until the service recovers
-  time_point since{};                            ///< when `healthy` last changed (registration time at first)
-  std::optional<time_point> last_report{};       ///< when the latest report came; none before the first
+  std::string last_error;                   ///< from the latest unhealthy report; kept until the service recovers
+  time_point since{};                       ///< when `healthy` last changed (registration time at first)
+  std::optional<time_point> last_report{};  ///< when the latest report came; none before the first
 };
 
 /// Every service's health and the tier they imply, taken at one instant.
@@ -262,9 +274,9 @@ struct breaker_binding {
   // applies the latest state. Recursive: reading the state may run a due
   // transition whose notification comes back on the same thread.
   std::recursive_mutex mutex;
-  bool active = true;                        // false once unbound: a late notification must not hold again
-  bool holding = false;                      // this binding counts in the service's open_breakers
-  time_point timer_for{};                    // the latest end-of-break check scheduled
+  bool active = true;      // false once unbound: a late notification must not hold again
+  bool holding = false;    // this binding counts in the service's open_breakers
+  time_point timer_for{};  // the latest end-of-break check scheduled
 };
 
 inline degradation_state::~degradation_state() {
@@ -322,8 +334,7 @@ class degradation_manager {
     checked_duration(slow_threshold, "degradation_manager: slow_threshold of '" + std::string{name} + "'");
     std::unique_lock lock{state_->mutex};
     auto it = state_->services.find(name);
-    if (it == state_->services.end())
-      it = add_service(name, implies, slow_threshold, state_->opts.clock.now());
+    if (it == state_->services.end()) it = add_service(name, implies, slow_threshold, state_->opts.clock.now());
     it->second.h.implies = implies;
     it->second.h.slow_threshold = slow_threshold;
     recompute(name);
@@ -374,12 +385,9 @@ class degradation_manager {
       s.h.consecutive_healthy = 0;
       s.streak_start.reset();
       s.h.healthy = false;
-      if (!error.empty())
-        s.h.last_error.assign(error);
-      else if (healthy)
-        s.h.last_error = "slower than its threshold";
-      else
-        s.h.last_error = "reported unhealthy";
+      if (!error.empty()) s.h.last_error.assign(error);
+      else if (healthy) s.h.last_error = "slower than its threshold";
+      else s.h.last_error = "reported unhealthy";
     } else {
       ++s.h.consecutive_healthy;
       if (!s.streak_start) s.streak_start = now;
@@ -494,7 +502,8 @@ class degradation_manager {
     std::shared_ptr<detail::breaker_binding> b;
     {
       std::lock_guard lock{state_->mutex};
-      auto it = std::find_if(state_->bindings.begin(), state_->bindings.end(), [id](const auto& x) { return x->id == id; });
+      auto it =
+          std::find_if(state_->bindings.begin(), state_->bindings.end(), [id](const auto& x) { return x->id == id; });
       if (it == state_->bindings.end()) return false;
       b = std::move(*it);
       state_->bindings.erase(it);
@@ -522,7 +531,8 @@ class degradation_manager {
   // register one (register_service, update_health, bind): not empty.
   // Lookups (has_service, health, unregister_service) just find no "".
   static void check_name(std::string_view name, const char* where) {
-    if (name.empty()) throw std::invalid_argument{std::string{"degradation_manager: "} + where + ": service name must not be empty"};
+    if (name.empty())
+      throw std::invalid_argument{std::string{"degradation_manager: "} + where + ": service name must not be empty"};
   }
 
   static void check_tier(tier t, const char* field) {
@@ -543,7 +553,8 @@ class degradation_manager {
   }
 
   // Caller holds the lock.
-  detail::degradation_state::service_map::iterator add_service(std::string_view name, tier implies, duration slow_threshold, time_point now) {
+  detail::degradation_state::service_map::iterator add_service(std::string_view name, tier implies,
+                                                               duration slow_threshold, time_point now) {
     detail::degradation_state::service s;
     s.h.name = std::string{name};
     s.h.implies = implies;
@@ -553,7 +564,8 @@ class degradation_manager {
   }
 
   // Reads a bound breaker's state and applies it; arms the end-of-break check.
-  static void refresh(const std::weak_ptr<detail::degradation_state>& ws, const std::weak_ptr<detail::breaker_binding>& wb) {
+  static void refresh(const std::weak_ptr<detail::degradation_state>& ws,
+                      const std::weak_ptr<detail::breaker_binding>& wb) {
     auto st = ws.lock();
     auto b = wb.lock();
     if (!st || !b) return;
@@ -580,14 +592,10 @@ class degradation_manager {
     if (it == state_->services.end()) return;
     auto& s = it->second;
     const bool was = effective(s);
-    if (open)
-      ++s.h.open_breakers;
-    else if (s.h.open_breakers > 0)
-      --s.h.open_breakers;
-    if (open)
-      s.h.last_error = "circuit breaker '" + b.breaker_name + "' is open";
-    else if (effective(s))
-      s.h.last_error.clear();
+    if (open) ++s.h.open_breakers;
+    else if (s.h.open_breakers > 0) --s.h.open_breakers;
+    if (open) s.h.last_error = "circuit breaker '" + b.breaker_name + "' is open";
+    else if (effective(s)) s.h.last_error.clear();
     health_changed(s, was, state_->opts.clock.now());
     recompute(b.service);
     deliver_pending(lock);
@@ -650,7 +658,10 @@ class degradation_manager {
           }
         detail::emit(&st.hub, [&] {
           event e{tier_changed_event, st.opts.name};
-          e.at(st.opts.clock.now()).with("from", to_string(n.from)).with("to", to_string(n.to)).with("cause", std::string_view{n.service});
+          e.at(st.opts.clock.now())
+              .with("from", to_string(n.from))
+              .with("to", to_string(n.to))
+              .with("cause", std::string_view{n.service});
           if (n.to == tier::maintenance) e.with_severity(log_level::error);
           else if (n.to > n.from) e.with_severity(log_level::warning);
           return e;
@@ -707,9 +718,12 @@ class degradation_guard {
   }
 
   /// Guards with `manager`; returns `fallback` below `min_tier`.
-  degradation_guard(degradation_manager manager, tier min_tier, Fallback fallback)
-      requires(!std::is_same_v<Fallback, no_fallback>)
-      : manager_{std::move(manager)}, min_tier_{min_tier}, fallback_{std::move(fallback)}, events_{std::make_shared<event_hub>()} {
+  degradation_guard(degradation_manager manager, tier min_tier,
+                    Fallback fallback) requires(!std::is_same_v<Fallback, no_fallback>)
+      : manager_{std::move(manager)},
+        min_tier_{min_tier},
+        fallback_{std::move(fallback)},
+        events_{std::make_shared<event_hub>()} {
     degradation_manager::check_tier(min_tier, "degradation_guard: min_tier");
   }
 
@@ -730,10 +744,8 @@ class degradation_guard {
   template <class Next, class Call, class T>
   void execute_async(call_context& ctx, Next&& next, const Call&, async_callback<T> done) const {
     const tier current = manager_.current_tier();
-    if (tier_allows(current, min_tier_))
-      next(ctx, std::move(done));
-    else
-      done(refused<T>(ctx, current));
+    if (tier_allows(current, min_tier_)) next(ctx, std::move(done));
+    else done(refused<T>(ctx, current));
   }
 
   /// The worst tier at which calls still run.
@@ -747,14 +759,17 @@ class degradation_guard {
   template <class R>
   outcome<R> refused(const call_context& ctx, tier current) const {
     if constexpr (std::is_same_v<Fallback, no_fallback>) {
-      return outcome<R>{rejection{.kind = &degraded_kind, .source = manager_.name(), .code = degraded_kind_t::code_of(current, min_tier_)}};
+      return outcome<R>{rejection{
+          .kind = &degraded_kind, .source = manager_.name(), .code = degraded_kind_t::code_of(current, min_tier_)}};
     } else {
       static_assert(!std::is_void_v<R>, "degradation_guard: a fallback value needs a callable that returns a value");
-      static_assert(std::is_constructible_v<R, const Fallback&>, "degradation_guard: the fallback must convert to the call's result");
+      static_assert(std::is_constructible_v<R, const Fallback&>,
+                    "degradation_guard: the fallback must convert to the call's result");
       detail::emit(events_.get(), [&] {
         event e{fallback_activated_event};
         e.at(ctx.now()).with_operation(ctx.operation).with("strategy", "degraded");
-        e.with_text("reason", "tier '" + std::string{to_string(current)} + "' is below '" + std::string{to_string(min_tier_)} + "'");
+        e.with_text("reason", "tier '" + std::string{to_string(current)} + "' is below '" +
+                                  std::string{to_string(min_tier_)} + "'");
         return e;
       });
       return outcome<R>{std::in_place, fallback_};
@@ -767,8 +782,8 @@ class degradation_guard {
   std::shared_ptr<event_hub> events_;
 };
 
-degradation_guard(tier) -> degradation_guard<no_fallback>;
-degradation_guard(degradation_manager, tier) -> degradation_guard<no_fallback>;
+degradation_guard(tier)->degradation_guard<no_fallback>;
+degradation_guard(degradation_manager, tier)->degradation_guard<no_fallback>;
 template <class F>
 degradation_guard(degradation_manager, tier, F) -> degradation_guard<std::decay_t<F>>;
 

@@ -79,7 +79,8 @@ inline std::string format_duration(duration d) {
   // Rounded to the smaller of two units, then split: "10 min 12 s".
   const auto two_units = [&](u64 little, u64 big, const char* little_name, const char* big_name) {
     const u64 n = ns / little + (ns % little >= little / 2 ? 1 : 0);
-    std::snprintf(text, sizeof text, "%s%llu %s %llu %s", sign, n / (big / little), big_name, n % (big / little), little_name);
+    std::snprintf(text, sizeof text, "%s%llu %s %llu %s", sign, n / (big / little), big_name, n % (big / little),
+                  little_name);
     return std::string{text};
   };
   if (ns / second + (ns % second >= second / 2 ? 1 : 0) < 3600) return two_units(second, minute, "s", "min");

@@ -67,10 +67,10 @@ struct event_label {
 /// is left out (the object's own numbers are exact; events only cover
 /// objects nobody watches).
 struct event_metric {
-  const metric_family* family = nullptr;  ///< the family (declared with metric_families)
-  std::array<event_label, 3> labels{};    ///< up to three labels; an empty label name ends the list
+  const metric_family* family = nullptr;    ///< the family (declared with metric_families)
+  std::array<event_label, 3> labels{};      ///< up to three labels; an empty label name ends the list
   double (*value)(const event&) = nullptr;  ///< a gauge's value; counters leave it null
-  std::string_view scope{};               ///< see metric_snapshot::cover()
+  std::string_view scope{};                 ///< see metric_snapshot::cover()
 };
 
 /// What a kind says besides its name and severity.
@@ -220,8 +220,7 @@ class event {
 
   /// Adds a field (`name` must outlive the event: a string literal).
   template <class T>
-    requires std::is_integral_v<T> && (!std::is_same_v<T, bool>)
-  event& with(std::string_view name, T v) noexcept {
+  requires std::is_integral_v<T> &&(!std::is_same_v<T, bool>)event& with(std::string_view name, T v) noexcept {
     return add(name, static_cast<std::int64_t>(v));
   }
   event& with(std::string_view name, double v) noexcept { return add(name, v); }

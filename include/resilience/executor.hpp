@@ -44,7 +44,9 @@ using task = detail::unique_function<void()>;
 /// Anything that can run tasks: `e.post(task)` queues the task and returns
 /// at once; the task runs later, on a thread of the executor's choosing.
 template <class E>
-concept executor = requires(E& e, task t) { e.post(std::move(t)); };
+concept executor = requires(E& e, task t) {
+  e.post(std::move(t));
+};
 
 /// The interface behind executor_ref, for executors the library owns.
 class executor_source {
@@ -76,8 +78,8 @@ class executor_ref {
   explicit executor_ref(std::shared_ptr<executor_source> source) noexcept : source_{std::move(source)} {}
   /// Adapts a user executor (held by value: copy a handle, such as an asio executor).
   template <executor E>
-    requires(!std::is_same_v<std::remove_cvref_t<E>, executor_ref> && std::is_copy_constructible_v<std::remove_cvref_t<E>>)
-  static executor_ref adapt(E&& e) {
+  requires(!std::is_same_v<std::remove_cvref_t<E>, executor_ref> &&
+           std::is_copy_constructible_v<std::remove_cvref_t<E>>) static executor_ref adapt(E&& e) {
     return executor_ref{std::make_shared<detail::executor_adapter<std::remove_cvref_t<E>>>(std::forward<E>(e))};
   }
 
@@ -119,10 +121,8 @@ bool spin_until(const clock_ref& clk, time_point until, Ready&& ready) {
   for (unsigned i = 0;; ++i) {
     if (ready()) return true;
     if (i % 16 == 0 && clk.now() >= until) return false;
-    if (i < 8)
-      cpu_relax();
-    else
-      std::this_thread::yield();
+    if (i < 8) cpu_relax();
+    else std::this_thread::yield();
   }
 }
 
@@ -205,7 +205,8 @@ class pool_state final : public executor_source {
         const std::uint64_t seen = posts_.load(std::memory_order_relaxed);
         lock.unlock();
         const clock_ref real;
-        spin_until(real, saturating_add(real.now(), spin_), [&] { return posts_.load(std::memory_order_relaxed) != seen; });
+        spin_until(real, saturating_add(real.now(), spin_),
+                   [&] { return posts_.load(std::memory_order_relaxed) != seen; });
         lock.lock();
         spinning_ = false;
         continue;
@@ -375,10 +376,8 @@ inline thread_pool& default_thread_pool();
 inline executor_ref default_executor() { return default_thread_pool().ref(); }
 
 inline void executor_ref::post(task t) const {
-  if (source_)
-    source_->post(std::move(t));
-  else
-    default_thread_pool().post(std::move(t));
+  if (source_) source_->post(std::move(t));
+  else default_thread_pool().post(std::move(t));
 }
 
 /// Runs t on `ex` once `clk` reaches `when` (the timer only posts; t never

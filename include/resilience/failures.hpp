@@ -104,8 +104,10 @@ class kind_set {
   constexpr kind_set() noexcept = default;
   /// The listed kinds.
   template <class... Kinds>
-    requires(sizeof...(Kinds) > 0 && (std::is_convertible_v<const Kinds&, const rejection_kind&> && ...))
-  constexpr kind_set(const Kinds&... kinds) noexcept  // NOLINT: implicit, reads well in designated initializers
+  requires(sizeof...(Kinds) > 0 &&
+           (std::is_convertible_v<const Kinds&, const rejection_kind&> &&
+            ...)) constexpr kind_set(const Kinds&... kinds) noexcept  // NOLINT: implicit, reads well in designated
+                                                                      // initializers
       : kinds_{&static_cast<const rejection_kind&>(kinds)...}, size_{sizeof...(Kinds)} {
     static_assert(sizeof...(Kinds) <= capacity, "kind_set: at most kind_set::capacity kinds");
   }
@@ -165,8 +167,9 @@ class failure {
   explicit failure(const resilience::rejection* r) noexcept : rejection_{r} {}
   /// A returned value counted as a failure.
   template <class T>
-    requires(!std::is_same_v<T, std::exception_ptr> && !std::is_same_v<T, resilience::rejection>)
-  explicit failure(const T* value) noexcept : value_{value}, type_{&typeid(T)} {}
+  requires(!std::is_same_v<T, std::exception_ptr> &&
+           !std::is_same_v<T, resilience::rejection>) explicit failure(const T* value) noexcept
+      : value_{value}, type_{&typeid(T)} {}
 
   /// The callable threw.
   bool has_exception() const noexcept { return exception_ != nullptr; }
@@ -284,21 +287,23 @@ class failures {
         return static_cast<bool>(pred(f.exception()));
       });
     } else {
-      static_assert(detail::has_callable_arg<Fn>,
-                    "exception predicate: pass a callable taking one exception type, e.g. [](const http_error& e) { ... } "
-                    "(a generic lambda cannot say which exceptions it handles)");
+      static_assert(
+          detail::has_callable_arg<Fn>,
+          "exception predicate: pass a callable taking one exception type, e.g. [](const http_error& e) { ... } "
+          "(a generic lambda cannot say which exceptions it handles)");
       if constexpr (detail::has_callable_arg<Fn>) {
         using E = std::remove_cvref_t<typename detail::callable_arg<Fn>::type>;
-        return rule(detail::on_exceptions | detail::on_rejections, [pred = std::move(pred)](const failure& f) mutable -> bool {
-          try {
-            if (f.has_exception()) std::rethrow_exception(f.exception());
-            throw_rejection(f.rejection());
-          } catch (const E& ex) {
-            return static_cast<bool>(pred(ex));
-          } catch (...) {
-          }
-          return false;
-        });
+        return rule(detail::on_exceptions | detail::on_rejections,
+                    [pred = std::move(pred)](const failure& f) mutable -> bool {
+                      try {
+                        if (f.has_exception()) std::rethrow_exception(f.exception());
+                        throw_rejection(f.rejection());
+                      } catch (const E& ex) {
+                        return static_cast<bool>(pred(ex));
+                      } catch (...) {
+                      }
+                      return false;
+                    });
       } else {
         return failures{};
       }
@@ -321,7 +326,8 @@ class failures {
       const A* v = x.template result<A>();
       return v != nullptr && static_cast<bool>(pred(*v));
     });
-    std::const_pointer_cast<detail::failure_rules>(f.rules_)->result_types.push_back({&typeid(A), &detail::type_name<A>});
+    std::const_pointer_cast<detail::failure_rules>(f.rules_)->result_types.push_back(
+        {&typeid(A), &detail::type_name<A>});
     return f;
   }
   /// Exceptions and rejections the predicate accepts (returned values are
@@ -333,10 +339,12 @@ class failures {
   /// What either handles.
   friend failures operator|(const failures& a, const failures& b) {
     if (a.except_ || b.except_) {  // keep each side's exceptions to itself
-      failures f = rule(a.rule_mask() | b.rule_mask(), [a, b](const failure& x) { return a.matches(x) || b.matches(x); });
+      failures f =
+          rule(a.rule_mask() | b.rule_mask(), [a, b](const failure& x) { return a.matches(x) || b.matches(x); });
       auto& types = std::const_pointer_cast<detail::failure_rules>(f.rules_)->result_types;
       for (const failures* side : {&a, &b})
-        if (side->rules_) types.insert(types.end(), side->rules_->result_types.begin(), side->rules_->result_types.end());
+        if (side->rules_)
+          types.insert(types.end(), side->rules_->result_types.begin(), side->rules_->result_types.end());
       return f;
     }
     failures f;
@@ -347,7 +355,8 @@ class failures {
     } else {
       auto rules = std::make_shared<detail::failure_rules>(*a.rules_);
       rules->any_of.insert(rules->any_of.end(), b.rules_->any_of.begin(), b.rules_->any_of.end());
-      rules->result_types.insert(rules->result_types.end(), b.rules_->result_types.begin(), b.rules_->result_types.end());
+      rules->result_types.insert(rules->result_types.end(), b.rules_->result_types.begin(),
+                                 b.rules_->result_types.end());
       f.rules_ = std::move(rules);
     }
     f.mask_ = a.mask_ | b.mask_;
@@ -414,13 +423,13 @@ class failures {
  private:
   template <class Fn>
   static auto result_arg() {
-    static_assert(detail::has_callable_arg<Fn>,
-                  "result predicate: pass a callable taking the call's result type, e.g. [](const http_response& r) { ... } "
-                  "(a generic lambda cannot be type-erased)");
+    static_assert(
+        detail::has_callable_arg<Fn>,
+        "result predicate: pass a callable taking the call's result type, e.g. [](const http_response& r) { ... } "
+        "(a generic lambda cannot be type-erased)");
     if constexpr (detail::has_callable_arg<Fn>)
       return std::type_identity<std::remove_cvref_t<typename detail::callable_arg<Fn>::type>>{};
-    else
-      return std::type_identity<int>{};
+    else return std::type_identity<int>{};
   }
   template <class Fn>
   using result_arg_t = typename decltype(result_arg<Fn>())::type;

@@ -42,11 +42,11 @@ inline namespace v1 {
 
 /// What a fallback reports when it replaces a failure.
 struct fallback_info {
-  std::string_view operation;       ///< the call's operation name, if any
-  std::string_view strategy;        ///< the strategy that produced the result ("cached", "default"...)
-  const failure& cause;             ///< what it replaced
-  std::optional<duration> age{};    ///< for "cached": the entry's age
-  bool stale = false;               ///< for "cached": older than the cache's ttl
+  std::string_view operation;     ///< the call's operation name, if any
+  std::string_view strategy;      ///< the strategy that produced the result ("cached", "default"...)
+  const failure& cause;           ///< what it replaced
+  std::optional<duration> age{};  ///< for "cached": the entry's age
+  bool stale = false;             ///< for "cached": older than the cache's ttl
 };
 
 /// Settings of a fallback policy.
@@ -105,7 +105,8 @@ class fallback_to {
   template <class T, class Call>
   detail::recovered_t<T> recover(call_context&, const failure& why, const Call& call, fallback_info&) const {
     try {
-      return std::apply([&](auto&... args) -> detail::recovered_t<T> { return invoke<T>(why, args...); }, call.arguments());
+      return std::apply([&](auto&... args) -> detail::recovered_t<T> { return invoke<T>(why, args...); },
+                        call.arguments());
     } catch (...) {
       return std::nullopt;
     }
@@ -131,7 +132,8 @@ class fallback_to {
     else if constexpr (std::is_invocable_v<const F&, const failure&>)
       return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_, why); });
     else {
-      static_assert(std::is_invocable_v<const F&>, "fallback_to: the callable must take (failure, args...), (args...), (failure) or ()");
+      static_assert(std::is_invocable_v<const F&>,
+                    "fallback_to: the callable must take (failure, args...), (args...), (failure) or ()");
       return wrap<T>([&]() -> decltype(auto) { return std::invoke(f_); });
     }
   }
@@ -197,12 +199,9 @@ class cached {
   key_type key_of(const Call& call) const {
     return std::apply(
         [&](const auto&... args) -> key_type {
-          if constexpr (!std::is_void_v<KeyFn>)
-            return key_fn_(args...);
-          else if constexpr (std::is_constructible_v<key_type, decltype(args)...>)
-            return key_type(args...);
-          else
-            return key_type{std::tuple{args...}};
+          if constexpr (!std::is_void_v<KeyFn>) return key_fn_(args...);
+          else if constexpr (std::is_constructible_v<key_type, decltype(args)...>) return key_type(args...);
+          else return key_type{std::tuple{args...}};
         },
         call.arguments());
   }
@@ -233,7 +232,8 @@ class chain {
     detail::recovered_t<T> out;
     std::apply(
         [&](const Strategies&... s) {
-          (void)((out = s.template recover<T>(ctx, why, call, info), out.has_value() ? (info.strategy = s.name, true) : false) ||
+          (void)((out = s.template recover<T>(ctx, why, call, info),
+                  out.has_value() ? (info.strategy = s.name, true) : false) ||
                  ...);
         },
         s_);
@@ -271,13 +271,10 @@ class fallback {
   const Strategy& strategy() const noexcept { return strategy_; }
   /// The clock of a cached strategy's cache: a pipeline runs on it (or
   /// refuses another), so entry ages move with the pipeline's time.
-  const clock_ref& clock() const noexcept
-    requires requires(const Strategy& s) {
-      { s.cache().clock() } -> std::convertible_to<const clock_ref&>;
-    }
-  {
-    return strategy_.cache().clock();
+  const clock_ref& clock() const noexcept requires requires(const Strategy& s) {
+    { s.cache().clock() } -> std::convertible_to<const clock_ref&>;
   }
+  { return strategy_.cache().clock(); }
   /// This policy's events (fallback_activated); copies share it.
   event_hub& events() const noexcept { return hub_->hub; }
 
@@ -301,8 +298,8 @@ class fallback {
   void execute_async(call_context& ctx, Next& next, const Call& call, async_callback<R> done) const {
     using T = std::conditional_t<std::is_same_v<Strategy, none_t>, typename detail::optional_value<R>::type, R>;
     next(ctx, async_callback<T>{[this, &ctx, &call, done = std::move(done)](outcome<T> o) mutable {
-      done(handle(ctx, std::move(o), call));
-    }});
+           done(handle(ctx, std::move(o), call));
+         }});
   }
 
  private:
@@ -324,10 +321,8 @@ class fallback {
               // A full cache must not fail a good call.
             }
           }
-          if constexpr (std::is_same_v<Strategy, none_t>)
-            return outcome<result_t<T>>{std::in_place, std::move(*o)};
-          else
-            return std::move(o);
+          if constexpr (std::is_same_v<Strategy, none_t>) return outcome<result_t<T>>{std::in_place, std::move(*o)};
+          else return std::move(o);
         }
         return recover(ctx, o, failure{&*o}, call);
       }
@@ -347,7 +342,8 @@ class fallback {
   // line, it takes ctx's address, and g++ then builds the whole context on
   // the happy path too (2.5 ns to 5 ns in bench_timeout_fallback_async).
   template <class T, class Call>
-  [[gnu::always_inline]] outcome<result_t<T>> recover(call_context& ctx, outcome<T>& o, const failure& why, const Call& call) const {
+  [[gnu::always_inline]] outcome<result_t<T>> recover(call_context& ctx, outcome<T>& o, const failure& why,
+                                                      const Call& call) const {
     using R = result_t<T>;
     bool handled = why.is_result();  // handle took the value already
     try {
@@ -364,18 +360,14 @@ class fallback {
         auto v = strategy_.template recover<T>(ctx, why, call, info);
         if (v) {
           report(info);
-          if constexpr (std::is_void_v<T>)
-            return outcome<R>{};
-          else
-            return outcome<R>{std::in_place, std::move(*v)};
+          if constexpr (std::is_void_v<T>) return outcome<R>{};
+          else return outcome<R>{std::in_place, std::move(*v)};
         }
       }
     }
     if (why.is_result()) {  // the refused result stands when nothing replaced it
-      if constexpr (std::is_same_v<Strategy, none_t>)
-        return outcome<R>{std::in_place, std::move(*o)};
-      else
-        return std::move(o);
+      if constexpr (std::is_same_v<Strategy, none_t>) return outcome<R>{std::in_place, std::move(*o)};
+      else return std::move(o);
     }
     if (o.has_exception()) return outcome<R>{o.exception()};
     return outcome<R>{o.rejection()};

@@ -21,8 +21,8 @@ inline constexpr event_metric fallback_activated_metrics[] = {
 
 /// A fallback replaced a failure. Fields: strategy ("cached", "default",
 /// "function", "none", "chained", "degraded"...), reason (the failure it replaced).
-inline constexpr event_kind fallback_activated_event{"fallback_activated", log_level::warning,
-                                                     {.operation = true, .metrics = detail::fallback_activated_metrics}};
+inline constexpr event_kind fallback_activated_event{
+    "fallback_activated", log_level::warning, {.operation = true, .metrics = detail::fallback_activated_metrics}};
 
 }  // namespace v1
 }  // namespace resilience

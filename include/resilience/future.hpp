@@ -47,10 +47,8 @@ class future_state {
   void set_value(outcome<T>&& o) noexcept {
     try {
       if (o.has_value()) {
-        if constexpr (std::is_void_v<T>)
-          value_.emplace();
-        else
-          value_.emplace(std::move(*o));
+        if constexpr (std::is_void_v<T>) value_.emplace();
+        else value_.emplace(std::move(*o));
       } else {
         // A rejection's views point into the call (its operation, a
         // limiter's key): it becomes its exception here, while they live.
@@ -71,16 +69,15 @@ class future_state {
   // Polls for future_spin, then sleeps until the result is set or `until`.
   bool wait_until(time_point until) {
     const clock_ref real;
-    if (spin_until(real, std::min(until, saturating_add(real.now(), future_spin)), [&] { return is_ready(); })) return true;
+    if (spin_until(real, std::min(until, saturating_add(real.now(), future_spin)), [&] { return is_ready(); }))
+      return true;
     std::unique_lock lock{mutex_};
     sleeping_.store(true, std::memory_order_seq_cst);
     // No lock on the setter's fast path: it reads sleeping_ after its
     // status store, and this reads status after the sleeping_ store (both
     // sequentially consistent), so one of the two sees the other.
-    if (until == no_deadline)
-      cv_.wait(lock, [&] { return status_.load(std::memory_order_seq_cst) == ready; });
-    else
-      cv_.wait_until(lock, until, [&] { return status_.load(std::memory_order_seq_cst) == ready; });
+    if (until == no_deadline) cv_.wait(lock, [&] { return status_.load(std::memory_order_seq_cst) == ready; });
+    else cv_.wait_until(lock, until, [&] { return status_.load(std::memory_order_seq_cst) == ready; });
     return is_ready();
   }
 
@@ -110,12 +107,9 @@ class future_state {
 
   void deliver() noexcept {
     try {
-      if (error_)
-        forward_->set_exception(error_);
-      else if constexpr (std::is_void_v<T>)
-        forward_->set_value();
-      else
-        forward_->set_value(std::move(*value_));
+      if (error_) forward_->set_exception(error_);
+      else if constexpr (std::is_void_v<T>) forward_->set_value();
+      else forward_->set_value(std::move(*value_));
     } catch (...) {  // promise_already_satisfied cannot happen: one delivery
     }
   }
@@ -187,8 +181,9 @@ class future {
     if (state_->is_ready()) return std::future_status::ready;
     if (d <= d.zero()) return std::future_status::timeout;
     const time_point now{std::chrono::steady_clock::now()};
-    return state_->wait_until(saturating_add(now, checked_duration(d, "future::wait_for"))) ? std::future_status::ready
-                                                                                        : std::future_status::timeout;
+    return state_->wait_until(saturating_add(now, checked_duration(d, "future::wait_for")))
+               ? std::future_status::ready
+               : std::future_status::timeout;
   }
   /// A std::future of the same result (for APIs that take one).
   operator std::future<T>() && {

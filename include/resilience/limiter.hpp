@@ -64,29 +64,31 @@ inline constexpr event_metric rate_limit_violated_metrics[] = {
 /// A rate limiter refused a permit. Source: the key. Tenant: the call's
 /// (empty without tenants). Fields: retry_after.
 inline constexpr event_kind rate_limit_violated_event{
-    "rate_limit_violated", log_level::warning,
+    "rate_limit_violated",
+    log_level::warning,
     {.source_key = "key", .tenant = true, .metrics = detail::rate_limit_violated_metrics}};
 
 /// The answer of try_acquire / acquire.
 struct rate_limit_decision {
-  bool allowed = false;                     ///< the permits were granted
-  duration retry_after = duration::zero();  ///< when refused: exact wait until try_acquire(n) succeeds (if nobody else takes them)
+  bool allowed = false;  ///< the permits were granted
+  duration retry_after =
+      duration::zero();  ///< when refused: exact wait until try_acquire(n) succeeds (if nobody else takes them)
   explicit operator bool() const noexcept { return allowed; }
 };
 
 /// A snapshot of one limiter's (or one registry key's) counters.
 struct rate_limit_stats {
-  double available = 0.0;      ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
+  double available = 0.0;  ///< permits a try_acquire could take now (the key's own limiter, not its tenants)
   /// Requests granted, tenants included, while grant counting was on: from
   /// the start with limiter_options::count_grants = true, or from the
   /// moment a metrics_registry watched the limiter or registry
   /// (enable_grant_counting). 0 when never on: counting is off by default so
   /// that a grant costs nothing beyond its CAS.
   std::uint64_t allowed = 0;
-  std::uint64_t rejected = 0;  ///< requests refused, tenants included (always counted: a refusal is the slow path)
+  std::uint64_t rejected = 0;    ///< requests refused, tenants included (always counted: a refusal is the slow path)
   std::uint64_t violations = 0;  ///< episodes of limiting: refusals that followed a grant (or the first refusal)
-  std::size_t partitions = 0;  ///< tenant limiters alive (registry keys only)
-  limiter_options config{};  ///< the configuration in force; count_grants says whether grants are being counted now
+  std::size_t partitions = 0;    ///< tenant limiters alive (registry keys only)
+  limiter_options config{};      ///< the configuration in force; count_grants says whether grants are being counted now
 };
 
 /// A clock_ref reading CLOCK_MONOTONIC_COARSE (Linux): a few ns instead of
@@ -101,13 +103,17 @@ struct coarse_clock_source final : clock_source {
 #ifdef CLOCK_MONOTONIC_COARSE
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return time_point{duration{std::int64_t{ts.tv_sec} * ns_per_second + ts.tv_nsec}};
+    return time_point{duration { std::int64_t{ts.tv_sec} * ns_per_second + ts.tv_nsec }};
 #else
     return steady_clock{}.now();
 #endif
   }
-  bool sleep_until(time_point deadline, std::stop_token stop) const override { return steady_clock{}.sleep_until(deadline, std::move(stop)); }
-  timer_id call_at(time_point deadline, std::function<void()> fn) const override { return steady_clock{}.call_at(deadline, std::move(fn)); }
+  bool sleep_until(time_point deadline, std::stop_token stop) const override {
+    return steady_clock{}.sleep_until(deadline, std::move(stop));
+  }
+  timer_id call_at(time_point deadline, std::function<void()> fn) const override {
+    return steady_clock{}.call_at(deadline, std::move(fn));
+  }
   bool cancel(timer_id id) const noexcept override { return steady_clock{}.cancel(id); }
   bool reads_steady_time() const noexcept override { return true; }
 };
@@ -153,8 +159,8 @@ inline void record(const rate_limit_decision& d, rate_counters& counters, const 
 // (without sleeping) when they cannot be had in time. `cancelled` reports a
 // stop request.
 template <class Reserve, class Refund>
-rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const std::stop_token& stop, Reserve&& reserve,
-                                 Refund&& refund, bool& cancelled) {
+rate_limit_decision acquire_loop(const clock_ref& clk, duration max_wait, const std::stop_token& stop,
+                                 Reserve&& reserve, Refund&& refund, bool& cancelled) {
   auto now = clk.now();
   const auto deadline = saturating_add(now, std::max(max_wait, duration::zero()));
   for (;;) {
@@ -221,12 +227,14 @@ class limiter {
   /// max_wait (default: forever); refuses at once otherwise, with the exact
   /// retry_after. A stop request ends the wait with a refusal. Throws
   /// std::invalid_argument when n > burst_size.
-  rate_limit_decision acquire(std::uint32_t n = 1, duration max_wait = duration::max(), std::stop_token stop = {}) const {
+  rate_limit_decision acquire(std::uint32_t n = 1, duration max_wait = duration::max(),
+                              std::stop_token stop = {}) const {
     auto& st = s_->state;
     st.check_n(n, "limiter::acquire");
     bool cancelled = false;
     const auto d = detail::acquire_loop(
-        s_->clock, max_wait, stop, [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
+        s_->clock, max_wait, stop,
+        [&](std::int64_t now, std::int64_t deadline) { return st.reserve(now, n, deadline); },
         [&](std::int64_t cost) { st.refund(cost); }, cancelled);
     detail::record(d, s_->counters, &s_->hub, s_->name, {});
     return d;
@@ -236,8 +244,12 @@ class limiter {
   double available() const { return s_->state.available(detail::ns(s_->clock.now())); }
   /// Counters and configuration.
   rate_limit_stats stats() const {
-    return {available(), s_->counters.allowed.load(std::memory_order_relaxed), s_->counters.rejected.load(std::memory_order_relaxed),
-            s_->counters.violations.load(std::memory_order_relaxed), 0, config()};
+    return {available(),
+            s_->counters.allowed.load(std::memory_order_relaxed),
+            s_->counters.rejected.load(std::memory_order_relaxed),
+            s_->counters.violations.load(std::memory_order_relaxed),
+            0,
+            config()};
   }
   /// Counts grants in stats().allowed from now on, whatever the config said
   /// (metrics_registry::watch calls it). Cannot be turned off again.
@@ -278,7 +290,9 @@ class limiter {
 class token_bucket : public limiter {
  public:
   explicit token_bucket(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
-      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::token_bucket}, std::move(clk), std::move(name)} {}
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::token_bucket},
+                std::move(clk),
+                std::move(name)} {}
 };
 
 /// Leaky bucket (queue form, GCRA): one permit every 1/requests_per_second;
@@ -286,21 +300,27 @@ class token_bucket : public limiter {
 class leaky_bucket : public limiter {
  public:
   explicit leaky_bucket(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
-      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::leaky_bucket}, std::move(clk), std::move(name)} {}
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::leaky_bucket},
+                std::move(clk),
+                std::move(name)} {}
 };
 
 /// Fixed window: burst_size permits per window of burst_size/requests_per_second.
 class fixed_window : public limiter {
  public:
   explicit fixed_window(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
-      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::fixed_window}, std::move(clk), std::move(name)} {}
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::fixed_window},
+                std::move(clk),
+                std::move(name)} {}
 };
 
 /// Exact sliding window: at most burst_size grants in any burst_size/requests_per_second.
 class sliding_window : public limiter {
  public:
   explicit sliding_window(const limiter_rate_options& o = {}, clock_ref clk = {}, std::string name = {})
-      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::sliding_window}, std::move(clk), std::move(name)} {}
+      : limiter{{o.requests_per_second, o.burst_size, rate_limit_algorithm::sliding_window},
+                std::move(clk),
+                std::move(name)} {}
 };
 
 namespace detail {
@@ -311,8 +331,10 @@ inline void collect_limiter(metric_snapshot& s, std::string_view key, const rate
   using enum metric_type;
   if (!s.cover("rate_limiter", key)) return;
   s.add("rate_limiter_tokens", gauge, {}, {{"key", key}}, st.available);
-  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}}, static_cast<double>(st.allowed));
-  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}}, static_cast<double>(st.rejected));
+  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "allowed"}},
+        static_cast<double>(st.allowed));
+  s.add("rate_limiter_requests_total", counter, {}, {{"key", key}, {"result", "rejected"}},
+        static_cast<double>(st.rejected));
   s.add("rate_limiter_violations_total", counter, {}, {{"key", key}}, static_cast<double>(st.violations));
 }
 

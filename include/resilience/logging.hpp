@@ -96,9 +96,9 @@ inline void append_timestamp(fmt::memory_buffer& out, std::chrono::system_clock:
   const auto day = floor<days>(us);
   const year_month_day ymd{day};
   const hh_mm_ss hms{us - day};
-  fmt::format_to(std::back_inserter(out), "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\"", static_cast<int>(ymd.year()),
-                 static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), hms.hours().count(),
-                 hms.minutes().count(), hms.seconds().count(), hms.subseconds().count());
+  fmt::format_to(std::back_inserter(out), "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+                 static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                 hms.hours().count(), hms.minutes().count(), hms.seconds().count(), hms.subseconds().count());
 }
 
 }  // namespace detail

@@ -136,10 +136,10 @@ inline std::vector<const metric_family*> registered_metric_families() {
     for (const metric_family* f : known.families)
       if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
   }
-  std::stable_sort(out.begin(), out.end(), [](const metric_family* a, const metric_family* b) { return a->rank < b->rank; });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const metric_family* a, const metric_family* b) { return a->rank < b->rank; });
   return out;
 }
-
 
 /// The samples of one scrape, grouped into families. Collectors add to it;
 /// the registry writes it. Names given here have no prefix: the registry adds
@@ -285,7 +285,8 @@ class metric_snapshot {
       for (std::size_t k = 0; k < lines.size(); ++k) {
         std::size_t i = lines[k].hash & mask;
         while (t[i].line != 0) i = (i + 1) & mask;
-        t[i] = {static_cast<std::uint32_t>(k + 1), static_cast<std::uint32_t>(static_cast<std::uint64_t>(lines[k].hash) >> 32)};
+        t[i] = {static_cast<std::uint32_t>(k + 1),
+                static_cast<std::uint32_t>(static_cast<std::uint64_t>(lines[k].hash) >> 32)};
       }
       table.swap(t);
     }
@@ -297,7 +298,8 @@ class metric_snapshot {
         if (f.type != type) throw std::logic_error{"metrics: " + std::string{name} + " declared with two types"};
         return f;
       }
-    if (!detail::valid_metric_name(name)) throw std::invalid_argument{"metrics: invalid metric name " + std::string{name}};
+    if (!detail::valid_metric_name(name))
+      throw std::invalid_argument{"metrics: invalid metric name " + std::string{name}};
     auto& f = families_.emplace_back();
     f.name = name;
     f.type = type;
@@ -333,7 +335,7 @@ class metric_snapshot {
     out += '}';
   }
 
-  std::deque<family> families_;  // in declaration order: the output is stable between scrapes
+  std::deque<family> families_;              // in declaration order: the output is stable between scrapes
   std::unordered_set<std::string> covered_;  // "scope\0source"
 };
 
@@ -377,7 +379,8 @@ class duration_histogram {
                std::initializer_list<metric_label> labels) const {
     std::vector<std::uint64_t> cumulative(bounds_.size());
     std::uint64_t running = 0;
-    for (std::size_t i = 0; i < bounds_.size(); ++i) cumulative[i] = running += counts_[i].load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < bounds_.size(); ++i)
+      cumulative[i] = running += counts_[i].load(std::memory_order_relaxed);
     const std::uint64_t count = running + counts_.back().load(std::memory_order_relaxed);
     const double sum = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
     s.add_histogram(name, help, labels, bounds_, cumulative, sum, count);
@@ -415,7 +418,8 @@ class metric_watch {
   /// <scope> named '<name>'") unless `quiet`, where it is false too.
   using claim_fn = std::function<bool(std::string_view scope, std::string_view name, const void* id, bool quiet)>;
 
-  metric_watch(const std::vector<double>& duration_buckets, claim_fn claim) : buckets_{duration_buckets}, claim_{std::move(claim)} {}
+  metric_watch(const std::vector<double>& duration_buckets, claim_fn claim)
+      : buckets_{duration_buckets}, claim_{std::move(claim)} {}
 
   /// The registry's histogram buckets (metrics_options::duration_buckets).
   const std::vector<double>& duration_buckets() const noexcept { return buckets_; }

@@ -51,9 +51,7 @@
 namespace resilience {
 inline namespace v1 {
 
-namespace detail {
-
-}  // namespace detail
+namespace detail {}  // namespace detail
 
 namespace detail {
 
@@ -69,7 +67,9 @@ class labeled_counter {
   }
 
   // A gauge's series: stores the bits of v (read them back with std::bit_cast<double>).
-  void set(std::span<const std::string_view> values, double v) { update(values, std::bit_cast<std::uint64_t>(v), true); }
+  void set(std::span<const std::string_view> values, double v) {
+    update(values, std::bit_cast<std::uint64_t>(v), true);
+  }
 
   void inc(std::span<const std::string_view> values, std::uint64_t by = 1) { update(values, by, false); }
 
@@ -258,8 +258,8 @@ struct claims {
 ///   circuit_breaker_calls_total{name,status}         counter
 ///   circuit_breaker_state_transitions_total{name,from,to} counter
 ///   circuit_breaker_call_duration_seconds{name}      histogram (metrics_options::duration_buckets)
-///   circuit_breaker_failure_rate{name}               gauge, 0..1: the rate it decides on (circuit_breaker_stats::failure_rate)
-///   circuit_breaker_slow_calls_total{name}           counter
+///   circuit_breaker_failure_rate{name}               gauge, 0..1: the rate it decides on
+///   (circuit_breaker_stats::failure_rate) circuit_breaker_slow_calls_total{name}           counter
 ///   bulkhead_rejections_total{name}                  counter
 ///   bulkhead_in_flight_calls{name}                   gauge
 ///   bulkhead_waiting_calls{name}                     gauge
@@ -306,9 +306,9 @@ class metrics_registry {
   /// count_global_events = false; with it true the policy is already counted,
   /// so this does nothing.
   template <class Policy>
-    requires requires(const Policy& p) {
-      { p.events() } -> std::same_as<event_hub&>;
-    }
+  requires requires(const Policy& p) {
+    { p.events() } -> std::same_as<event_hub&>;
+  }
   void count_events_of(const Policy& policy) {
     if (options_.count_global_events) return;
     auto keep = std::make_shared<Policy>(policy);
@@ -337,19 +337,24 @@ class metrics_registry {
     } else {
       static_assert(sizeof...(Args) == 0, "metrics_registry::watch: extra arguments need a watch_metrics hook");
       auto keep = std::make_shared<const T>(object);
-      if constexpr (requires(metric_snapshot& s) { keep->collect_metrics(s); }) {
+      if constexpr (requires(metric_snapshot & s) { keep->collect_metrics(s); }) {
         w.collect([keep](metric_snapshot& s) { keep->collect_metrics(s); });
       } else {
-        static_assert(requires(metric_snapshot& s) { collect_metrics(*keep, s); },
-                      "metrics_registry::watch: T needs collect_metrics(const T&, metric_snapshot&) or watch_metrics()");
+        static_assert(
+            requires(metric_snapshot & s) { collect_metrics(*keep, s); },
+            "metrics_registry::watch: T needs collect_metrics(const T&, metric_snapshot&) or watch_metrics()");
         w.collect([keep](metric_snapshot& s) { collect_metrics(*keep, s); });
       }
-      if constexpr (requires { { keep->events() } -> std::same_as<event_hub&>; }) w.count_events(keep->events());
+      if constexpr (requires {
+                      { keep->events() } -> std::same_as<event_hub&>;
+                    })
+        w.count_events(keep->events());
       w.keep(keep);
     }
     if (!w.collector_fn()) return;  // the hook added nothing (watched already)
     std::lock_guard lock{mutex_};
-    const auto after = std::find_if(watched_.begin(), watched_.end(), [&](const auto& c) { return c.first > w.rank(); });
+    const auto after =
+        std::find_if(watched_.begin(), watched_.end(), [&](const auto& c) { return c.first > w.rank(); });
     watched_.insert(after, {w.rank(), std::make_shared<const collector>(w.collector_fn())});
     if (w.kept()) keep_alive_.push_back(w.kept());
     if (w.hub() != nullptr && !options_.count_global_events) subscribe_locked(*w.hub());
@@ -451,7 +456,7 @@ class metrics_registry {
   metrics_options options_;
   std::shared_ptr<detail::event_counters> events_;
   std::shared_ptr<detail::claims> claims_;  // shared with the hooks' collectors
-  mutable std::mutex mutex_;  // guards the vectors below; render holds it while copying them
+  mutable std::mutex mutex_;                // guards the vectors below; render holds it while copying them
   std::vector<std::shared_ptr<const collector>> collectors_;  // shared: render copies the lists, not the functions
   std::vector<std::pair<int, std::shared_ptr<const collector>>> watched_;  // by rank, then watch order
   std::vector<std::shared_ptr<const void>> keep_alive_;

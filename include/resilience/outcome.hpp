@@ -32,7 +32,8 @@ struct rejection;
 ///
 ///   struct kill_switch_kind_t final : resilience::rejection_kind {
 ///     constexpr kill_switch_kind_t() : rejection_kind{"kill_switch"} {}
-///     std::string message(const resilience::rejection& r) const override { return "kill switch '" + std::string{r.source} + "' is off"; }
+///     std::string message(const resilience::rejection& r) const override { return "kill switch '" +
+///     std::string{r.source} + "' is off"; }
 ///   };
 ///   inline constexpr kill_switch_kind_t kill_switch_kind{};
 class rejection_kind {
@@ -101,7 +102,9 @@ static_assert(std::is_trivially_copyable_v<rejection>, "a rejection travels by v
   throw rejected_error{*r.kind, std::string{r.source}, r.retry_after, r.kind->message(r)};
 }
 
-inline void rejection_kind::raise(const rejection& r) const { throw rejected_error{*this, std::string{r.source}, r.retry_after, message(r)}; }
+inline void rejection_kind::raise(const rejection& r) const {
+  throw rejected_error{*this, std::string{r.source}, r.retry_after, message(r)};
+}
 
 /// The call was cancelled through its stop_token.
 class cancelled_error : public rejected_error {
@@ -110,7 +113,9 @@ class cancelled_error : public rejected_error {
       : rejected_error{cancelled_kind, source, duration::zero(), detail::named("call cancelled", source)} {}
 };
 
-inline std::string cancelled_kind_t::message(const rejection& r) const { return detail::named("call cancelled", r.source); }
+inline std::string cancelled_kind_t::message(const rejection& r) const {
+  return detail::named("call cancelled", r.source);
+}
 inline void cancelled_kind_t::raise(const rejection& r) const { throw cancelled_error{std::string{r.source}}; }
 
 /// The text of a failure: e.what() for a std::exception, a fixed text otherwise.
@@ -152,10 +157,11 @@ class outcome {
   outcome() requires std::is_void_v<T> || std::is_default_constructible_v<T> : v_{std::in_place_index<0>} {}
   /// Success with a value.
   template <class U = stored>
-    requires(!std::is_void_v<T> && std::is_constructible_v<stored, U &&> &&
-             !std::is_same_v<std::remove_cvref_t<U>, outcome> && !std::is_same_v<std::remove_cvref_t<U>, std::exception_ptr> &&
-             !std::is_same_v<std::remove_cvref_t<U>, rejection_type>)
-  outcome(U&& value) : v_{std::in_place_index<0>, std::forward<U>(value)} {}
+  requires(!std::is_void_v<T> && std::is_constructible_v<stored, U&&> &&
+           !std::is_same_v<std::remove_cvref_t<U>, outcome> &&
+           !std::is_same_v<std::remove_cvref_t<U>, std::exception_ptr> &&
+           !std::is_same_v<std::remove_cvref_t<U>, rejection_type>) outcome(U&& value)
+      : v_{std::in_place_index<0>, std::forward<U>(value)} {}
   /// Success, constructing the value in place.
   template <class... Args>
   explicit outcome(std::in_place_t, Args&&... args) : v_{std::in_place_index<0>, std::forward<Args>(args)...} {}
@@ -181,13 +187,10 @@ class outcome {
 
   /// The value, or `fallback` on any failure.
   template <class U>
-    requires(!std::is_void_v<T>)
-  T value_or(U&& fallback) const& {
-    return has_value() ? std::get<0>(v_) : static_cast<T>(std::forward<U>(fallback));
-  }
+  requires(!std::is_void_v<T>) T value_or(U&& fallback)
+  const& { return has_value() ? std::get<0>(v_) : static_cast<T>(std::forward<U>(fallback)); }
   template <class U>
-    requires(!std::is_void_v<T>)
-  T value_or(U&& fallback) && {
+  requires(!std::is_void_v<T>) T value_or(U&& fallback) && {
     return has_value() ? std::move(std::get<0>(v_)) : static_cast<T>(std::forward<U>(fallback));
   }
 
@@ -240,12 +243,9 @@ class outcome {
   static decltype(auto) get(Self&& self) {
     if (self.v_.index() == 1) std::rethrow_exception(*std::get_if<1>(&self.v_));
     if (self.v_.index() == 2) throw_rejection(*std::get_if<2>(&self.v_));
-    if constexpr (std::is_void_v<T>)
-      return;
-    else if constexpr (std::is_lvalue_reference_v<Self>)
-      return *std::get_if<0>(&self.v_);
-    else
-      return std::move(*std::get_if<0>(&self.v_));
+    if constexpr (std::is_void_v<T>) return;
+    else if constexpr (std::is_lvalue_reference_v<Self>) return *std::get_if<0>(&self.v_);
+    else return std::move(*std::get_if<0>(&self.v_));
   }
 
   std::variant<stored, std::exception_ptr, rejection_type> v_;

@@ -89,8 +89,7 @@ class call_view {
   /// tenant strings copied, stop = `stop`) owned by the task; done(outcome)
   /// is called on the executor thread. Nothing refers to the caller's stack.
   template <class Done>
-    requires Bound::can_launch
-  void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
+  requires Bound::can_launch void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
     b_->template launch<I + 1>(ctx, std::move(stop), std::forward<Done>(done));
   }
 
@@ -103,13 +102,14 @@ class call_view {
 /// outcome. `Call` is the call_view the pipeline passes (a fallback that
 /// replays the call's arguments needs the real one, not the default's none).
 template <class P, class Next, class Call = call_view<0, detail::opaque_call>>
-concept policy_for =
-    std::invocable<Next&, call_context&> && detail::an_outcome<std::invoke_result_t<Next&, call_context&>> &&
-    (requires(const P& p, call_context& ctx, Next& next, const Call& call) {
-      { p.execute(ctx, next, call) } -> detail::an_outcome;
-    } || requires(const P& p, call_context& ctx, Next& next) {
-      { p.execute(ctx, next) } -> detail::an_outcome;
-    });
+concept policy_for = std::invocable<Next&, call_context&> &&
+    detail::an_outcome<std::invoke_result_t<Next&, call_context&>> &&(
+        requires(const P& p, call_context& ctx, Next& next, const Call& call) {
+          { p.execute(ctx, next, call) } -> detail::an_outcome;
+        } ||
+        requires(const P& p, call_context& ctx, Next& next) {
+          { p.execute(ctx, next) } -> detail::an_outcome;
+        });
 
 /// P is a policy for calls whose callable returns T (what `resilient` and
 /// `pipeline` require of each policy, with the outcome the level inside returns).

@@ -87,7 +87,6 @@ constexpr duration default_timeout(operation_type op) noexcept {
   return seconds{10};
 }
 
-
 /// Where the code runs; presets relax limits for development.
 enum class environment : std::uint8_t {
   development,  ///< fewer, shorter retries; doubled timeouts; 100 req/s; breakers open after 10 failures
@@ -122,16 +121,16 @@ constexpr std::string_view to_string(fallback_kind k) noexcept {
 struct settings {
   operation_type operation = operation_type::external_api;  ///< what they are for
   environment env = environment::production;                ///< where
-  std::string_view name{};             ///< the dependency's name: breaker, rate-limiter key and degradation service
-  int max_retries = 3;                 ///< retries after the first attempt
-  duration base_delay{};               ///< first retry delay; later ones double (exponential backoff)
+  std::string_view name{};                 ///< the dependency's name: breaker, rate-limiter key and degradation service
+  int max_retries = 3;                     ///< retries after the first attempt
+  duration base_delay{};                   ///< first retry delay; later ones double (exponential backoff)
   jitter_mode jitter = jitter_mode::none;  ///< spread of the delays
-  duration timeout{};                  ///< limit of each attempt
+  duration timeout{};                      ///< limit of each attempt
   fallback_kind fallback = fallback_kind::none;  ///< what replaces a failure
-  double requests_per_second = 0;      ///< rate limit; 0 = not rate limited
-  std::int64_t burst_size = 0;         ///< permits available at once; 0 when not rate limited
-  int fail_max = 5;                    ///< consecutive failures that open the breaker
-  duration break_duration{};           ///< how long the breaker stays open before a trial
+  double requests_per_second = 0;                ///< rate limit; 0 = not rate limited
+  std::int64_t burst_size = 0;                   ///< permits available at once; 0 when not rate limited
+  int fail_max = 5;                              ///< consecutive failures that open the breaker
+  duration break_duration{};                     ///< how long the breaker stays open before a trial
 
   /// True when the operation is rate limited.
   constexpr bool rate_limited() const noexcept { return requests_per_second > 0; }
@@ -179,16 +178,12 @@ constexpr settings get(operation_type op, environment env) noexcept {
       s.fallback = fallback_kind::cached;
       rate = 5;
       break;
-    case operation_type::database_query:
-      s.max_retries = 3;
-      break;
+    case operation_type::database_query: s.max_retries = 3; break;
     case operation_type::report_generation:
       s.max_retries = 2;
       s.fallback = fallback_kind::default_value;
       break;
-    case operation_type::external_api:
-      s.max_retries = 3;
-      break;
+    case operation_type::external_api: s.max_retries = 3; break;
   }
   if (env == environment::production) {
     s.base_delay = seconds{1};
@@ -217,11 +212,12 @@ inline constexpr std::array<operation_type, 6> operation_types{
 /// breaker (its break is far longer than any retry delay: the fallback
 /// answers at once instead) nor a degraded tier or a cancellation.
 inline retry_options retry_settings(const settings& s) {
-  return retry_options{.max_retries = s.max_retries,
-                       .base_delay = s.base_delay,
-                       .strategy = backoff_strategy::exponential,
-                       .jitter = s.jitter,
-                       .handle = failures::exceptions() | failures::rejections({timeout_kind, rate_limited_kind, bulkhead_full_kind})};
+  return retry_options{
+      .max_retries = s.max_retries,
+      .base_delay = s.base_delay,
+      .strategy = backoff_strategy::exponential,
+      .jitter = s.jitter,
+      .handle = failures::exceptions() | failures::rejections({timeout_kind, rate_limited_kind, bulkhead_full_kind})};
 }
 
 /// Timeout options from a preset (named after the dependency).
@@ -231,8 +227,8 @@ inline timeout_options timeout_settings(const settings& s) {
 
 /// Circuit-breaker options from a preset, on clock `clk`.
 inline circuit_breaker_options breaker_settings(const settings& s, clock_ref clk = {}) {
-  return circuit_breaker_options{.name = std::string{s.name}, .clock = std::move(clk), .fail_max = s.fail_max,
-                                 .break_duration = s.break_duration};
+  return circuit_breaker_options{
+      .name = std::string{s.name}, .clock = std::move(clk), .fail_max = s.fail_max, .break_duration = s.break_duration};
 }
 
 /// Rate-limit configuration from a preset (precondition: s.rate_limited()).
@@ -276,12 +272,10 @@ struct fallback_source_kind<default_value<V>> {
 template <class Source>
 auto to_strategy(Source&& source) {
   using S = std::remove_cvref_t<Source>;
-  if constexpr (fallback_source_kind<S>::strategy)
-    return S{std::forward<Source>(source)};
+  if constexpr (fallback_source_kind<S>::strategy) return S{std::forward<Source>(source)};
   else if constexpr (fallback_source_kind<S>::value == fallback_kind::cached)
     return cached<S>{std::forward<Source>(source)};
-  else
-    return default_value<S>{std::forward<Source>(source)};
+  else return default_value<S>{std::forward<Source>(source)};
 }
 
 // Runs a policy when there is one; passes the call straight through when
@@ -296,10 +290,8 @@ class optional_policy {
   template <class Next, class Call>
   auto execute(call_context& ctx, Next&& next, const Call& call) const {
     if (!p_) return next(ctx);
-    if constexpr (requires { p_->execute(ctx, next, call); })
-      return p_->execute(ctx, next, call);
-    else
-      return p_->execute(ctx, next);
+    if constexpr (requires { p_->execute(ctx, next, call); }) return p_->execute(ctx, next, call);
+    else return p_->execute(ctx, next);
   }
 
   template <class Next>
@@ -318,8 +310,9 @@ inline settings checked(const settings& s, fallback_kind given) {
   if (s.fallback != fallback_kind::none && given != s.fallback)
     throw std::invalid_argument{"presets::make: " + std::string{to_string(s.operation)} + " falls back to " +
                                 std::string{presets::to_string(s.fallback)} +
-                                (s.fallback == fallback_kind::cached ? " results; pass a result_cache or a cached strategy"
-                                                                     : "; pass the default value")};
+                                (s.fallback == fallback_kind::cached
+                                     ? " results; pass a result_cache or a cached strategy"
+                                     : "; pass the default value")};
   return s;
 }
 
@@ -334,8 +327,8 @@ auto build(const settings& s, F&& fn, const sources& src, Fallback&&... fb) {
     if (!limits.configured(s.name)) limits.configure(s.name, rate_limit_settings(s));
     limit = optional_policy<rate_limit>{rate_limit{limits, s.name}};
   }
-  return resilient{std::forward<F>(fn), std::forward<Fallback>(fb)..., retry{retry_settings(s)}, std::move(breaker), std::move(limit),
-                   timeout{timeout_settings(s)}}
+  return resilient{std::forward<F>(fn), std::forward<Fallback>(fb)..., retry{retry_settings(s)}, std::move(breaker),
+                   std::move(limit),    timeout{timeout_settings(s)}}
       .with_clock(src.clock)
       .with_operation(std::string{to_string(s.operation)});
 }
@@ -365,8 +358,9 @@ auto make(operation_type op, environment env, F fn, const sources& src = {}) {
 /// strategy, or a plain value (the default value). Throws
 /// std::invalid_argument when it is not the kind the preset names.
 template <class F, class Source>
-  requires(!std::is_same_v<std::remove_cvref_t<Source>, sources>)
-auto make(operation_type op, environment env, F fn, Source fallback_source, const sources& src = {}) {
+requires(!std::is_same_v<std::remove_cvref_t<Source>, sources>) auto make(operation_type op, environment env, F fn,
+                                                                          Source fallback_source,
+                                                                          const sources& src = {}) {
   const settings s = detail::checked(get(op, env), detail::fallback_source_kind<std::remove_cvref_t<Source>>::value);
   return detail::build(s, std::move(fn), src, fallback{detail::to_strategy(std::move(fallback_source))});
 }

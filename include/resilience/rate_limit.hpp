@@ -18,10 +18,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <cmath>
-#include <limits>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -64,7 +64,8 @@ inline constexpr rate_limited_kind_t rate_limited_kind{};
 class rate_limit_exceeded : public rejected_error {
  public:
   rate_limit_exceeded(std::string key, duration retry_after, std::string tenant = {})
-      : rejected_error{rate_limited_kind, key, retry_after, text(key, retry_after, tenant)}, tenant_{std::move(tenant)} {}
+      : rejected_error{rate_limited_kind, key, retry_after, text(key, retry_after, tenant)},
+        tenant_{std::move(tenant)} {}
   /// The limiter key.
   const std::string& key() const noexcept { return source(); }
   /// The tenant whose budget ran out; empty for a key without tenants.
@@ -73,8 +74,9 @@ class rate_limit_exceeded : public rejected_error {
  private:
   friend class rate_limited_kind_t;
   static std::string text(std::string_view key, duration retry_after, std::string_view tenant) {
-    return detail::named("rate limit", key) + (tenant.empty() ? std::string{} : " for tenant '" + std::string{tenant} + "'") +
-           " exceeded; retry after " + detail::seconds_text(retry_after);
+    return detail::named("rate limit", key) +
+           (tenant.empty() ? std::string{} : " for tenant '" + std::string{tenant} + "'") + " exceeded; retry after " +
+           detail::seconds_text(retry_after);
   }
   std::string tenant_;
 };
@@ -164,7 +166,8 @@ class rate_limiter {
   /// refills); a window then grants what the window allows. Holds only extend.
   void hold(std::string_view key, duration wait) const {
     auto& e = entry(key);
-    const auto until = detail::ns(saturating_add(clock_.now(), duration{std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns)}));
+    const auto until = detail::ns(
+        saturating_add(clock_.now(), duration{std::clamp<std::int64_t>(wait.count(), 0, detail::max_window_ns)}));
     // Stored before the shards are locked: a tenant made after a shard's
     // turn reads it under that shard's lock (with_tenant).
     auto held = e.held_until.load(std::memory_order_relaxed);
@@ -187,11 +190,14 @@ class rate_limiter {
   }
   /// Takes a permit of (key, tenant) or throws rate_limit_exceeded (key, retry_after, tenant).
   void check_limit(std::string_view key, std::string_view tenant) const {
-    if (const auto d = try_acquire(key, tenant); !d) throw rate_limit_exceeded{std::string{key}, d.retry_after, std::string{tenant}};
+    if (const auto d = try_acquire(key, tenant); !d)
+      throw rate_limit_exceeded{std::string{key}, d.retry_after, std::string{tenant}};
   }
 
   /// Takes n permits of `key` if they are there now.
-  rate_limit_decision try_acquire(std::string_view key, std::uint32_t n = 1) const { return try_acquire_on(entry(key), n); }
+  rate_limit_decision try_acquire(std::string_view key, std::uint32_t n = 1) const {
+    return try_acquire_on(entry(key), n);
+  }
   /// Takes n permits of (key, tenant) if they are there now; an empty tenant is the key's own limiter.
   rate_limit_decision try_acquire(std::string_view key, std::string_view tenant, std::uint32_t n = 1) const {
     return try_acquire_on(entry(key), tenant, n);
@@ -202,7 +208,8 @@ class rate_limiter {
     return acquire_on(entry(key), {}, 1, max_wait, stop, cancelled);
   }
   /// Takes a permit of (key, tenant), waiting up to max_wait.
-  rate_limit_decision acquire(std::string_view key, std::string_view tenant, duration max_wait, std::stop_token stop = {}) const {
+  rate_limit_decision acquire(std::string_view key, std::string_view tenant, duration max_wait,
+                              std::stop_token stop = {}) const {
     bool cancelled = false;
     return acquire_on(entry(key), tenant, 1, max_wait, stop, cancelled);
   }
@@ -248,7 +255,8 @@ class rate_limiter {
   friend class rate_limit;
 
   struct tenant_node {
-    tenant_node(std::string_view t, const detail::limiter_shape& shape, std::int64_t now) : tenant{t}, state{shape, now} {}
+    tenant_node(std::string_view t, const detail::limiter_shape& shape, std::int64_t now)
+        : tenant{t}, state{shape, now} {}
     std::string tenant;
     detail::limiter_state state;
   };
@@ -275,7 +283,9 @@ class rate_limiter {
     }
 
     // One shard (an exact LRU) for small limits, up to 16 locks for large ones.
-    static std::size_t shards_for(std::size_t max_partitions) { return std::clamp<std::size_t>(max_partitions / 64, 1, max_shards); }
+    static std::size_t shards_for(std::size_t max_partitions) {
+      return std::clamp<std::size_t>(max_partitions / 64, 1, max_shards);
+    }
 
     // Reshapes every tenant limiter in place (see configure). When the shard
     // layout changes they are dropped: they start afresh on their next call.
@@ -317,7 +327,8 @@ class rate_limiter {
     const std::string name;
     const std::size_t hash;
     detail::limiter_state state;  // the key's own limiter, reshaped in place
-    std::atomic<std::int64_t> held_until{std::numeric_limits<std::int64_t>::min()};  // the key's last hold (ns), for tenants made later
+    std::atomic<std::int64_t> held_until{
+        std::numeric_limits<std::int64_t>::min()};  // the key's last hold (ns), for tenants made later
     detail::rate_counters counters;
     mutable std::mutex mutex;  // serializes reconfiguration; guards config
     limiter_options config;
@@ -330,7 +341,8 @@ class rate_limiter {
   // the old one kept until the registry dies (geometric growth bounds that
   // at the size of the live table).
   struct key_table {
-    explicit key_table(std::size_t capacity) : mask{capacity - 1}, slots{std::make_unique<std::atomic<key_entry*>[]>(capacity)} {}
+    explicit key_table(std::size_t capacity)
+        : mask{capacity - 1}, slots{std::make_unique<std::atomic<key_entry*>[]>(capacity)} {}
     std::size_t mask;
     std::unique_ptr<std::atomic<key_entry*>[]> slots;
     std::size_t size = 0;
@@ -402,7 +414,8 @@ class rate_limiter {
       }
       const auto now = detail::ns(clock_.now());
       shard->lru.emplace_front(tenant, shard->shape, now);
-      if (const auto held = e.held_until.load(std::memory_order_relaxed); held > now) shard->lru.front().state.hold_until(held);
+      if (const auto held = e.held_until.load(std::memory_order_relaxed); held > now)
+        shard->lru.front().state.hold_until(held);
       it = shard->index.emplace(shard->lru.front().tenant, shard->lru.begin()).first;
     }
     return fn(it->second->state);
@@ -420,8 +433,8 @@ class rate_limiter {
     return d;
   }
 
-  rate_limit_decision acquire_on(key_entry& e, std::string_view tenant, std::uint32_t n, duration max_wait, const std::stop_token& stop,
-                                 bool& cancelled) const {
+  rate_limit_decision acquire_on(key_entry& e, std::string_view tenant, std::uint32_t n, duration max_wait,
+                                 const std::stop_token& stop, bool& cancelled) const {
     rate_limit_decision d;
     if (tenant.empty()) {
       auto& st = e.state;
@@ -438,7 +451,8 @@ class rate_limiter {
               return st.reserve(now, n, deadline);
             });
           },
-          [&](std::int64_t cost) { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(cost); }); }, cancelled);
+          [&](std::int64_t cost) { with_tenant(e, tenant, [&](detail::limiter_state& st) { st.refund(cost); }); },
+          cancelled);
     }
     detail::record(d, e.counters, &hub_, e.name, tenant);
     return d;
@@ -451,8 +465,11 @@ class rate_limiter {
       config = e.config;
     }
     config.count_grants = e.counters.count_grants.load(std::memory_order_relaxed);
-    return {e.state.available(detail::ns(clock_.now())), e.counters.allowed.load(std::memory_order_relaxed),
-            e.counters.rejected.load(std::memory_order_relaxed), e.counters.violations.load(std::memory_order_relaxed), e.partitions(),
+    return {e.state.available(detail::ns(clock_.now())),
+            e.counters.allowed.load(std::memory_order_relaxed),
+            e.counters.rejected.load(std::memory_order_relaxed),
+            e.counters.violations.load(std::memory_order_relaxed),
+            e.partitions(),
             config};
   }
 
@@ -473,7 +490,8 @@ inline rate_limiter& global_rate_limiter() {
 
 /// Options of the rate_limit policy.
 struct rate_limit_options {
-  duration max_wait = duration::zero();  ///< wait up to this long for a permit (never past the call's deadline); default: reject at once
+  duration max_wait = duration::zero();  ///< wait up to this long for a permit (never past the call's deadline);
+                                         ///< default: reject at once
   bool per_tenant = true;                ///< use the call's tenant (call_options::tenant) as a partition of the key
 };
 
@@ -509,7 +527,8 @@ class rate_limit {
     if (d) return next(ctx);
     const std::string_view source = registry_ ? std::string_view{entry_->name} : single_->name();
     if (cancelled) return outcome<T>{rejection{.kind = &cancelled_kind, .source = source}};
-    return outcome<T>{rejection{.kind = &rate_limited_kind, .retry_after = d.retry_after, .source = source, .detail = tenant}};
+    return outcome<T>{
+        rejection{.kind = &rate_limited_kind, .retry_after = d.retry_after, .source = source, .detail = tenant}};
   }
 
   /// The events of the registry or limiter behind this policy.
@@ -533,10 +552,11 @@ class rate_limit {
 
 /// Options of adaptive_rate.
 struct adaptive_rate_options {
-  double decrease_factor = 0.5;   ///< the rate is multiplied by this on each upstream 429; in (0, 1)
-  double min_fraction = 0.05;     ///< the rate never drops below this fraction of the configured one; in (0, 1]
-  double recovery_step = 0.1;     ///< fraction of the configured rate given back per quiet interval; > 0
-  duration recovery_interval = std::chrono::seconds{5};  ///< a 429-free stretch that earns one step back; > 0, <= max_duration
+  double decrease_factor = 0.5;  ///< the rate is multiplied by this on each upstream 429; in (0, 1)
+  double min_fraction = 0.05;    ///< the rate never drops below this fraction of the configured one; in (0, 1]
+  double recovery_step = 0.1;    ///< fraction of the configured rate given back per quiet interval; > 0
+  duration recovery_interval =
+      std::chrono::seconds{5};  ///< a 429-free stretch that earns one step back; > 0, <= max_duration
 };
 
 /// Lowers a registry key's rate when the upstream answers 429 (multiplicative
@@ -561,11 +581,13 @@ class adaptive_rate {
   void on_throttled(std::optional<duration> retry_after = std::nullopt) const {
     std::lock_guard lock{s_->mutex};
     const auto now = s_->registry->clock().now();
-    set_rate(std::max(s_->target.requests_per_second * s_->options.min_fraction, s_->rate * s_->options.decrease_factor));
+    set_rate(
+        std::max(s_->target.requests_per_second * s_->options.min_fraction, s_->rate * s_->options.decrease_factor));
     // A Retry-After past max_duration (or below zero) is a server bug: clamped, so the sum below cannot wrap.
     const duration wait = std::clamp(retry_after.value_or(duration::zero()), duration::zero(), max_duration);
     if (retry_after) s_->registry->hold(s_->key, wait);
-    s_->next_step_at.store(detail::ns(saturating_add(saturating_add(now, wait), s_->options.recovery_interval)), std::memory_order_release);
+    s_->next_step_at.store(detail::ns(saturating_add(saturating_add(now, wait), s_->options.recovery_interval)),
+                           std::memory_order_release);
   }
 
   /// The upstream answered normally: after each quiet recovery_interval,
@@ -575,8 +597,10 @@ class adaptive_rate {
     if (now < s_->next_step_at.load(std::memory_order_acquire)) return;
     std::lock_guard lock{s_->mutex};
     if (now < s_->next_step_at.load(std::memory_order_relaxed) || s_->rate >= s_->target.requests_per_second) return;
-    set_rate(std::min(s_->target.requests_per_second, s_->rate + s_->target.requests_per_second * s_->options.recovery_step));
-    s_->next_step_at.store(detail::ns(saturating_add(time_point{duration{now}}, s_->options.recovery_interval)), std::memory_order_release);
+    set_rate(std::min(s_->target.requests_per_second,
+                      s_->rate + s_->target.requests_per_second * s_->options.recovery_step));
+    s_->next_step_at.store(detail::ns(saturating_add(time_point{duration{now}}, s_->options.recovery_interval)),
+                           std::memory_order_release);
   }
 
   /// The rate in force now.
@@ -599,10 +623,14 @@ class adaptive_rate {
   };
 
   static adaptive_rate_options validated(const adaptive_rate_options& o) {
-    if (!(o.decrease_factor > 0.0 && o.decrease_factor < 1.0)) throw std::invalid_argument{"adaptive_rate: decrease_factor must be in (0, 1)"};
-    if (!(o.min_fraction > 0.0 && o.min_fraction <= 1.0)) throw std::invalid_argument{"adaptive_rate: min_fraction must be in (0, 1]"};
-    if (!(o.recovery_step > 0.0) || !std::isfinite(o.recovery_step)) throw std::invalid_argument{"adaptive_rate: recovery_step must be a finite number > 0"};
-    if (o.recovery_interval <= duration::zero()) throw std::invalid_argument{"adaptive_rate: recovery_interval must be > 0"};
+    if (!(o.decrease_factor > 0.0 && o.decrease_factor < 1.0))
+      throw std::invalid_argument{"adaptive_rate: decrease_factor must be in (0, 1)"};
+    if (!(o.min_fraction > 0.0 && o.min_fraction <= 1.0))
+      throw std::invalid_argument{"adaptive_rate: min_fraction must be in (0, 1]"};
+    if (!(o.recovery_step > 0.0) || !std::isfinite(o.recovery_step))
+      throw std::invalid_argument{"adaptive_rate: recovery_step must be a finite number > 0"};
+    if (o.recovery_interval <= duration::zero())
+      throw std::invalid_argument{"adaptive_rate: recovery_interval must be > 0"};
     checked_duration(o.recovery_interval, "adaptive_rate: recovery_interval");
     return o;
   }
@@ -629,7 +657,8 @@ inline void watch_metrics(const rate_limiter& limits, metric_watch& w) {
   if (!w.claim("rate limiter registry", std::to_string(reinterpret_cast<std::uintptr_t>(&limits)), &limits)) return;
   limits.enable_grant_counting();
   w.collect([&limits](metric_snapshot& s) {
-    limits.for_each_stats([&](std::string_view key, const rate_limit_stats& st) { detail::collect_limiter(s, key, st); });
+    limits.for_each_stats(
+        [&](std::string_view key, const rate_limit_stats& st) { detail::collect_limiter(s, key, st); });
   });
   w.count_events(limits.events());
 }

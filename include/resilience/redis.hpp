@@ -3,10 +3,10 @@
 // (Debian libhiredis-dev; CMake target resilience::redis); no other header
 // of the library includes it.
 //
-//   auto redis = std::make_shared<resilience::redis::connection>(resilience::redis::connection_options{.unix_socket = "/run/redis.sock"});
-//   resilience::redis::rate_limiter limits{redis, "factor_api", {.limit = {.requests_per_second = 10, .burst_size = 20}}};
-//   if (auto d = limits.try_acquire("acme"); !d) wait(d.retry_after);   // the fleet's budget for tenant "acme"
-//   resilience::resilient fetch{fetch_factor, resilience::redis::rate_limit{limits}};
+//   auto redis = std::make_shared<resilience::redis::connection>(resilience::redis::connection_options{.unix_socket =
+//   "/run/redis.sock"}); resilience::redis::rate_limiter limits{redis, "factor_api", {.limit = {.requests_per_second =
+//   10, .burst_size = 20}}}; if (auto d = limits.try_acquire("acme"); !d) wait(d.retry_after);   // the fleet's budget
+//   for tenant "acme" resilience::resilient fetch{fetch_factor, resilience::redis::rate_limit{limits}};
 //
 // Each decision is one EVALSHA of a Lua script (loaded once per connection
 // with SCRIPT LOAD, loaded again after a NOSCRIPT reply), so it is atomic on
@@ -36,12 +36,14 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <sys/time.h>
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <initializer_list>
@@ -53,8 +55,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <sys/time.h>
-#include <unistd.h>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -74,15 +74,16 @@ namespace redis {
 
 /// Where and how to connect.
 struct connection_options {
-  std::string unix_socket{};         ///< a unix socket path; empty: TCP to host:port
-  std::string host = "127.0.0.1";    ///< TCP host (when unix_socket is empty)
-  int port = 6379;                   ///< TCP port; 1..65535
-  std::string user{};                ///< ACL user for AUTH (Redis 6+); empty: AUTH with the password alone
-  std::string password{};            ///< empty: no AUTH
-  duration connect_timeout = std::chrono::seconds{1};   ///< for connecting; > 0
-  duration command_timeout = std::chrono::seconds{1};   ///< for each command's round trip; > 0
-  duration reconnect_backoff = std::chrono::milliseconds{100};  ///< after a failure, commands fail at once (no connect attempt) for this long, doubling per failure; >= 0
-  duration max_reconnect_backoff = std::chrono::seconds{5};     ///< the cap of that doubling; >= reconnect_backoff
+  std::string unix_socket{};       ///< a unix socket path; empty: TCP to host:port
+  std::string host = "127.0.0.1";  ///< TCP host (when unix_socket is empty)
+  int port = 6379;                 ///< TCP port; 1..65535
+  std::string user{};              ///< ACL user for AUTH (Redis 6+); empty: AUTH with the password alone
+  std::string password{};          ///< empty: no AUTH
+  duration connect_timeout = std::chrono::seconds{1};  ///< for connecting; > 0
+  duration command_timeout = std::chrono::seconds{1};  ///< for each command's round trip; > 0
+  duration reconnect_backoff = std::chrono::milliseconds{
+      100};  ///< after a failure, commands fail at once (no connect attempt) for this long, doubling per failure; >= 0
+  duration max_reconnect_backoff = std::chrono::seconds{5};  ///< the cap of that doubling; >= reconnect_backoff
 };
 
 /// What went wrong talking to Redis.
@@ -121,7 +122,8 @@ struct script {
 class connection {
  public:
   /// Validates the options (std::invalid_argument naming the field); does not connect yet.
-  explicit connection(connection_options options) : options_{validated(std::move(options))}, backoff_{options_.reconnect_backoff} {}
+  explicit connection(connection_options options)
+      : options_{validated(std::move(options))}, backoff_{options_.reconnect_backoff} {}
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
   ~connection() = default;
@@ -138,14 +140,17 @@ class connection {
   /// Runs `s` with EVALSHA on keys and args, loading it (SCRIPT LOAD) when
   /// this connection has not yet or the server says NOSCRIPT (it restarted,
   /// or SCRIPT FLUSH). Throws error on failure or on an error reply.
-  reply eval(const script& s, std::initializer_list<std::string_view> keys, std::initializer_list<std::string_view> args) {
+  reply eval(const script& s, std::initializer_list<std::string_view> keys,
+             std::initializer_list<std::string_view> args) {
     std::lock_guard lock{mutex_};
     for (int attempt = 0;; ++attempt) {
       auto& sha = sha_of(s);
       if (sha.empty()) {
         const std::string_view load[] = {"SCRIPT", "LOAD", s.source};
         auto r = command_locked(load, 3);
-        if (r->type != REDIS_REPLY_STRING) throw error{error_kind::reply, "SCRIPT LOAD: " + std::string{r->str ? r->str : "unexpected reply", r->str ? r->len : 16}};
+        if (r->type != REDIS_REPLY_STRING)
+          throw error{error_kind::reply,
+                      "SCRIPT LOAD: " + std::string{r->str ? r->str : "unexpected reply", r->str ? r->len : 16}};
         sha.assign(r->str, r->len);
       }
       std::vector<std::string_view> argv;
@@ -219,10 +224,14 @@ class connection {
   };
 
   static connection_options validated(connection_options o) {
-    if (o.unix_socket.empty() && (o.port < 1 || o.port > 65535)) throw std::invalid_argument{"redis::connection: port must be in 1..65535"};
-    if (o.connect_timeout <= duration::zero()) throw std::invalid_argument{"redis::connection: connect_timeout must be > 0"};
-    if (o.command_timeout <= duration::zero()) throw std::invalid_argument{"redis::connection: command_timeout must be > 0"};
-    if (o.reconnect_backoff < duration::zero()) throw std::invalid_argument{"redis::connection: reconnect_backoff must be >= 0"};
+    if (o.unix_socket.empty() && (o.port < 1 || o.port > 65535))
+      throw std::invalid_argument{"redis::connection: port must be in 1..65535"};
+    if (o.connect_timeout <= duration::zero())
+      throw std::invalid_argument{"redis::connection: connect_timeout must be > 0"};
+    if (o.command_timeout <= duration::zero())
+      throw std::invalid_argument{"redis::connection: command_timeout must be > 0"};
+    if (o.reconnect_backoff < duration::zero())
+      throw std::invalid_argument{"redis::connection: reconnect_backoff must be >= 0"};
     if (o.max_reconnect_backoff < o.reconnect_backoff)
       throw std::invalid_argument{"redis::connection: max_reconnect_backoff must be >= reconnect_backoff"};
     return o;
@@ -423,8 +432,9 @@ enum class on_failure : std::uint8_t {
 
 /// How a Redis rate limiter is configured.
 struct limiter_options {
-  resilience::limiter_options limit{};  ///< rate and burst of the fleet-wide quota; algorithm token_bucket or sliding_window (max_partitions: local fallback tenants)
-  std::string prefix = "resilience:rl:";  ///< namespace of every Redis key this limiter uses
+  resilience::limiter_options limit{};     ///< rate and burst of the fleet-wide quota; algorithm token_bucket or
+                                           ///< sliding_window (max_partitions: local fallback tenants)
+  std::string prefix = "resilience:rl:";   ///< namespace of every Redis key this limiter uses
   on_failure failure = on_failure::raise;  ///< what a decision does when Redis fails
   std::uint32_t expected_instances = 1;    ///< on_failure::local: the local limit is the quota divided by this; >= 1
   duration failure_retry_after = std::chrono::seconds{1};  ///< on_failure::reject: the refusal's retry_after; >= 0
@@ -464,15 +474,17 @@ class rate_limiter {
   /// Takes n permits of `tenant`'s budget (an empty tenant: the key's own).
   rate_limit_decision try_acquire(std::string_view tenant, std::uint32_t n = 1) const {
     if (static_cast<std::int64_t>(n) > options_.limit.burst_size)
-      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': n (" + std::to_string(n) + ") exceeds burst_size (" +
-                                  std::to_string(options_.limit.burst_size) + "); it could never be granted"};
+      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': n (" + std::to_string(n) +
+                                  ") exceeds burst_size (" + std::to_string(options_.limit.burst_size) +
+                                  "); it could never be granted"};
     if (n == 0) return {true, duration::zero()};
     try {
       const auto state = state_key(tenant);
       const auto hold = hold_key();
       const auto count = std::to_string(n);
       const auto [sec, nsec] = time_args();
-      const script& s = options_.limit.algorithm == rate_limit_algorithm::token_bucket ? token_bucket_script() : sliding_window_script();
+      const script& s = options_.limit.algorithm == rate_limit_algorithm::token_bucket ? token_bucket_script()
+                                                                                       : sliding_window_script();
       auto r = conn_->eval(s, {state, hold}, {interval_, burst_, count, sec, nsec});
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
           r->element[1]->type != REDIS_REPLY_INTEGER)
@@ -483,7 +495,8 @@ class rate_limiter {
       switch (options_.failure) {
         case on_failure::raise: throw;
         case on_failure::reject: return {false, options_.failure_retry_after};
-        case on_failure::local: return tenant.empty() ? fallback_->try_acquire(key_, n) : fallback_->try_acquire(key_, tenant, n);
+        case on_failure::local:
+          return tenant.empty() ? fallback_->try_acquire(key_, n) : fallback_->try_acquire(key_, tenant, n);
       }
       throw;
     }
@@ -536,14 +549,21 @@ class rate_limiter {
 
   limiter_options validated(limiter_options o) const {
     resilience::detail::validate(o.limit, "redis::rate_limiter: key", key_);
-    if (o.limit.algorithm != rate_limit_algorithm::token_bucket && o.limit.algorithm != rate_limit_algorithm::sliding_window)
-      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': limit.algorithm must be token_bucket or sliding_window"};
+    if (o.limit.algorithm != rate_limit_algorithm::token_bucket &&
+        o.limit.algorithm != rate_limit_algorithm::sliding_window)
+      throw std::invalid_argument{"redis::rate_limiter '" + key_ +
+                                  "': limit.algorithm must be token_bucket or sliding_window"};
     const auto shape = resilience::detail::shape_of(o.limit);
-    if (static_cast<double>(shape.interval) * static_cast<double>(shape.limit) > static_cast<double>(detail::max_redis_window_ns))
-      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': limit.requests_per_second is too small for limit.burst_size (the window must be under 2^52 ns, ~52 days)"};
+    if (static_cast<double>(shape.interval) * static_cast<double>(shape.limit) >
+        static_cast<double>(detail::max_redis_window_ns))
+      throw std::invalid_argument{"redis::rate_limiter '" + key_ +
+                                  "': limit.requests_per_second is too small for limit.burst_size (the window must be "
+                                  "under 2^52 ns, ~52 days)"};
     if (o.prefix.empty()) throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': prefix must not be empty"};
-    if (o.expected_instances < 1) throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': expected_instances must be >= 1"};
-    if (o.failure_retry_after < duration::zero()) throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': failure_retry_after must be >= 0"};
+    if (o.expected_instances < 1)
+      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': expected_instances must be >= 1"};
+    if (o.failure_retry_after < duration::zero())
+      throw std::invalid_argument{"redis::rate_limiter '" + key_ + "': failure_retry_after must be >= 0"};
     return o;
   }
 
@@ -571,8 +591,10 @@ class rate_limiter {
 /// How a leased_rate_limiter leases.
 struct lease_options {
   std::uint32_t max_lease = 100;  ///< most permits taken from Redis in one round trip; 1..limit.burst_size
-  duration lease_period = std::chrono::milliseconds{10};  ///< the lease size aims at one round trip per this long at this process's own rate; > 0
-  duration lease_ttl = std::chrono::seconds{1};  ///< leased permits not spent within this long are dropped (never spent late); > 0
+  duration lease_period = std::chrono::milliseconds{
+      10};  ///< the lease size aims at one round trip per this long at this process's own rate; > 0
+  duration lease_ttl =
+      std::chrono::seconds{1};  ///< leased permits not spent within this long are dropped (never spent late); > 0
 };
 
 /// A redis::rate_limiter spent locally: a round trip takes a lease of k
@@ -588,7 +610,8 @@ struct lease_options {
 class leased_rate_limiter {
  public:
   /// Leases from `limiter`. Throws std::invalid_argument naming a bad field.
-  explicit leased_rate_limiter(const rate_limiter& limiter, lease_options options = {}) : limiter_{&limiter}, options_{validated(limiter, options)} {}
+  explicit leased_rate_limiter(const rate_limiter& limiter, lease_options options = {})
+      : limiter_{&limiter}, options_{validated(limiter, options)} {}
 
   /// Takes n permits of the key's own budget.
   rate_limit_decision try_acquire(std::uint32_t n = 1) const { return try_acquire(std::string_view{}, n); }
@@ -612,7 +635,8 @@ class leased_rate_limiter {
       const auto dt = now - p.leased_at;
       const std::uint64_t cap = std::min<std::uint64_t>(options_.max_lease, 2 * std::uint64_t{p.k});
       const double wanted = dt <= duration::zero() ? static_cast<double>(cap)
-                                                   : std::ceil(static_cast<double>(p.k) * static_cast<double>(options_.lease_period.count()) /
+                                                   : std::ceil(static_cast<double>(p.k) *
+                                                               static_cast<double>(options_.lease_period.count()) /
                                                                static_cast<double>(dt.count()));
       p.k = static_cast<std::uint32_t>(std::clamp<double>(wanted, 1.0, static_cast<double>(cap)));
     }
@@ -675,16 +699,20 @@ class leased_rate_limiter {
 
   static lease_options validated(const rate_limiter& l, lease_options o) {
     if (o.max_lease < 1 || static_cast<std::int64_t>(o.max_lease) > l.options().limit.burst_size)
-      throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': max_lease must be in 1..limit.burst_size"};
-    if (o.lease_period <= duration::zero()) throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_period must be > 0"};
-    if (o.lease_ttl <= duration::zero()) throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_ttl must be > 0"};
+      throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() +
+                                  "': max_lease must be in 1..limit.burst_size"};
+    if (o.lease_period <= duration::zero())
+      throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_period must be > 0"};
+    if (o.lease_ttl <= duration::zero())
+      throw std::invalid_argument{"redis::leased_rate_limiter '" + l.key() + "': lease_ttl must be > 0"};
     return o;
   }
 
   // Under the mutex. At most max_partitions pools: beyond, the empty ones go (their k restarts at 1).
   pool& pool_of(std::string_view tenant) const {
     if (auto it = pools_.find(tenant); it != pools_.end()) return it->second;
-    if (pools_.size() >= limiter_->options().limit.max_partitions) std::erase_if(pools_, [](const auto& e) { return e.second.permits == 0; });
+    if (pools_.size() >= limiter_->options().limit.max_partitions)
+      std::erase_if(pools_, [](const auto& e) { return e.second.permits == 0; });
     return pools_.try_emplace(std::string{tenant}).first->second;
   }
 
@@ -697,7 +725,8 @@ class leased_rate_limiter {
 
 /// Options of the redis::rate_limit policy.
 struct rate_limit_options {
-  duration max_wait = duration::zero();  ///< wait up to this long for a permit (never past the call's deadline); default: reject at once
+  duration max_wait = duration::zero();  ///< wait up to this long for a permit (never past the call's deadline);
+                                         ///< default: reject at once
   bool per_tenant = true;                ///< use the call's tenant as a partition of the key
 };
 
@@ -711,14 +740,16 @@ struct rate_limit_options {
 class rate_limit {
  public:
   /// Limits by `limiter`.
-  explicit rate_limit(const rate_limiter& limiter, rate_limit_options options = {}) : limiter_{&limiter}, options_{validated(options)} {}
+  explicit rate_limit(const rate_limiter& limiter, rate_limit_options options = {})
+      : limiter_{&limiter}, options_{validated(options)} {}
 
   template <class Next>
   auto execute(call_context& ctx, Next&& next) const {
     using T = typename std::invoke_result_t<Next&, call_context&>::value_type;
     const std::string_view tenant = options_.per_tenant ? ctx.tenant : std::string_view{};
     const auto& clk = limiter_->clock();
-    const auto deadline = saturating_add(clk.now(), std::min(options_.max_wait, std::max(ctx.remaining(), duration::zero())));
+    const auto deadline =
+        saturating_add(clk.now(), std::min(options_.max_wait, std::max(ctx.remaining(), duration::zero())));
     rate_limit_decision d;
     try {
       for (;;) {
@@ -733,7 +764,8 @@ class rate_limit {
       return outcome<T>{std::current_exception()};
     }
     if (d) return next(ctx);
-    return outcome<T>{rejection{.kind = &rate_limited_kind, .retry_after = d.retry_after, .source = limiter_->key(), .detail = tenant}};
+    return outcome<T>{rejection{
+        .kind = &rate_limited_kind, .retry_after = d.retry_after, .source = limiter_->key(), .detail = tenant}};
   }
 
   /// The key.
@@ -753,7 +785,8 @@ class rate_limit {
 /// How a shared_breaker shares its breaker's openings.
 struct shared_breaker_options {
   std::string prefix = "resilience:cb:";  ///< namespace of the Redis key (<prefix><breaker name>)
-  duration poll_interval = std::chrono::milliseconds{100};  ///< at most one round trip per this long (on the breaker's clock); > 0
+  duration poll_interval =
+      std::chrono::milliseconds{100};  ///< at most one round trip per this long (on the breaker's clock); > 0
 };
 
 /// Shares one circuit breaker's openings across processes by a short poll:
@@ -778,12 +811,15 @@ class shared_breaker {
     auto& st = *s_;
     const auto now = resilience::detail::ns(st.breaker.clock().now());
     auto due = st.next_poll.load(std::memory_order_relaxed);
-    if (now < due || !st.next_poll.compare_exchange_strong(due, now + st.options.poll_interval.count(), std::memory_order_relaxed)) return;
+    if (now < due ||
+        !st.next_poll.compare_exchange_strong(due, now + st.options.poll_interval.count(), std::memory_order_relaxed))
+      return;
     std::lock_guard lock{st.mutex};
     try {
       const auto state = st.breaker.state();
       if (state == circuit_state::open && !st.applied) {
-        const auto ms = std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(st.breaker.options().break_duration).count());
+        const auto ms = std::max<std::int64_t>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(st.breaker.options().break_duration).count());
         st.conn->command({"SET", st.key, st.id, "PX", std::to_string(ms)});
         return;
       }
@@ -835,7 +871,8 @@ class shared_breaker {
     bool applied = false;
   };
   static shared_breaker_options validated(shared_breaker_options o) {
-    if (o.poll_interval <= duration::zero()) throw std::invalid_argument{"redis::shared_breaker: poll_interval must be > 0"};
+    if (o.poll_interval <= duration::zero())
+      throw std::invalid_argument{"redis::shared_breaker: poll_interval must be > 0"};
     if (o.prefix.empty()) throw std::invalid_argument{"redis::shared_breaker: prefix must not be empty"};
     return o;
   }

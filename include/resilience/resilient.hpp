@@ -19,9 +19,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
-#include <stop_token>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -29,10 +29,10 @@
 #include "clock.hpp"
 #include "context.hpp"
 #include "executor.hpp"
+#include "failures.hpp"
 #include "future.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
-#include "failures.hpp"
 
 namespace resilience {
 inline namespace v1 {
@@ -49,9 +49,9 @@ template <class F, class... Args>
 constexpr bool takes_stop_token = std::is_invocable_v<F&, std::stop_token, Args&...>;
 
 // One message for the one mistake (a static_assert needs a literal).
-#define RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT                                                                  \
+#define RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT                                                                \
   "resilience: the callable takes a move-only argument by value, but a resilient call keeps its arguments " \
-  "and passes them again on every attempt (as lvalues): take the parameter by reference (const T&), or "   \
+  "and passes them again on every attempt (as lvalues): take the parameter by reference (const T&), or "    \
   "pass a copyable handle such as std::shared_ptr instead of std::unique_ptr"
 
 // The wrapper passes the call's arguments to the callable as lvalues, once
@@ -60,20 +60,22 @@ template <class F, class... Args>
 constexpr bool callable_with_lvalues = std::is_invocable_v<F&, Args&...> || takes_stop_token<F, Args...>;
 template <class F, class... Args>
 constexpr bool only_callable_with_rvalues =
-    !callable_with_lvalues<F, Args...> && (std::is_invocable_v<F&, Args&&...> || std::is_invocable_v<F&, std::stop_token, Args&&...>);
+    !callable_with_lvalues<F, Args...> &&
+    (std::is_invocable_v<F&, Args&&...> || std::is_invocable_v<F&, std::stop_token, Args&&...>);
 
 // What such a callable returns when called with rvalues (so that the one
 // static_assert is the only error, not the caller's use of the result).
 template <class F, class... Args>
-using rvalue_call_result_t = std::remove_cvref_t<typename std::conditional_t<
-    std::is_invocable_v<F&, Args&&...>, std::invoke_result<F&, Args&&...>, std::invoke_result<F&, std::stop_token, Args&&...>>::type>;
+using rvalue_call_result_t = std::remove_cvref_t<
+    typename std::conditional_t<std::is_invocable_v<F&, Args&&...>, std::invoke_result<F&, Args&&...>,
+                                std::invoke_result<F&, std::stop_token, Args&&...>>::type>;
 
 template <class F, class... Args>
 struct call_result {
   using type = std::invoke_result_t<F&, Args&...>;
 };
 template <class F, class... Args>
-  requires takes_stop_token<F, Args...>
+requires takes_stop_token<F, Args...>
 struct call_result<F, Args...> {
   using type = std::invoke_result_t<F&, std::stop_token, Args&...>;
 };
@@ -84,10 +86,8 @@ using call_result_t = std::remove_cvref_t<typename call_result<F, Args...>::type
 
 template <class F, class... Args>
 decltype(auto) invoke_callable(F& f, const std::stop_token& stop, Args&... args) {
-  if constexpr (takes_stop_token<F, Args...>)
-    return std::invoke(f, stop, args...);
-  else
-    return std::invoke(f, args...);
+  if constexpr (takes_stop_token<F, Args...>) return std::invoke(f, stop, args...);
+  else return std::invoke(f, args...);
 }
 
 // The innermost step of every pipeline: run the callable, catching what it throws.
@@ -144,7 +144,8 @@ concept reads_clock = requires(const P& p) {
 template <class P>
 concept never_waiting_policy = requires {
   { P::never_waits } -> std::convertible_to<bool>;
-} && P::never_waits;
+}
+&&P::never_waits;
 
 /// True when a co_call through these policies runs on the awaiting thread.
 template <class Pipeline>
@@ -176,8 +177,8 @@ struct bound_call {
 
   template <std::size_t Level, class Done>
   void launch(const call_context& ctx, std::stop_token stop, Done&& done) const {
-    auto self = std::apply(
-        [&](Args&... a) { return std::make_shared<owned>(*f, *pl, ctx, std::move(stop), a...); }, args);
+    auto self =
+        std::apply([&](Args&... a) { return std::make_shared<owned>(*f, *pl, ctx, std::move(stop), a...); }, args);
     auto* s = self.get();
     s->exec.post([self = std::move(self), done = std::forward<Done>(done)]() mutable {
       done(self->template run_sync<Level>(self->ctx));
@@ -205,7 +206,12 @@ class pipeline {
   /// different clocks. The default operation name is the first one a policy
   /// knows (default_operation(), e.g. a timeout built from an operation_type).
   explicit pipeline(Policies... policies) : policies_{std::move(policies)...} {
-    std::apply([&](const Policies&... ps) { (adopt_clock(ps), ...); (adopt_operation(ps), ...); }, policies_);
+    std::apply(
+        [&](const Policies&... ps) {
+          (adopt_clock(ps), ...);
+          (adopt_operation(ps), ...);
+        },
+        policies_);
     check_clock(clock_, "resilient");
   }
 
@@ -235,7 +241,8 @@ class pipeline {
     ctx.executor = &executor_;
     if (ctx.operation.empty()) ctx.operation = operation_;
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f, c, args...); };
-    const detail::bound_call<std::remove_reference_t<F>, pipeline, std::remove_reference_t<Args>...> call{&f, this, {args...}};
+    const detail::bound_call<std::remove_reference_t<F>, pipeline, std::remove_reference_t<Args>...> call{
+        &f, this, {args...}};
     return step<0>(ctx, inner, call);
   }
 
@@ -251,7 +258,8 @@ class pipeline {
   template <class F, class... Args>
   auto async_with(const call_options& options, F&& f, Args&&... args) const {
     if constexpr (detail::only_callable_with_rvalues<std::decay_t<F>, std::decay_t<Args>...>) {
-      static_assert(!detail::only_callable_with_rvalues<std::decay_t<F>, std::decay_t<Args>...>, RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT);
+      static_assert(!detail::only_callable_with_rvalues<std::decay_t<F>, std::decay_t<Args>...>,
+                    RESILIENCE_DETAIL_MOVE_ONLY_ARGUMENT);
       return future<detail::rvalue_call_result_t<std::decay_t<F>, std::decay_t<Args>...>>{};
     } else {
       return async_checked(options, std::forward<F>(f), std::forward<Args>(args)...);
@@ -264,15 +272,19 @@ class pipeline {
     using owned = detail::owned_call<std::decay_t<F>, pipeline, std::decay_t<Args>...>;
     call_context base{clock_, options};
     if (base.operation.empty()) base.operation = operation_;
-    return owned::start(std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...));
+    return owned::start(
+        std::make_shared<owned>(std::forward<F>(f), *this, base, options.stop, std::forward<Args>(args)...));
   }
 
  public:
   /// A resilient<F, Policies...> calling f through copies of these policies.
   template <class F>
   resilient<std::decay_t<F>, Policies...> wrap(F&& f) const& {
-    return std::apply([&](const Policies&... ps) { return resilient<std::decay_t<F>, Policies...>{std::forward<F>(f), ps...}; },
-                      policies_)
+    return std::apply(
+               [&](const Policies&... ps) {
+                 return resilient<std::decay_t<F>, Policies...>{std::forward<F>(f), ps...};
+               },
+               policies_)
         .with_clock(clock_)
         .with_executor(executor_)
         .with_operation(operation_);
@@ -356,10 +368,8 @@ class pipeline {
       std::string what{where};
       what += ": policy " + std::to_string(index) + " (" + detail::policy_name<P>();
       std::string_view name;
-      if constexpr (requires { std::string_view{p.name()}; })
-        name = p.name();
-      else if constexpr (requires { std::string_view{p.key()}; })
-        name = p.key();
+      if constexpr (requires { std::string_view{p.name()}; }) name = p.name();
+      else if constexpr (requires { std::string_view{p.key()}; }) name = p.key();
       if (!name.empty()) what += " '" + std::string{name} + "'";
       what += ") reads another clock than this pipeline; build it on the pipeline's clock (its options' clock)";
       throw std::invalid_argument{what};
@@ -384,9 +394,11 @@ class pipeline {
   // inside catches too), so this catches only this level's own throws; on
   // the happy path a try block costs nothing with table-based unwinding.
   template <class P, class Next, class View>
-    requires policy_for<P, Next, View>
+  requires policy_for<P, Next, View>
   static auto run_policy(const P& p, call_context& ctx, Next& next, const View& view) {
-    if constexpr (requires { { p.execute(ctx, next, view) } -> detail::an_outcome; }) {
+    if constexpr (requires {
+                    { p.execute(ctx, next, view) } -> detail::an_outcome;
+                  }) {
       using O = std::remove_cvref_t<decltype(p.execute(ctx, next, view))>;
       try {
         return p.execute(ctx, next, view);
@@ -470,7 +482,8 @@ struct owned_call {
     return pl.template step<I>(c, inner, bound);
   }
 
-  static constexpr std::size_t levels = std::tuple_size_v<std::remove_cvref_t<decltype(std::declval<Pipeline&>().policies())>>;
+  static constexpr std::size_t levels =
+      std::tuple_size_v<std::remove_cvref_t<decltype(std::declval<Pipeline&>().policies())>>;
 
   // Starts level I of the async pipeline; done is called exactly once.
   template <std::size_t I, class Self>
@@ -484,7 +497,10 @@ struct owned_call {
       const P& p = std::get<I>(self->pl.policies());
       auto next = [self](call_context& c2, async_callback<U> d) { start_async<I + 1>(self, c2, std::move(d)); };
       const call_view<I, bound_type> view{self->bound};
-      if constexpr (requires { { p.execute_async(c, next, view, std::move(done)) } noexcept; }) {
+      if constexpr (requires {
+                      { p.execute_async(c, next, view, std::move(done)) }
+                      noexcept;
+                    }) {
         // A noexcept async form promises done exactly once and continuations
         // that never throw (retry's loop): no guard, no allocation for one.
         p.execute_async(c, next, view, std::move(done));
@@ -496,12 +512,12 @@ struct owned_call {
         auto once = std::make_shared<once_callback<R>>(std::move(done));
         auto guarded = [self, once](call_context& c2, async_callback<U> d) {
           start_async<I + 1>(self, c2, async_callback<U>{[once, d = std::move(d)](outcome<U> o) mutable {
-            try {
-              d(std::move(o));
-            } catch (...) {
-              once->fail(std::current_exception());
-            }
-          }});
+                               try {
+                                 d(std::move(o));
+                               } catch (...) {
+                                 once->fail(std::current_exception());
+                               }
+                             }});
         };
         try {
           p.execute_async(c, guarded, view, async_callback<R>{[once](outcome<R> o) { once->fire(std::move(o)); }});
@@ -532,7 +548,8 @@ struct owned_call {
     future_promise<value_type> promise;
     future<value_type> result{promise.state()};
     try {
-      post_start(std::move(self), [promise = std::move(promise)](outcome<value_type> o) mutable { promise.set(std::move(o)); });
+      post_start(std::move(self),
+                 [promise = std::move(promise)](outcome<value_type> o) mutable { promise.set(std::move(o)); });
     } catch (...) {
       // The executor refused the task (and destroyed it, promise and all,
       // which set broken_promise): the call's failure is what post threw.
@@ -574,8 +591,7 @@ class resilient {
     if constexpr (sizeof...(Policies) == 0) {
       if constexpr (detail::takes_stop_token<const F, Args...>)
         return std::invoke(f_, std::stop_token{}, std::forward<Args>(args)...);
-      else
-        return std::invoke(f_, std::forward<Args>(args)...);
+      else return std::invoke(f_, std::forward<Args>(args)...);
     } else {
       return detail::value_of(try_call_with({}, args...));
     }
@@ -682,7 +698,8 @@ class resilient {
     ctx.executor = &pipeline_.executor();
     if (ctx.operation.empty()) ctx.operation = pipeline_.operation();
     auto inner = [&](call_context& c) { return detail::invoke_to_outcome(f_, c, args...); };
-    const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{&f_, &pipeline_, {args...}};
+    const detail::bound_call<const F, pipeline<Policies...>, std::remove_reference_t<Args>...> call{
+        &f_, &pipeline_, {args...}};
     return pipeline_.template step<0>(ctx, inner, call);
   }
 

@@ -44,10 +44,8 @@ outcome<R> convert_outcome(outcome<U>&& o) {
   } else {
     if (o.has_exception()) return outcome<R>{o.exception()};
     if (o.has_rejection()) return outcome<R>{o.rejection()};
-    if constexpr (std::is_void_v<R>)
-      return outcome<R>{};
-    else
-      return outcome<R>{std::in_place, std::move(*o)};
+    if constexpr (std::is_void_v<R>) return outcome<R>{};
+    else return outcome<R>{std::in_place, std::move(*o)};
   }
 }
 
@@ -67,11 +65,14 @@ class resilient_function<R(Args...)> {
   /// Wraps r (moved to the heap). Its call with Args... must return R or
   /// something convertible to it.
   template <class F, class... Policies>
-    requires std::is_invocable_v<const resilient<F, Policies...>&, Args...>
-  resilient_function(resilient<F, Policies...> r)  // NOLINT: implicit, as std::function from a callable
-      : self_{new resilient<F, Policies...>(std::move(r))}, ops_{&ops_for<resilient<F, Policies...>>} {}
+  requires std::is_invocable_v < const resilient<F, Policies...>
+  &,
+      Args... > resilient_function(resilient<F, Policies...> r)  // NOLINT: implicit, as std::function from a callable
+      : self_{new resilient<F, Policies...>(std::move(r))},
+  ops_{&ops_for<resilient<F, Policies...>>} {}
 
-  resilient_function(resilient_function&& o) noexcept : self_{std::exchange(o.self_, nullptr)}, ops_{std::exchange(o.ops_, nullptr)} {}
+  resilient_function(resilient_function&& o) noexcept
+      : self_{std::exchange(o.self_, nullptr)}, ops_{std::exchange(o.ops_, nullptr)} {}
   resilient_function& operator=(resilient_function&& o) noexcept {
     if (this != &o) {
       reset();
@@ -90,7 +91,9 @@ class resilient_function<R(Args...)> {
   /// Calls through the policies; returns the value or throws the failure.
   R operator()(Args... args) const { return ops_->call(self_, no_options, std::forward<Args>(args)...); }
   /// operator() with per-call options.
-  R call_with(const call_options& options, Args... args) const { return ops_->call(self_, options, std::forward<Args>(args)...); }
+  R call_with(const call_options& options, Args... args) const {
+    return ops_->call(self_, options, std::forward<Args>(args)...);
+  }
   /// Calls through the policies and returns the outcome; never throws.
   outcome<R> try_call(Args... args) const noexcept { return ops_->try_call(self_, {}, std::forward<Args>(args)...); }
   /// try_call with per-call options.
@@ -150,10 +153,8 @@ class resilient_function<R(Args...)> {
   template <class W>
   static constexpr ops ops_for{
       [](const void* self, const call_options& options, Args&&... args) -> R {
-        if constexpr (std::is_void_v<R>)
-          as<W>(self).call_with(options, args...);
-        else
-          return static_cast<R>(as<W>(self).call_with(options, args...));
+        if constexpr (std::is_void_v<R>) as<W>(self).call_with(options, args...);
+        else return static_cast<R>(as<W>(self).call_with(options, args...));
       },
       [](const void* self, const call_options& options, Args&&... args) noexcept -> outcome<R> {
         if constexpr (std::is_same_v<decltype(as<W>(self).try_call_with(options, args...)), outcome<R>>) {
@@ -172,7 +173,9 @@ class resilient_function<R(Args...)> {
         try {
           detail::post_call(
               as<W>(self), options,
-              [promise = std::move(promise)](auto o, std::shared_ptr<void>) mutable { promise.set(detail::convert_outcome<R>(std::move(o))); },
+              [promise = std::move(promise)](auto o, std::shared_ptr<void>) mutable {
+                promise.set(detail::convert_outcome<R>(std::move(o)));
+              },
               std::forward<Args>(args)...);
         } catch (...) {  // the executor refused the call: its failure is what post threw
           detail::future_promise<R> failed;
@@ -185,7 +188,9 @@ class resilient_function<R(Args...)> {
       [](const void* self, const call_options& options, detail::erased_done<R> done, Args&&... args) {
         detail::post_call(
             as<W>(self), options,
-            [done = std::move(done)](auto o, std::shared_ptr<void> keep) mutable { done(detail::convert_outcome<R>(std::move(o)), std::move(keep)); },
+            [done = std::move(done)](auto o, std::shared_ptr<void> keep) mutable {
+              done(detail::convert_outcome<R>(std::move(o)), std::move(keep));
+            },
             std::forward<Args>(args)...);
       },
       [](void* self) noexcept { delete static_cast<W*>(self); },

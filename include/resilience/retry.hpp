@@ -57,12 +57,12 @@ inline constexpr event_metric retries_exhausted_metrics[] = {{&retry_exhausted_f
 /// A retry policy is about to wait and try again. Fields: attempt (the
 /// attempt that failed, 1 = first try), delay (the wait), failure (what the
 /// attempt threw or why it was rejected).
-inline constexpr event_kind retry_attempted_event{"retry_attempted", log_level::warning,
-                                                  {.operation = true, .metrics = detail::retry_attempted_metrics}};
+inline constexpr event_kind retry_attempted_event{
+    "retry_attempted", log_level::warning, {.operation = true, .metrics = detail::retry_attempted_metrics}};
 /// A retry policy gave up: attempts ran out, the deadline was near, or the
 /// failure was not retryable. Fields: attempts (made in all), failure (the last).
-inline constexpr event_kind retries_exhausted_event{"retries_exhausted", log_level::error,
-                                                    {.operation = true, .metrics = detail::retries_exhausted_metrics}};
+inline constexpr event_kind retries_exhausted_event{
+    "retries_exhausted", log_level::error, {.operation = true, .metrics = detail::retries_exhausted_metrics}};
 
 /// Settings of a retry policy; every default is the seed's. Validated when
 /// the retry is built.
@@ -76,7 +76,8 @@ struct retry_options {
   backoff_strategy strategy = backoff_strategy::exponential;
   /// Growth factor of exponential backoff; default 2, must be finite and >= 1.
   double multiplier = 2.0;
-  /// Cap on a computed delay (not on a server's Retry-After); default 5 min, must be >= base_delay (duration::max(): no cap).
+  /// Cap on a computed delay (not on a server's Retry-After); default 5 min, must be >= base_delay (duration::max(): no
+  /// cap).
   duration max_delay = std::chrono::minutes{5};
   /// Randomization of the delay; default none (the production preset turns it on).
   jitter_mode jitter = jitter_mode::none;
@@ -101,7 +102,7 @@ class retry {
  public:
   /// Per-call progress of a retry loop.
   struct state {
-    int attempt = 1;                             ///< the attempt that just ended; next_delay advances it to the next one
+    int attempt = 1;  ///< the attempt that just ended; next_delay advances it to the next one
     duration previous_delay = duration::zero();  ///< the backoff delay before `attempt`
   };
 
@@ -165,7 +166,8 @@ class retry {
   void execute_async(call_context& ctx, Next& next, const Call&, async_callback<T> done) const noexcept {
     try {
       auto loop = std::make_shared<async_loop<T, Next>>(*this, ctx, next, std::move(done));
-      if (ctx.stop.stop_possible()) loop->on_stop.emplace(ctx.stop, typename async_loop<T, Next>::stop_wait{loop.get()});
+      if (ctx.stop.stop_possible())
+        loop->on_stop.emplace(ctx.stop, typename async_loop<T, Next>::stop_wait{loop.get()});
       loop->attempt();
     } catch (...) {  // the loop could not be allocated: done was not taken
       if (done) done(outcome<T>{std::current_exception()});
@@ -182,7 +184,8 @@ class retry {
  private:
   static resilience::backoff checked_backoff(const retry_options& o) {
     if (o.max_retries < 0) throw std::invalid_argument{"retry: max_retries must be >= 0"};
-    return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random}, "retry"};
+    return resilience::backoff{backoff_options{o.strategy, o.base_delay, o.multiplier, o.max_delay, o.jitter, o.random},
+                               "retry"};
   }
 
   // Both out-of-line paths are noexcept, catching into the outcome what a
@@ -301,10 +304,8 @@ class retry {
     };
 
     void post(task t) const {
-      if (ctx->executor)
-        ctx->executor->post(std::move(t));
-      else
-        executor_ref{}.post(std::move(t));
+      if (ctx->executor) ctx->executor->post(std::move(t));
+      else executor_ref{}.post(std::move(t));
     }
 
     // Calls done once; a second end (a post that ran the task, then threw) is dropped.
@@ -320,8 +321,8 @@ class retry {
     async_callback<T> done;
     std::optional<outcome<T>> last;
     std::atomic<bool> finished{false};
-    std::atomic<bool> waiting{false};  // a backoff timer is pending
-    std::atomic<timer_id> timer{0};    // the latest backoff timer
+    std::atomic<bool> waiting{false};                      // a backoff timer is pending
+    std::atomic<timer_id> timer{0};                        // the latest backoff timer
     std::optional<std::stop_callback<stop_wait>> on_stop;  // registered once, for the whole loop
   };
 
@@ -330,7 +331,8 @@ class retry {
     if constexpr (std::is_move_assignable_v<Result>) {
       slot = std::move(fresh);
     } else {  // a value type without assignment (const members): rebuild in place
-      static_assert(std::is_nothrow_move_constructible_v<Result>, "retry: the result type must be move-assignable or nothrow-movable");
+      static_assert(std::is_nothrow_move_constructible_v<Result>,
+                    "retry: the result type must be move-assignable or nothrow-movable");
       std::destroy_at(&slot);
       std::construct_at(&slot, std::move(fresh));
     }
@@ -346,7 +348,8 @@ class retry {
   // Attempt numbers are ints: attempt INT_MAX is the last one whatever
   // max_retries says, so ++s.attempt never overflows.
   bool out_of_attempts(const call_context& ctx, const state& s) const noexcept {
-    return s.attempt > options_.max_retries || s.attempt == std::numeric_limits<int>::max() || ctx.stop.stop_requested();
+    return s.attempt > options_.max_retries || s.attempt == std::numeric_limits<int>::max() ||
+           ctx.stop.stop_requested();
   }
 
   std::optional<duration> schedule(const call_context& ctx, const failure& failure, std::optional<duration> hint,

@@ -30,10 +30,8 @@ class date_cursor {
   explicit date_cursor(std::string_view text) noexcept : rest_{text} {}
 
   void literal(std::string_view s) noexcept {
-    if (ok_ && rest_.substr(0, s.size()) == s)
-      rest_.remove_prefix(s.size());
-    else
-      ok_ = false;
+    if (ok_ && rest_.substr(0, s.size()) == s) rest_.remove_prefix(s.size());
+    else ok_ = false;
   }
   // Exactly n decimal digits.
   int digits(std::size_t n) noexcept {
@@ -71,8 +69,10 @@ class date_cursor {
 };
 
 inline constexpr std::string_view short_days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-inline constexpr std::string_view long_days[] = {"Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"};
-inline constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+inline constexpr std::string_view long_days[] = {"Sunday",   "Monday", "Tuesday", "Wednesday",
+                                                 "Thursday", "Friday", "Saturday"};
+inline constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 struct http_date {
   int weekday = -1, day = -1, month = -1, year = -1, hour = -1, minute = -1, second = -1;
@@ -157,7 +157,8 @@ inline std::optional<http_date> read_http_date(std::string_view text, std::chron
 /// "Sun Nov  6 08:49:37 1994" — with names case-sensitive and the weekday
 /// matching the date. Returns nothing for anything malformed, for a date in
 /// the past, or for a wait longer than max_retry_after. Never throws.
-inline std::optional<std::chrono::nanoseconds> parse_retry_after(std::string_view text, std::chrono::system_clock::time_point now) noexcept {
+inline std::optional<std::chrono::nanoseconds> parse_retry_after(std::string_view text,
+                                                                 std::chrono::system_clock::time_point now) noexcept {
   using namespace std::chrono;
   using duration = nanoseconds;
   auto is_ows = [](char c) { return c == ' ' || c == '\t'; };

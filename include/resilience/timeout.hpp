@@ -12,15 +12,16 @@
 // callables and detached for the others.
 //
 //   resilience::resilient lookup{[](std::stop_token st, const std::string& activity) { return query(st, activity); },
-//                                resilience::retry{}, resilience::timeout{resilience::operation_type::factor_lookup}};  // presets.hpp
+//                                resilience::retry{}, resilience::timeout{resilience::operation_type::factor_lookup}};
+//                                // presets.hpp
 //   double f = lookup("electricity");  // each attempt gets 5 s; throws timeout_error after the last
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <concepts>
 #include <cmath>
+#include <concepts>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -33,8 +34,8 @@
 #include "clock.hpp"
 #include "context.hpp"
 #include "events.hpp"
-#include "metric_snapshot.hpp"
 #include "executor.hpp"
+#include "metric_snapshot.hpp"
 #include "outcome.hpp"
 #include "policy.hpp"
 
@@ -42,7 +43,8 @@ namespace resilience {
 inline namespace v1 {
 
 /// timeouts_total{operation}, driven by timeout_occurred_event.
-inline constexpr metric_family timeouts_family{"timeouts_total", metric_type::counter, "Calls abandoned by a timeout policy.", 19};
+inline constexpr metric_family timeouts_family{"timeouts_total", metric_type::counter,
+                                               "Calls abandoned by a timeout policy.", 19};
 inline const metric_families timeout_metric_families{timeouts_family};
 
 namespace detail {
@@ -50,8 +52,8 @@ inline constexpr event_metric timeout_occurred_metrics[] = {{&timeouts_family, {
 }  // namespace detail
 
 /// A timeout policy abandoned a call. Fields: limit.
-inline constexpr event_kind timeout_occurred_event{"timeout_occurred", log_level::warning,
-                                                   {.operation = true, .metrics = detail::timeout_occurred_metrics}};
+inline constexpr event_kind timeout_occurred_event{
+    "timeout_occurred", log_level::warning, {.operation = true, .metrics = detail::timeout_occurred_metrics}};
 
 /// How a timeout abandons a call.
 enum class timeout_mode : std::uint8_t {
@@ -110,7 +112,8 @@ struct timeout_options {
 class timeout {
  public:
   /// A timeout from options; throws std::invalid_argument when limit <= 0.
-  explicit timeout(timeout_options options) : limit_{options.limit}, mode_{options.mode}, shared_{make_shared(std::move(options.name))} {
+  explicit timeout(timeout_options options)
+      : limit_{options.limit}, mode_{options.mode}, shared_{make_shared(std::move(options.name))} {
     if (limit_ <= duration::zero()) throw std::invalid_argument{"timeout: limit must be > 0"};
     checked_duration(limit_, "timeout: limit");
   }
@@ -122,10 +125,10 @@ class timeout {
   /// with default_timeout(op) and to_string(op) found by ADL, the latter
   /// viewing static storage (presets.hpp's operation_type).
   template <class Operation>
-    requires requires(Operation op) {
-      { default_timeout(op) } -> std::convertible_to<duration>;
-      { to_string(op) } -> std::convertible_to<std::string_view>;
-    }
+  requires requires(Operation op) {
+    { default_timeout(op) } -> std::convertible_to<duration>;
+    { to_string(op) } -> std::convertible_to<std::string_view>;
+  }
   explicit timeout(Operation op, timeout_mode mode = timeout_mode::automatic)
       : timeout{timeout_options{default_timeout(op), mode, std::string{to_string(op)}}} {
     operation_ = to_string(op);
@@ -197,10 +200,10 @@ class timeout {
       s->done(outcome<T>{rejection_for(*s->shared, s->limit)});
     });
     next(s->inner, async_callback<T>{[s](outcome<T> o) {
-      if (s->finished.exchange(true)) return;  // timed out already: the late result is dropped
-      s->inner.clock().cancel(s->timer);
-      s->done(std::move(o));
-    }});
+           if (s->finished.exchange(true)) return;  // timed out already: the late result is dropped
+           s->inner.clock().cancel(s->timer);
+           s->done(std::move(o));
+         }});
   }
 
  private:
@@ -252,7 +255,8 @@ class timeout {
   // Gives the inner call this timeout's token, and the caller's back after.
   // Moves, not copies: a token copy is a reference-count update.
   struct token_swap {
-    token_swap(call_context& c, std::stop_token mine) noexcept : ctx{c}, caller{std::exchange(c.stop, std::move(mine))} {}
+    token_swap(call_context& c, std::stop_token mine) noexcept
+        : ctx{c}, caller{std::exchange(c.stop, std::move(mine))} {}
     token_swap(const token_swap&) = delete;
     token_swap& operator=(const token_swap&) = delete;
     ~token_swap() { ctx.stop = std::move(caller); }
@@ -358,9 +362,8 @@ class timeout {
       // costs no kernel wake-up. Other clocks sleep at once, so a test sees
       // the caller parked.
       const bool quick = ctx.clock().is_steady() &&
-                         detail::spin_until(ctx.clock(), std::min(deadline, saturating_add(ctx.now(), detached_spin)), [&] {
-                           return done() || slot->stop.stop_requested();
-                         });
+                         detail::spin_until(ctx.clock(), std::min(deadline, saturating_add(ctx.now(), detached_spin)),
+                                            [&] { return done() || slot->stop.stop_requested(); });
       if (!quick) ctx.clock().sleep_until(deadline, slot->stop.get_token());
     }
     if (done()) return std::move(*slot->result);

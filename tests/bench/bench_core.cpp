@@ -91,14 +91,15 @@ void resilient_retry_configured(benchmark::State& state) {
   struct http_error : std::runtime_error {
     using std::runtime_error::runtime_error;
   };
-  const resilience::resilient f{scale_factor{},
-                                resilience::retry{{.max_retries = 5,
-                                                   .jitter = resilience::jitter_mode::full,
-                                                   .random = resilience::seeded_random(1),
-                                                   .handle = (resilience::failures::exceptions_if([](const http_error&) { return true; }) |
-                                                              resilience::failures::rejections())
-                                                                 .except<std::invalid_argument>(),
-                                                   .on_retry = [](int, resilience::duration, const resilience::failure&) {}}}};
+  const resilience::resilient f{
+      scale_factor{},
+      resilience::retry{{.max_retries = 5,
+                         .jitter = resilience::jitter_mode::full,
+                         .random = resilience::seeded_random(1),
+                         .handle = (resilience::failures::exceptions_if([](const http_error&) { return true; }) |
+                                    resilience::failures::rejections())
+                                       .except<std::invalid_argument>(),
+                         .on_retry = [](int, resilience::duration, const resilience::failure&) {}}}};
   double x = 12.5;
   bench::alloc_scope a;
   for (auto _ : state) {

@@ -110,10 +110,8 @@ BENCHMARK(BM_resilient_function_retry);
 // the pool thread runs even when it shares this core (the library's own waits do so).
 void wait_for(const std::atomic<int>& done, int expected) {
   for (unsigned i = 0; done.load(std::memory_order_acquire) != expected; ++i) {
-    if (i < 8)
-      detail::cpu_relax();
-    else
-      std::this_thread::yield();
+    if (i < 8) detail::cpu_relax();
+    else std::this_thread::yield();
   }
 }
 

@@ -27,7 +27,8 @@ BENCHMARK(bench::bare_call);
 BENCHMARK(bench::steady_clock_now);
 
 // A closed breaker's call; `durations` (when set) is how a registry watches it.
-void breaker_call(benchmark::State& state, const circuit_breaker_options& options, std::optional<call_durations> durations) {
+void breaker_call(benchmark::State& state, const circuit_breaker_options& options,
+                  std::optional<call_durations> durations) {
   circuit_breaker cb{options};
   metrics_registry m{{.count_global_events = false}};
   if (durations) m.watch(cb, *durations);
@@ -61,7 +62,9 @@ BENCHMARK(breaker_with_durations_coarse_clock);
 const circuit_breaker_options slow_call_tracking{
     .name = "llm_api", .window = breaker_window::count_based, .slow_call_duration = std::chrono::seconds{20}};
 void slow_call_breaker_no_metrics(benchmark::State& s) { breaker_call(s, slow_call_tracking, std::nullopt); }
-void slow_call_breaker_with_durations(benchmark::State& s) { breaker_call(s, slow_call_tracking, call_durations::when_timed); }
+void slow_call_breaker_with_durations(benchmark::State& s) {
+  breaker_call(s, slow_call_tracking, call_durations::when_timed);
+}
 BENCHMARK(slow_call_breaker_no_metrics);
 BENCHMARK(slow_call_breaker_with_durations);
 
@@ -153,7 +156,11 @@ void render_many_limiter_keys(benchmark::State& state) {
   scrape(state, m);
   state.SetComplexityN(state.range(0));
 }
-BENCHMARK(render_many_limiter_keys)->RangeMultiplier(4)->Range(2048, 32768)->Unit(benchmark::kMillisecond)->Complexity();
+BENCHMARK(render_many_limiter_keys)
+    ->RangeMultiplier(4)
+    ->Range(2048, 32768)
+    ->Unit(benchmark::kMillisecond)
+    ->Complexity();
 
 void render_many_breakers(benchmark::State& state) {
   circuit_breaker_registry breakers;

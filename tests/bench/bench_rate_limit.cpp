@@ -22,7 +22,8 @@ namespace {
 // The textbook token bucket behind a mutex, floating-point tokens.
 class mutex_token_bucket {
  public:
-  mutex_token_bucket(double rate, double burst) : rate_{rate}, burst_{burst}, tokens_{burst}, last_{std::chrono::steady_clock::now()} {}
+  mutex_token_bucket(double rate, double burst)
+      : rate_{rate}, burst_{burst}, tokens_{burst}, last_{std::chrono::steady_clock::now()} {}
   bool try_acquire() {
     std::lock_guard lock{m_};
     const auto now = std::chrono::steady_clock::now();
@@ -41,7 +42,9 @@ class mutex_token_bucket {
 
 // Always admits: the benchmarks time the grant path (a refusal does no CAS).
 constexpr limiter_options fast(rate_limit_algorithm a) {
-  return {.requests_per_second = 1e9, .burst_size = a == rate_limit_algorithm::sliding_window ? (1 << 20) : 1'000'000'000, .algorithm = a};
+  return {.requests_per_second = 1e9,
+          .burst_size = a == rate_limit_algorithm::sliding_window ? (1 << 20) : 1'000'000'000,
+          .algorithm = a};
 }
 
 BENCHMARK(bench::steady_clock_now);
@@ -54,7 +57,8 @@ void BM_baseline_now_plus_cas(benchmark::State& state) {
   for (auto _ : state) {
     const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     auto cur = word.load(std::memory_order_acquire);
-    benchmark::DoNotOptimize(word.compare_exchange_strong(cur, std::max<std::int64_t>(cur, now - 1000) + 1, std::memory_order_acq_rel));
+    benchmark::DoNotOptimize(
+        word.compare_exchange_strong(cur, std::max<std::int64_t>(cur, now - 1000) + 1, std::memory_order_acq_rel));
   }
   a.report(state);
 }
@@ -107,7 +111,8 @@ BENCHMARK(BM_try_acquire_token_bucket_counted);
 rate_limiter& big_registry() {
   static rate_limiter* reg = [] {
     auto* r = new rate_limiter{};
-    for (int i = 0; i < 100; ++i) r->configure("service-" + std::to_string(i), fast(rate_limit_algorithm::token_bucket));
+    for (int i = 0; i < 100; ++i)
+      r->configure("service-" + std::to_string(i), fast(rate_limit_algorithm::token_bucket));
     r->configure("factor_api", fast(rate_limit_algorithm::token_bucket));
     return r;
   }();

@@ -6,10 +6,10 @@
 // read back unchanged. A failed check traps.
 #include <resilience/logging.hpp>
 
-#include <cstddef>
-#include <cstdint>
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -68,7 +68,10 @@ class json_checker {
         if (peek() == '"') strings[key] = string();
         else value(0);
         ws();
-        if (peek() == ',') { ++i_; continue; }
+        if (peek() == ',') {
+          ++i_;
+          continue;
+        }
         CHECK_OR_TRAP(peek() == '}');
         ++i_;
         break;
@@ -108,7 +111,10 @@ class json_checker {
     for (;;) {
       CHECK_OR_TRAP(i_ < s_.size());
       const auto c = static_cast<unsigned char>(s_[i_]);
-      if (c == '"') { ++i_; return out; }
+      if (c == '"') {
+        ++i_;
+        return out;
+      }
       CHECK_OR_TRAP(c >= 0x20);  // control characters must be escaped
       if (c == '\\') {
         ++i_;
@@ -180,7 +186,10 @@ class json_checker {
         const bool object = close == '}';
         ++i_;
         ws();
-        if (peek() == close) { ++i_; return; }
+        if (peek() == close) {
+          ++i_;
+          return;
+        }
         for (;;) {
           ws();
           if (object) {
@@ -192,7 +201,10 @@ class json_checker {
           }
           value(depth + 1);
           ws();
-          if (peek() == ',') { ++i_; continue; }
+          if (peek() == ',') {
+            ++i_;
+            continue;
+          }
           CHECK_OR_TRAP(peek() == close);
           ++i_;
           return;
@@ -250,14 +262,32 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_field(fields, "timestamp", fields.count("timestamp") ? fields.at("timestamp") : std::string{});
     check_field(fields, "level", fields.count("level") ? fields.at("level") : std::string{});
     switch (op % 10) {
-      case 0: check_field(fields, "operation", a); check_field(fields, "failure", b); break;
-      case 1: check_field(fields, "operation", a); check_field(fields, "failure", b); break;
+      case 0:
+        check_field(fields, "operation", a);
+        check_field(fields, "failure", b);
+        break;
+      case 1:
+        check_field(fields, "operation", a);
+        check_field(fields, "failure", b);
+        break;
       case 2: check_field(fields, "operation", a); break;
-      case 3: check_field(fields, "operation", a); check_field(fields, "strategy", b); check_field(fields, "reason", c); break;
-      case 4: check_field(fields, "key", a); check_field(fields, "tenant", b); break;
-      case 5: case 6: case 7: check_field(fields, "name", a); break;
+      case 3:
+        check_field(fields, "operation", a);
+        check_field(fields, "strategy", b);
+        check_field(fields, "reason", c);
+        break;
+      case 4:
+        check_field(fields, "key", a);
+        check_field(fields, "tenant", b);
+        break;
+      case 5:
+      case 6:
+      case 7: check_field(fields, "name", a); break;
       case 8: check_field(fields, "cause", a); break;
-      case 9: check_field(fields, "service", a); check_field(fields, "error", b); break;
+      case 9:
+        check_field(fields, "service", a);
+        check_field(fields, "error", b);
+        break;
     }
   }
   return 0;

@@ -10,10 +10,10 @@
 #include <resilience/metrics.hpp>
 #include <resilience/rate_limit.hpp>
 
-#include <cstddef>
-#include <cstdint>
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <memory>

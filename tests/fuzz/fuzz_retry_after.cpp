@@ -95,22 +95,23 @@ struct civil {
 std::optional<civil> tokenize(std::string_view s, i64 now_year) {
   civil c{};
   // IMF-fixdate, fixed width: "Sun, 06 Nov 1994 08:49:37 GMT" (29 chars).
-  if (s.size() == 29 && s.substr(3, 2) == ", " && s[7] == ' ' && s[11] == ' ' && s[16] == ' ' && s[19] == ':' && s[22] == ':' &&
-      s.substr(25) == " GMT") {
+  if (s.size() == 29 && s.substr(3, 2) == ", " && s[7] == ' ' && s[11] == ' ' && s[16] == ' ' && s[19] == ':' &&
+      s[22] == ':' && s.substr(25) == " GMT") {
     c.weekday = name_at(s, 0, 3, wkday);
     c.day = number(s, 5, 2);
     c.month = name_at(s, 8, 3, month_name) + 1;
     c.year = number(s, 12, 4);
     c.hour = number(s, 17, 2), c.minute = number(s, 20, 2), c.second = number(s, 23, 2);
-    if (c.weekday >= 0 && c.day >= 0 && c.month >= 1 && c.year >= 0 && c.hour >= 0 && c.minute >= 0 && c.second >= 0) return c;
+    if (c.weekday >= 0 && c.day >= 0 && c.month >= 1 && c.year >= 0 && c.hour >= 0 && c.minute >= 0 && c.second >= 0)
+      return c;
     return std::nullopt;
   }
   // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"; the weekday's length varies.
   if (const auto comma = s.find(','); comma != std::string_view::npos && comma >= 6) {
     const std::string_view rest = s.substr(comma);  // ", 06-Nov-94 08:49:37 GMT" (24 chars)
     c.weekday = name_at(s, 0, comma, weekday_long);
-    if (c.weekday >= 0 && rest.size() == 24 && rest.substr(0, 2) == ", " && rest[4] == '-' && rest[8] == '-' && rest[11] == ' ' &&
-        rest[14] == ':' && rest[17] == ':' && rest.substr(20) == " GMT") {
+    if (c.weekday >= 0 && rest.size() == 24 && rest.substr(0, 2) == ", " && rest[4] == '-' && rest[8] == '-' &&
+        rest[11] == ' ' && rest[14] == ':' && rest[17] == ':' && rest.substr(20) == " GMT") {
       c.day = number(rest, 2, 2);
       c.month = name_at(rest, 5, 3, month_name) + 1;
       const i64 yy = number(rest, 9, 2);
@@ -133,7 +134,8 @@ std::optional<civil> tokenize(std::string_view s, i64 now_year) {
     c.day = s[8] == ' ' ? number(s, 9, 1) : number(s, 8, 2);
     c.hour = number(s, 11, 2), c.minute = number(s, 14, 2), c.second = number(s, 17, 2);
     c.year = number(s, 20, 4);
-    if (c.weekday >= 0 && c.month >= 1 && c.day >= 0 && c.hour >= 0 && c.minute >= 0 && c.second >= 0 && c.year >= 0) return c;
+    if (c.weekday >= 0 && c.month >= 1 && c.day >= 0 && c.hour >= 0 && c.minute >= 0 && c.second >= 0 && c.year >= 0)
+      return c;
   }
   return std::nullopt;
 }
@@ -148,7 +150,8 @@ std::optional<i64> date_seconds(std::string_view s, i64 now_s, bool checked = tr
   const i64 days = days_from_civil(c->year, c->month, c->day);
   if (checked) {
     if (c->day < 1 || c->day > month_length(c->year, c->month)) return std::nullopt;
-    if (c->hour > 23 || c->minute > 59 || c->second > 60) return std::nullopt;  // 60: a leap second, as the library allows
+    if (c->hour > 23 || c->minute > 59 || c->second > 60)
+      return std::nullopt;  // 60: a leap second, as the library allows
     if (weekday_of_days(days) != c->weekday) return std::nullopt;
   }
   return days * day_s + c->hour * 3600 + c->minute * 60 + c->second;
@@ -191,18 +194,19 @@ std::string format(i64 when_s, int form) {
   char buf[64];
   switch (form) {
     case 0:
-      std::snprintf(buf, sizeof buf, "%s, %02lld %s %04lld %02lld:%02lld:%02lld GMT", wkday[wd], static_cast<long long>(d),
-                    month_name[m - 1], static_cast<long long>(y), static_cast<long long>(hh), static_cast<long long>(mm),
-                    static_cast<long long>(ss));
+      std::snprintf(buf, sizeof buf, "%s, %02lld %s %04lld %02lld:%02lld:%02lld GMT", wkday[wd],
+                    static_cast<long long>(d), month_name[m - 1], static_cast<long long>(y), static_cast<long long>(hh),
+                    static_cast<long long>(mm), static_cast<long long>(ss));
       break;
     case 1:
-      std::snprintf(buf, sizeof buf, "%s, %02lld-%s-%02lld %02lld:%02lld:%02lld GMT", weekday_long[wd], static_cast<long long>(d),
-                    month_name[m - 1], static_cast<long long>(y % 100), static_cast<long long>(hh), static_cast<long long>(mm),
-                    static_cast<long long>(ss));
+      std::snprintf(buf, sizeof buf, "%s, %02lld-%s-%02lld %02lld:%02lld:%02lld GMT", weekday_long[wd],
+                    static_cast<long long>(d), month_name[m - 1], static_cast<long long>(y % 100),
+                    static_cast<long long>(hh), static_cast<long long>(mm), static_cast<long long>(ss));
       break;
     default:
-      std::snprintf(buf, sizeof buf, "%s %s %2lld %02lld:%02lld:%02lld %04lld", wkday[wd], month_name[m - 1], static_cast<long long>(d),
-                    static_cast<long long>(hh), static_cast<long long>(mm), static_cast<long long>(ss), static_cast<long long>(y));
+      std::snprintf(buf, sizeof buf, "%s %s %2lld %02lld:%02lld:%02lld %04lld", wkday[wd], month_name[m - 1],
+                    static_cast<long long>(d), static_cast<long long>(hh), static_cast<long long>(mm),
+                    static_cast<long long>(ss), static_cast<long long>(y));
       break;
   }
   return buf;
@@ -210,14 +214,16 @@ std::string format(i64 when_s, int form) {
 
 [[noreturn]] void mismatch(std::string_view text, i64 now_ns, const std::optional<std::chrono::nanoseconds>& got,
                            const std::optional<i64>& want) {
-  std::fprintf(stderr, "parse_retry_after(\"%.*s\", now = %lld ns): library %s%lld, reference %s%lld\n", static_cast<int>(text.size()),
-               text.data(), static_cast<long long>(now_ns), got ? "" : "nothing ", got ? static_cast<long long>(got->count()) : 0LL,
-               want ? "" : "nothing ", want ? static_cast<long long>(*want) : 0LL);
+  std::fprintf(stderr, "parse_retry_after(\"%.*s\", now = %lld ns): library %s%lld, reference %s%lld\n",
+               static_cast<int>(text.size()), text.data(), static_cast<long long>(now_ns), got ? "" : "nothing ",
+               got ? static_cast<long long>(got->count()) : 0LL, want ? "" : "nothing ",
+               want ? static_cast<long long>(*want) : 0LL);
   std::abort();
 }
 
 void check(std::string_view text, i64 now_ns) {
-  const std::chrono::system_clock::time_point now{std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds{now_ns})};
+  const std::chrono::system_clock::time_point now{
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds{now_ns})};
   const auto got = resilience::parse_retry_after(text, now);
   const auto want = reference(text, now_ns);
   if (got.has_value() != want.has_value()) mismatch(text, now_ns, got, want);
@@ -251,7 +257,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const i64 ahead_s = static_cast<i64>(x % (day_s + 4)) - 2;
     // `now` anywhere in the range (x mixed, so that it does not follow ahead_s)
     const std::uint64_t mixed = x * 0x9E3779B97F4A7C15u;
-    const i64 near_now_ns = first_now_s * ns_per_s + static_cast<i64>(mixed % static_cast<std::uint64_t>(span_ns - 2 * day_s * ns_per_s));
+    const i64 near_now_ns =
+        first_now_s * ns_per_s + static_cast<i64>(mixed % static_cast<std::uint64_t>(span_ns - 2 * day_s * ns_per_s));
     const i64 when_s = floor_div(near_now_ns, ns_per_s) + ahead_s;
     const std::string date = format(when_s, (mode >> 2) % 3);
     check(date, near_now_ns);

@@ -70,7 +70,8 @@ inline event tier_changed(tier from, tier to, std::string_view cause) {
   else if (to > from) e.with_severity(log_level::warning);
   return e;
 }
-inline event service_health_changed(std::string_view service, bool healthy, duration response_time, std::string_view error) {
+inline event service_health_changed(std::string_view service, bool healthy, duration response_time,
+                                    std::string_view error) {
   event e{resilience::service_health_changed_event, service};
   e.with("healthy", healthy).with("response_time", response_time).with("error", error);
   if (!healthy) e.with_severity(log_level::warning);

@@ -35,7 +35,9 @@ struct bucket_word {
 // added; the sum settles right after). A slot is [gen:16 | code:8].
 struct totals_word {
   static constexpr std::uint16_t gen(std::uint64_t w) noexcept { return static_cast<std::uint16_t>(w >> 48); }
-  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept { return static_cast<std::uint16_t>(w >> (48 - 16 * i)); }
+  static constexpr std::uint16_t field(std::uint64_t w, int i) noexcept {
+    return static_cast<std::uint16_t>(w >> (48 - 16 * i));
+  }
   static constexpr std::uint64_t pack(std::uint16_t g, std::uint16_t c, std::uint16_t f, std::uint16_t s) noexcept {
     return (std::uint64_t{g} << 48) | (std::uint64_t{c} << 32) | (std::uint64_t{f} << 16) | s;
   }

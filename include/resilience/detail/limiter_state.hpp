@@ -45,7 +45,8 @@ inline void validate(const limiter_options& c, std::string_view who, std::string
     message.append(": ").append(what);
     throw std::invalid_argument{message};
   };
-  if (!(c.requests_per_second > 0.0) || !std::isfinite(c.requests_per_second)) fail("requests_per_second must be a finite number > 0");
+  if (!(c.requests_per_second > 0.0) || !std::isfinite(c.requests_per_second))
+    fail("requests_per_second must be a finite number > 0");
   if (c.requests_per_second > 1e9) fail("requests_per_second must be <= 1e9 (one permit per nanosecond)");
   if (c.burst_size < 1 || c.burst_size > std::int64_t{std::numeric_limits<std::uint32_t>::max()})
     fail("burst_size must be between 1 and 4294967295");
@@ -68,7 +69,8 @@ struct limiter_shape {
 };
 
 inline limiter_shape shape_of(const limiter_options& c) noexcept {
-  return {c.algorithm, c.burst_size, std::max<std::int64_t>(1, static_cast<std::int64_t>(std::llround(1e9 / c.requests_per_second)))};
+  return {c.algorithm, c.burst_size,
+          std::max<std::int64_t>(1, static_cast<std::int64_t>(std::llround(1e9 / c.requests_per_second)))};
 }
 
 // The answer of reserve().
@@ -76,8 +78,8 @@ struct reservation {
   bool granted = false;
   std::int64_t at = 0;           // when granted: the time (ns) the permits may be used
   std::int64_t retry_after = 0;  // when refused: ns until try_acquire(n) would succeed
-  bool final = false;            // refused for good: waiting until the deadline would not help (buckets book ahead or refuse)
-  std::int64_t cost = 0;         // when granted by a bucket: the time (ns) the permits took, which refund() gives back
+  bool final = false;     // refused for good: waiting until the deadline would not help (buckets book ahead or refuse)
+  std::int64_t cost = 0;  // when granted by a bucket: the time (ns) the permits took, which refund() gives back
 };
 
 // One limiter's state, reconfigured in place (reshape) while other threads
@@ -139,8 +141,8 @@ class limiter_state {
   void check_n(std::uint32_t n, std::string_view who) const {
     const auto limit = this->limit();
     if (static_cast<std::int64_t>(n) > limit)
-      throw std::invalid_argument{std::string{who} + ": n (" + std::to_string(n) + ") exceeds burst_size (" + std::to_string(limit) +
-                                  "); it could never be granted"};
+      throw std::invalid_argument{std::string{who} + ": n (" + std::to_string(n) + ") exceeds burst_size (" +
+                                  std::to_string(limit) + "); it could never be granted"};
   }
 
   // Grants n permits at a time no later than `deadline` (both in ns), or
@@ -159,7 +161,8 @@ class limiter_state {
           const auto interval = interval_.load(std::memory_order_relaxed);
           const auto next = token_after(time_of(cur, bias), now, tau_.load(std::memory_order_relaxed), interval);
           if (next > deadline) return {false, 0, next - now, true};
-          if (word_.compare_exchange_weak(cur, word_of(next, bias), std::memory_order_acq_rel, std::memory_order_relaxed))
+          if (word_.compare_exchange_weak(cur, word_of(next, bias), std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
             return {true, std::max(next, now), 0, false, interval};
           break;
         }
@@ -167,18 +170,21 @@ class limiter_state {
           const auto bias = bias_.load(std::memory_order_relaxed);
           const auto interval = interval_.load(std::memory_order_relaxed);
           const auto start = std::max(time_of(cur, bias), now);
-          if (start > deadline || start - now + interval > tau_.load(std::memory_order_relaxed)) return {false, 0, start - now, true};
-          if (word_.compare_exchange_weak(cur, word_of(start + interval, bias), std::memory_order_acq_rel, std::memory_order_relaxed))
+          if (start > deadline || start - now + interval > tau_.load(std::memory_order_relaxed))
+            return {false, 0, start - now, true};
+          if (word_.compare_exchange_weak(cur, word_of(start + interval, bias), std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
             return {true, start, 0, false, interval};
           break;
         }
         case rate_limit_algorithm::fixed_window: {
           const auto p = window_params();
-          if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]] return held_window(now, cur, 1, p);
+          if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]]
+            return held_window(now, cur, 1, p);
           const auto w = window_of(now, cur, p);
           if (w.count + 1 > p.limit) return {false, 0, w.end - now};
-          if (word_.compare_exchange_weak(cur, (w.index << p.bits) | static_cast<std::uint64_t>(w.count + 1), std::memory_order_acq_rel,
-                                          std::memory_order_relaxed))
+          if (word_.compare_exchange_weak(cur, (w.index << p.bits) | static_cast<std::uint64_t>(w.count + 1),
+                                          std::memory_order_acq_rel, std::memory_order_relaxed))
             return {true, now, 0};
           break;
         }
@@ -202,7 +208,8 @@ class limiter_state {
       const auto was = time_of(w - 1, bias_.load(std::memory_order_relaxed));
       const auto held = hold_floor(a, interval_.load(std::memory_order_relaxed));
       const auto t = was >= held ? std::max(was - cost, held) : was - cost;
-      bias_.store(w + 1 - static_cast<std::uint64_t>(t), std::memory_order_relaxed);  // the word moves forward, the time back
+      bias_.store(w + 1 - static_cast<std::uint64_t>(t),
+                  std::memory_order_relaxed);  // the word moves forward, the time back
       word_.exchange(w + 1, std::memory_order_acq_rel);
     }
     algorithm_.store(a, std::memory_order_release);
@@ -228,20 +235,23 @@ class limiter_state {
   // Allocates only when a sliding window's burst changes or a limiter becomes
   // a sliding window (its log), and keeps nothing of the old shape.
   void reshape(const limiter_shape& s, std::int64_t now) {
-    std::lock_guard log_lock{log_mutex_};  // stable under it: the algorithm (a refund only borrows it), the burst, the log
+    std::lock_guard log_lock{
+        log_mutex_};  // stable under it: the algorithm (a refund only borrows it), the burst, the log
     auto was = algorithm_.load(std::memory_order_relaxed);
     for (unsigned spins = 0; was == writing;) was = wait_for_writer(spins);
     const bool same = was == s.algorithm;
     // Every allocation before readers are held up.
     std::vector<std::int64_t> log;
     if (s.algorithm == rate_limit_algorithm::sliding_window && (!same || s.limit != limit()))
-      log = same ? resized_log(static_cast<std::size_t>(s.limit)) : std::vector<std::int64_t>(static_cast<std::size_t>(s.limit), long_ago);
+      log = same ? resized_log(static_cast<std::size_t>(s.limit))
+                 : std::vector<std::int64_t>(static_cast<std::size_t>(s.limit), long_ago);
 
     lock_params();
     const auto cur = word_.fetch_add(1, std::memory_order_acq_rel);  // in-flight CASes fail from here
     const auto bumped = cur + 1;
     const auto old = load_params();
-    params p{s.algorithm, s.interval, s.limit, s.interval * s.limit, old.origin, old.bias, old.base, count_bits_for(s.limit)};
+    params p{s.algorithm, s.interval, s.limit,  s.interval * s.limit,
+             old.origin,  old.bias,   old.base, count_bits_for(s.limit)};
     auto next = bumped + 1;
     switch (s.algorithm) {
       case rate_limit_algorithm::token_bucket: {
@@ -258,12 +268,14 @@ class limiter_state {
             t = now - rescale(elapsed, old.interval, p.interval, p.limit);
           }
         }
-        if (held > now) t = std::max(t, held - p.interval);  // an active hold outlives any change: first permit at its end
+        if (held > now)
+          t = std::max(t, held - p.interval);  // an active hold outlives any change: first permit at its end
         p.bias = next - static_cast<std::uint64_t>(t);
         break;
       }
       case rate_limit_algorithm::leaky_bucket:
-        p.bias = next - static_cast<std::uint64_t>(std::max({same ? time_of(cur, old.bias) : now, now, held_until_.load(std::memory_order_relaxed)}));
+        p.bias = next - static_cast<std::uint64_t>(std::max(
+                            {same ? time_of(cur, old.bias) : now, now, held_until_.load(std::memory_order_relaxed)}));
         break;
       case rate_limit_algorithm::fixed_window: {
         // The window `now` falls in keeps its start and its count; the new
@@ -318,10 +330,13 @@ class limiter_state {
       }
       if (!is_bucket(a)) return;
       // A token bucket's first token appears one interval after "empty".
-      const auto target = a == rate_limit_algorithm::token_bucket ? until - interval_.load(std::memory_order_relaxed) : until;
+      const auto target =
+          a == rate_limit_algorithm::token_bucket ? until - interval_.load(std::memory_order_relaxed) : until;
       const auto bias = bias_.load(std::memory_order_relaxed);
       if (time_of(cur, bias) >= target) return;
-      if (word_.compare_exchange_strong(cur, word_of(target, bias), std::memory_order_acq_rel, std::memory_order_acquire)) return;
+      if (word_.compare_exchange_strong(cur, word_of(target, bias), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        return;
     }
   }
 
@@ -336,14 +351,16 @@ class limiter_state {
       const auto w = word_.load(std::memory_order_acquire);
       const auto p = load_params(std::memory_order_acquire);
       if (p.algorithm == rate_limit_algorithm::sliding_window) return sliding_available(now);
-      if (p.algorithm != writing && word_.load(std::memory_order_relaxed) == w) return held_window_now(now, p.algorithm) ? 0.0 : available(now, w, p);
+      if (p.algorithm != writing && word_.load(std::memory_order_relaxed) == w)
+        return held_window_now(now, p.algorithm) ? 0.0 : available(now, w, p);
     }
     const auto a = lock_params();
     auto p = load_params();
     p.algorithm = a;
-    const auto result = held_window_now(now, a)                        ? 0.0
-                        : a == rate_limit_algorithm::sliding_window ? sliding_available(now)
-                                                                    : available(now, word_.load(std::memory_order_acquire), p);
+    const auto result = held_window_now(now, a) ? 0.0
+                        : a == rate_limit_algorithm::sliding_window
+                            ? sliding_available(now)
+                            : available(now, word_.load(std::memory_order_acquire), p);
     algorithm_.store(a, std::memory_order_release);  // no parameter changed: the word needs no step
     return result;
   }
@@ -411,8 +428,12 @@ class limiter_state {
   }
 
   // A bucket's time from its word, and back.
-  static std::int64_t time_of(std::uint64_t word, std::uint64_t bias) noexcept { return static_cast<std::int64_t>(word - bias); }
-  static std::uint64_t word_of(std::int64_t time, std::uint64_t bias) noexcept { return static_cast<std::uint64_t>(time) + bias; }
+  static std::int64_t time_of(std::uint64_t word, std::uint64_t bias) noexcept {
+    return static_cast<std::int64_t>(word - bias);
+  }
+  static std::uint64_t word_of(std::int64_t time, std::uint64_t bias) noexcept {
+    return static_cast<std::uint64_t>(time) + bias;
+  }
 
   static unsigned count_bits_for(std::int64_t limit) noexcept {
     return static_cast<unsigned>(std::bit_width(static_cast<std::uint64_t>(limit)));
@@ -423,7 +444,8 @@ class limiter_state {
   static std::int64_t rescale(std::int64_t elapsed, std::int64_t from, std::int64_t to, std::int64_t limit) noexcept {
     const auto whole = elapsed / from;
     if (whole >= limit) return limit * to;
-    const double part = std::floor(static_cast<double>(elapsed % from) / static_cast<double>(from) * static_cast<double>(to));
+    const double part =
+        std::floor(static_cast<double>(elapsed % from) / static_cast<double>(from) * static_cast<double>(to));
     return whole * to + std::min(static_cast<std::int64_t>(part), to - 1);
   }
 
@@ -434,18 +456,27 @@ class limiter_state {
 
   params window_params() const noexcept {
     constexpr auto rx = std::memory_order_relaxed;
-    return {rate_limit_algorithm::fixed_window, 0, limit_.load(rx), tau_.load(rx), origin_.load(rx), 0, base_.load(rx), count_bits_.load(rx)};
+    return {rate_limit_algorithm::fixed_window,
+            0,
+            limit_.load(rx),
+            tau_.load(rx),
+            origin_.load(rx),
+            0,
+            base_.load(rx),
+            count_bits_.load(rx)};
   }
 
   // Token bucket: when it will be empty after `cost` ns worth of tokens are
   // taken (a full bucket was empty at now - tau).
-  static std::int64_t token_after(std::int64_t empty_at, std::int64_t now, std::int64_t tau, std::int64_t cost) noexcept {
+  static std::int64_t token_after(std::int64_t empty_at, std::int64_t now, std::int64_t tau,
+                                  std::int64_t cost) noexcept {
     return std::max(empty_at, now - tau) + cost;
   }
 
   // One try at reserving any n from the word value `cur`, for the CAS
   // algorithms (reserve() inlines the common case of it).
-  [[gnu::always_inline]] attempt_result attempt(std::uint64_t cur, std::int64_t now, std::uint32_t n, std::int64_t deadline) noexcept {
+  [[gnu::always_inline]] attempt_result attempt(std::uint64_t cur, std::int64_t now, std::uint32_t n,
+                                                std::int64_t deadline) noexcept {
     const auto permits = static_cast<std::int64_t>(n);
     switch (algorithm_.load(std::memory_order_relaxed)) {
       // Token bucket, folly-style: the time the bucket was (or will be)
@@ -457,7 +488,9 @@ class limiter_state {
         const auto cost = permits * interval_.load(std::memory_order_relaxed);
         const auto next = token_after(time_of(cur, bias), now, tau_.load(std::memory_order_relaxed), cost);
         if (next > deadline) return {true, {false, 0, next - now, true}};
-        if (!word_.compare_exchange_weak(cur, word_of(next, bias), std::memory_order_acq_rel, std::memory_order_relaxed)) return {false, {}};
+        if (!word_.compare_exchange_weak(cur, word_of(next, bias), std::memory_order_acq_rel,
+                                         std::memory_order_relaxed))
+          return {false, {}};
         return {true, {true, std::max(next, now), 0, false, cost}};
       }
       // Leaky bucket as a queue (GCRA's virtual scheduling, the time being
@@ -471,17 +504,20 @@ class limiter_state {
         const auto cost = permits * interval;
         const auto start = std::max(time_of(cur, bias), now);
         if (start > deadline || start - now + cost > tau) return {true, {false, 0, start - now, true}};
-        if (!word_.compare_exchange_weak(cur, word_of(start + cost, bias), std::memory_order_acq_rel, std::memory_order_relaxed))
+        if (!word_.compare_exchange_weak(cur, word_of(start + cost, bias), std::memory_order_acq_rel,
+                                         std::memory_order_relaxed))
           return {false, {}};
         return {true, {true, start, 0, false, cost}};
       }
       case rate_limit_algorithm::fixed_window: {
         const auto p = window_params();
-        if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]] return {true, held_window(now, cur, n, p)};
+        if (now < held_until_.load(std::memory_order_relaxed)) [[unlikely]]
+          return {true, held_window(now, cur, n, p)};
         const auto w = window_of(now, cur, p);
         if (w.count + permits > p.limit) return {true, {false, 0, w.end - now}};
         const auto next = (w.index << p.bits) | static_cast<std::uint64_t>(w.count + permits);
-        if (!word_.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_relaxed)) return {false, {}};
+        if (!word_.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_relaxed))
+          return {false, {}};
         return {true, {true, now, 0}};
       }
       default: return {false, {}};  // the sliding window (reserve_sliding), or `writing`: a writer is at work
@@ -515,7 +551,8 @@ class limiter_state {
   // A fixed window refusing n permits at `now`, before the hold ends: they
   // come at the hold's end if the window then current has room, or else when
   // that window ends.
-  [[gnu::noinline]] reservation held_window(std::int64_t now, std::uint64_t cur, std::uint32_t n, const params& p) const noexcept {
+  [[gnu::noinline]] reservation held_window(std::int64_t now, std::uint64_t cur, std::uint32_t n,
+                                            const params& p) const noexcept {
     const auto held = held_until_.load(std::memory_order_relaxed);
     const auto w = window_of(held, cur, p);
     return {false, 0, (w.count + static_cast<std::int64_t>(n) > p.limit ? w.end : held) - now};
@@ -570,7 +607,8 @@ class limiter_state {
     const std::uint64_t ahead = (stored - my_index) & index_mask;  // > 0: the stored window is newer than mine
     const std::int64_t my_end = p.origin + (relative + 1) * p.tau;
     if (ahead == 0) return {stored, static_cast<std::int64_t>(word & count_mask), my_end};
-    if (ahead < (index_mask >> 1)) return {stored, static_cast<std::int64_t>(word & count_mask), my_end + static_cast<std::int64_t>(ahead) * p.tau};
+    if (ahead < (index_mask >> 1))
+      return {stored, static_cast<std::int64_t>(word & count_mask), my_end + static_cast<std::int64_t>(ahead) * p.tau};
     return {my_index, 0, my_end};
   }
 
@@ -594,7 +632,8 @@ class limiter_state {
     } else {
       now = std::max(now, last_);  // a caller that read the clock late still keeps the ring sorted
       const auto nth_oldest = log_[(head_ + n - 1) % size];
-      const auto free_at = std::max(nth_oldest + tau_.load(std::memory_order_relaxed), held_until_.load(std::memory_order_relaxed));
+      const auto free_at =
+          std::max(nth_oldest + tau_.load(std::memory_order_relaxed), held_until_.load(std::memory_order_relaxed));
       if (free_at > now) {
         r = {false, 0, free_at - now};
       } else {

@@ -126,7 +126,8 @@ void append_json_string(Out& out, std::string_view s) {
       case '\t': append_text(o, "\\t"); return true;
       case '\b': append_text(o, "\\b"); return true;
       case '\f': append_text(o, "\\f"); return true;
-      case 0xA8u: case 0xA9u: append_json_u_escape(o, 0x2028u + (c - 0xA8u)); return true;  // U+2028, U+2029
+      case 0xA8u:
+      case 0xA9u: append_json_u_escape(o, 0x2028u + (c - 0xA8u)); return true;  // U+2028, U+2029
       default: break;
     }
     if (c < 0x20u || c == 0x7Fu) {

@@ -80,8 +80,8 @@ class asymmetric_fence {
 
  private:
 #ifdef RESILIENCE_DETAIL_MEMBARRIER
-  static constexpr int membarrier_query = 0;                         // MEMBARRIER_CMD_QUERY
-  static constexpr int membarrier_private_expedited = 1 << 3;        // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+  static constexpr int membarrier_query = 0;                            // MEMBARRIER_CMD_QUERY
+  static constexpr int membarrier_private_expedited = 1 << 3;           // MEMBARRIER_CMD_PRIVATE_EXPEDITED
   static constexpr int membarrier_register_private_expedited = 1 << 4;  // ..._REGISTER_PRIVATE_EXPEDITED
   static bool init() noexcept {
     const long supported = ::syscall(SYS_membarrier, membarrier_query, 0, 0);
@@ -310,7 +310,8 @@ class timer_service {
     time_point earliest = no_deadline;
     for (const slot_block* b = blocks_; b != nullptr; b = b->next)
       for (const slot& s : b->slots)
-        if (s.armed.load(std::memory_order_seq_cst) != 0) earliest = std::min(earliest, at(s.deadline.load(std::memory_order_relaxed)));
+        if (s.armed.load(std::memory_order_seq_cst) != 0)
+          earliest = std::min(earliest, at(s.deadline.load(std::memory_order_relaxed)));
     return earliest;
   }
 
@@ -327,8 +328,7 @@ class timer_service {
     for (slot* s : due) {
       if (s->armed.load(std::memory_order_seq_cst) != 0 && at(s->deadline.load(std::memory_order_relaxed)) <= now)
         due[keep++] = s;
-      else
-        unclaim(*s);  // under the mutex: its thread may exit as soon as it sees this
+      else unclaim(*s);  // under the mutex: its thread may exit as soon as it sees this
     }
     due.resize(keep);
     // Outside the mutex: request_stop runs the token's callbacks (user code).
@@ -364,17 +364,16 @@ class timer_service {
       wake_at_.store(target.time_since_epoch().count(), std::memory_order_seq_cst);
       if (asymmetric_) asymmetric_fence::heavy();
       if (earliest_armed() < target) continue;
-      if (target == no_deadline)
-        cv_.wait(lock, st, [&] { return kicked_; });
-      else
-        cv_.wait_until(lock, st, target, [&] { return kicked_; });
+      if (target == no_deadline) cv_.wait(lock, st, [&] { return kicked_; });
+      else cv_.wait_until(lock, st, target, [&] { return kicked_; });
     }
   }
 
   // Moves the call_at timers due by `now` to the callback thread, in
   // deadline order; returns the earliest deadline of the others.
   time_point hand_over_due(time_point now) {
-    if (timers_.empty() || timers_.begin()->first.first > now) return timers_.empty() ? no_deadline : timers_.begin()->first.first;
+    if (timers_.empty() || timers_.begin()->first.first > now)
+      return timers_.empty() ? no_deadline : timers_.begin()->first.first;
     {
       std::lock_guard due_lock{due_mutex_};
       while (!timers_.empty() && timers_.begin()->first.first <= now) {
@@ -451,8 +450,7 @@ class deadline_timer {
     slot_block* b = this_thread_slots;
     if (b == nullptr) [[unlikely]]
       b = first_block();
-    while (b->in_use == full) [[unlikely]]
-      b = next_block(*b);
+    while (b->in_use == full) [[unlikely]] b = next_block(*b);
     const int i = std::countr_one(b->in_use);
     bit_ = 1u << i;
     b->in_use |= bit_;

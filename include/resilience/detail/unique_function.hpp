@@ -27,8 +27,8 @@ class unique_function<R(A...)> {
  public:
   unique_function() noexcept = default;
   template <class F>
-    requires(!std::is_same_v<std::decay_t<F>, unique_function> && std::is_invocable_r_v<R, std::decay_t<F>&, A...>)
-  unique_function(F&& f) {
+  requires(!std::is_same_v<std::decay_t<F>, unique_function> && std::is_invocable_r_v<R, std::decay_t<F>&, A...>)
+      unique_function(F&& f) {
     using D = std::decay_t<F>;
     if constexpr (stored_inline<D>) {
       ::new (static_cast<void*>(storage_)) D(std::forward<F>(f));
@@ -66,10 +66,8 @@ class unique_function<R(A...)> {
   };
   template <class D>
   static D& target(void* p) noexcept {
-    if constexpr (stored_inline<D>)
-      return *std::launder(static_cast<D*>(p));
-    else
-      return **std::launder(static_cast<D**>(p));
+    if constexpr (stored_inline<D>) return *std::launder(static_cast<D*>(p));
+    else return **std::launder(static_cast<D**>(p));
   }
   template <class D>
   static constexpr ops ops_for{
@@ -83,10 +81,8 @@ class unique_function<R(A...)> {
         }
       },
       [](void* self) noexcept {
-        if constexpr (stored_inline<D>)
-          target<D>(self).~D();
-        else
-          delete &target<D>(self);
+        if constexpr (stored_inline<D>) target<D>(self).~D();
+        else delete &target<D>(self);
       }};
 
   void reset() noexcept {
