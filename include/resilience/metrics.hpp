@@ -134,7 +134,7 @@ class labeled_counter {
       const auto n = static_cast<std::uint32_t>(v.size());
       std::memcpy(p, &n, sizeof n);
       p += sizeof n;
-      std::memcpy(p, v.data(), v.size());
+      if (!v.empty()) std::memcpy(p, v.data(), v.size());  // an empty view's data() may be null
       p += v.size();
     }
     return {out, need};
