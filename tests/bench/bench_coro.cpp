@@ -22,22 +22,14 @@
 #include <future>
 #include <thread>
 
+#include "../support/coro.hpp"
 #include "baselines.hpp"
 
 using namespace resilience;
 
 namespace {
 
-// A coroutine that starts at once and frees itself at the end.
-struct spawned {
-  struct promise_type {
-    spawned get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
+using support::spawned;  // a coroutine that starts at once and frees itself at the end
 
 // The baseline awaitable: the call's value, ready at once.
 struct ready_call {
