@@ -743,7 +743,7 @@ TEST_CASE("a wrong-type value at a key: a reply error, counted, handled by on_fa
   redis::rate_limiter raising{conn, "api", o, clock};
   o.failure = redis::on_failure::local;
   redis::rate_limiter local{conn, "api", o, clock};
-  conn->command({"SET", raising.hold_key(), "x"});  // the hold: a string, not a hash
+  conn->command({"RPUSH", raising.hold_key(), "x"});  // the hold: a list, not a string
   try {
     (void)raising.try_acquire();
     FAIL("no exception");

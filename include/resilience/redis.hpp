@@ -3,10 +3,12 @@
 // (Debian libhiredis-dev; CMake target resilience::redis); no other header
 // of the library includes it.
 //
-//   auto redis = std::make_shared<resilience::redis::connection>(resilience::redis::connection_options{.unix_socket =
-//   "/run/redis.sock"}); resilience::redis::rate_limiter limits{redis, "factor_api", {.limit = {.requests_per_second =
-//   10, .burst_size = 20}}}; if (auto d = limits.try_acquire("acme"); !d) wait(d.retry_after);   // the fleet's budget
-//   for tenant "acme" resilience::resilient fetch{fetch_factor, resilience::redis::rate_limit{limits}};
+//   auto redis = std::make_shared<resilience::redis::connection>(
+//       resilience::redis::connection_options{.unix_socket = "/run/redis.sock"});
+//   resilience::redis::rate_limiter limits{redis, "factor_api",
+//                                          {.limit = {.requests_per_second = 10, .burst_size = 20}}};
+//   if (auto d = limits.try_acquire("acme"); !d) wait(d.retry_after);  // the fleet's budget for "acme"
+//   resilience::resilient fetch{fetch_factor, resilience::redis::rate_limit{limits}};
 //
 // Each decision is one EVALSHA of a Lua script (loaded once per connection
 // with SCRIPT LOAD, loaded again after a NOSCRIPT reply), so it is atomic on
@@ -15,27 +17,30 @@
 // limiters (limiter.hpp). Time comes from the server (TIME), so hosts with
 // skewed clocks share one time line; limiter_options::use_caller_clock makes
 // the script use the limiter's clock instead (tests on a manual_clock).
-// Keys: <prefix><tb|sw>:<key length>:<key>:<tenant> and
-// <prefix>hold:<key length>:<key>; the length makes every (key, tenant) pair
-// its own key, whatever bytes the names hold. A key expires (PEXPIRE) once
-// it is back to its idle state (a full bucket, an empty window), so an idle
-// tenant costs Redis nothing.
+// Keys: <prefix>{<tag>}<tb|sw>:<key length>:<key>:<tenant> and
+// <prefix>{<tag>}hold:<key length>:<key>; the length makes every (key,
+// tenant) pair its own key, whatever bytes the names hold, and the tag (a
+// hash of the key, never a brace) puts all of a limiter's keys in one
+// cluster slot, so its two-key scripts run on Redis Cluster. Names reach
+// Redis only as KEYS and ARGV, never in script text. A key expires
+// (PEXPIRE) once it is back to its idle state (a full bucket, an empty
+// window), so an idle tenant costs Redis nothing.
 //
 // Also here: leased_rate_limiter (k permits per round trip, spent locally;
 // bounded overshoot) and shared_breaker (a breaker's openings shared by a
 // short poll).
 //
-// Failures of Redis (connection refused or lost, a timeout, an error reply
-// such as WRONGTYPE) are redis::error exceptions out of connection; each
-// limiter chooses what a decision does then (on_failure): raise the
-// exception (default), reject (fail closed), or fall back to a local limiter
-// at the quota divided by the expected number of instances (fail open).
+// Failures of Redis (connection refused or lost, a timeout, AUTH refused, an
+// error reply such as WRONGTYPE) are redis::error exceptions out of
+// connection; each limiter chooses what a decision does then (on_failure):
+// raise the exception (default), reject (fail closed), or fall back to a
+// local limiter at the quota divided by the expected number of instances
+// (fail open). A call's deadline bounds its round trip. Every mode change
+// (remote, local, closed) is an event and a metric.
 #pragma once
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <signal.h>
-
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <algorithm>
@@ -46,6 +51,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <initializer_list>
@@ -239,38 +245,6 @@ class connection {
     void operator()(redisContext* c) const noexcept { redisFree(c); }
   };
 
-  // Blocks SIGPIPE in this thread for its lifetime (hiredis writes with
-  // write(), which raises it on a closed socket) and discards one raised
-  // meanwhile; costs two sigprocmask calls per command.
-  struct sigpipe_guard {
-    sigpipe_guard() {
-      sigemptyset(&pipe_set);
-      sigaddset(&pipe_set, SIGPIPE);
-      sigset_t pending_set;
-      sigemptyset(&pending_set);
-      ::sigpending(&pending_set);
-      was_pending = sigismember(&pending_set, SIGPIPE) == 1;
-      ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    }
-    ~sigpipe_guard() {
-      if (!was_pending) {
-        sigset_t pending_set;
-        sigemptyset(&pending_set);
-        ::sigpending(&pending_set);
-        if (sigismember(&pending_set, SIGPIPE) == 1) {
-          const timespec zero{0, 0};
-          while (::sigtimedwait(&pipe_set, nullptr, &zero) == -1 && errno == EINTR) {
-          }
-        }
-      }
-      ::pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-    }
-    sigpipe_guard(const sigpipe_guard&) = delete;
-    sigpipe_guard& operator=(const sigpipe_guard&) = delete;
-    sigset_t pipe_set{}, old_set{};
-    bool was_pending = false;
-  };
-
   static connection_options validated(connection_options o) {
     if (o.unix_socket.empty() && (o.port < 1 || o.port > 65535))
       throw std::invalid_argument{"redis::connection: port must be in 1..65535"};
@@ -369,14 +343,35 @@ class connection {
       argv_ptr_[i] = args[i].data();
       lengths_[i] = args[i].size();
     }
-    redisReply* r = nullptr;
+    // hiredis writes with write(), which raises SIGPIPE on a socket the
+    // server closed; the request is sent here with send(MSG_NOSIGNAL)
+    // instead (no signal, no signal-mask calls), then hiredis reads the reply.
+    char* request = nullptr;
+    const int length = redisFormatCommandArgv(&request, static_cast<int>(n), argv_ptr_.data(), lengths_.data());
+    if (length < 0) fail(error_kind::connection, "cannot format the command (out of memory)");
     int saved_errno = 0;
-    {
-      const sigpipe_guard guard;  // a write to a dead server must fail, not kill the process
+    std::size_t sent = 0;
+    while (sent < static_cast<std::size_t>(length)) {
+      const auto k = ::send(ctx_->fd, request + sent, static_cast<std::size_t>(length) - sent, MSG_NOSIGNAL);
+      if (k > 0) {
+        sent += static_cast<std::size_t>(k);
+      } else if (k < 0 && errno == EINTR) {
+        continue;
+      } else {
+        saved_errno = k < 0 ? errno : EPIPE;
+        break;
+      }
+    }
+    redisFreeCommand(request);
+    redisReply* r = nullptr;
+    if (sent == static_cast<std::size_t>(length)) {
+      void* out = nullptr;
       errno = 0;
-      r = static_cast<redisReply*>(
-          redisCommandArgv(ctx_.get(), static_cast<int>(n), argv_ptr_.data(), lengths_.data()));
+      if (redisGetReply(ctx_.get(), &out) == REDIS_OK) r = static_cast<redisReply*>(out);
       saved_errno = errno;
+    } else {
+      ctx_->err = REDIS_ERR_IO;
+      std::snprintf(ctx_->errstr, sizeof ctx_->errstr, "send: %s", std::strerror(saved_errno));
     }
     if (!r) {
       const bool timed_out = ctx_->err == REDIS_ERR_IO &&
@@ -423,6 +418,8 @@ else
   s = tonumber(ARGV[T]); ns = tonumber(ARGV[T + 1])
 end
 local margin = tonumber(ARGV[T + 2])
+-- A time stored as '<seconds>:<nanoseconds>'
+local function stamp(v) return string.match(v, '^(-?%d+):(%d+)$') end
 )";
 
 // Both limiter scripts: KEYS[1] the state, KEYS[2] the key's hold; ARGV
@@ -449,23 +446,22 @@ local function abs(d)
   return s + q, total - q * 1e9
 end
 local held = far
-local h = redis.call('HMGET', KEYS[2], 's', 'n')
-if h[1] then held = rel(h[1], h[2]) end
+local h = redis.call('GET', KEYS[2])
+if h then held = rel(stamp(h)) end
 )";
 
-// Token bucket: the hash holds the time the bucket is (or was) empty; it
+// Token bucket: the string holds the time the bucket is (or was) empty; it
 // holds (now - empty) / interval tokens, at most burst. Taking n moves that
 // time n intervals later; a hold puts it at (hold end - interval).
 inline constexpr std::string_view token_bucket_lua = R"(
 local d = -tau
-local e = redis.call('HMGET', KEYS[1], 's', 'n')
-if e[1] then d = math.max(rel(e[1], e[2]), -tau) end
+local e = redis.call('GET', KEYS[1])
+if e then d = math.max(rel(stamp(e)), -tau) end
 d = math.max(d, held - interval)
 local nxt = d + n * interval
 if nxt > 0 then return {0, nxt} end
 local es, ens = abs(nxt)
-redis.call('HSET', KEYS[1], 's', string.format('%d', es), 'n', string.format('%d', ens))
-redis.call('PEXPIRE', KEYS[1], math.floor((nxt + tau) / 1e6) + 2 + margin)
+redis.call('SET', KEYS[1], string.format('%d:%d', es, ens), 'PX', math.floor((nxt + tau) / 1e6) + 2 + margin)
 return {1, 0}
 )";
 
@@ -475,17 +471,13 @@ return {1, 0}
 inline constexpr std::string_view sliding_window_lua = R"(
 local len = redis.call('LLEN', KEYS[1])
 if len > 0 then
-  local last = redis.call('LINDEX', KEYS[1], -1)
-  local ls, lns = string.match(last, '^(-?%d+):(%d+)$')
-  local d = rel(ls, lns)
+  local d = rel(stamp(redis.call('LINDEX', KEYS[1], -1)))
   if d > 0 then s, ns = abs(d) ; held = held - d end
 end
 local free = far
 local missing = limit - len
 if n > missing then
-  local v = redis.call('LINDEX', KEYS[1], n - missing - 1)
-  local vs, vns = string.match(v, '^(-?%d+):(%d+)$')
-  free = rel(vs, vns) + tau
+  free = rel(stamp(redis.call('LINDEX', KEYS[1], n - missing - 1))) + tau
 end
 free = math.max(free, held)
 if free > 0 then return {0, free} end
@@ -502,12 +494,14 @@ return {1, 0}
 // 2). Holds only extend.
 inline constexpr std::string_view hold_lua = R"(
 local wait = tonumber(ARGV[1])
-local h = redis.call('HMGET', KEYS[1], 's', 'n')
-if h[1] and (tonumber(h[1]) - s) * 1e9 + (tonumber(h[2]) - ns) >= wait then return 0 end
+local h = redis.call('GET', KEYS[1])
+if h then
+  local hs, hns = stamp(h)
+  if (tonumber(hs) - s) * 1e9 + (tonumber(hns) - ns) >= wait then return 0 end
+end
 local total = ns + wait
 local q = math.floor(total / 1e9)
-redis.call('HSET', KEYS[1], 's', string.format('%d', s + q), 'n', string.format('%d', total - q * 1e9))
-redis.call('PEXPIRE', KEYS[1], math.floor(wait / 1e6) + 2 + margin)
+redis.call('SET', KEYS[1], string.format('%d:%d', s + q, total - q * 1e9), 'PX', math.floor(wait / 1e6) + 2 + margin)
 return 1
 )";
 
