@@ -10,8 +10,10 @@
 #include <resilience/rate_limit.hpp>
 #include <resilience/redis.hpp>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "baselines.hpp"
 #include "support/redis_server.hpp"
@@ -28,6 +30,21 @@ support::redis_server& server() {
 // Grants always: the benchmarks time the grant path.
 redis::limiter_options always_grants(redis::on_failure f = redis::on_failure::raise) {
   return {.limit = {.requests_per_second = 1e9, .burst_size = 1'000'000}, .failure = f};
+}
+
+// Resets the server's command statistics.
+void reset_server_stats() { server().connect()->command({"CONFIG", "RESETSTAT"}); }
+
+// The server's own time per EVALSHA since the reset (INFO commandstats,
+// usec_per_call): the script's cost, apart from the machine's scheduling.
+void report_server_time(benchmark::State& state) {
+  auto r = server().connect()->command({"INFO", "commandstats"});
+  const std::string_view info{r->str, r->len};
+  const auto at = info.find("cmdstat_evalsha:");
+  if (at == std::string_view::npos) return;
+  const auto field = info.find("usec_per_call=", at);
+  if (field == std::string_view::npos) return;
+  state.counters["server_us_per_call"] = benchmark::Counter(std::strtod(info.data() + field + 14, nullptr));
 }
 
 // A raw hiredis EVALSHA of `script` with `nkeys` keys and the arguments that follow.
@@ -47,6 +64,7 @@ void raw_evalsha(benchmark::State& state, const char* script, std::vector<std::s
     argv.push_back(a.data());
     lengths.push_back(a.size());
   }
+  reset_server_stats();
   bench::alloc_scope a;
   for (auto _ : state) {
     auto* r = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()));
@@ -54,6 +72,7 @@ void raw_evalsha(benchmark::State& state, const char* script, std::vector<std::s
     freeReplyObject(r);
   }
   a.report(state);
+  report_server_time(state);
   redisFree(c);
 }
 
@@ -93,9 +112,11 @@ void BM_strict_decision(benchmark::State& state) {
   }
   redis::rate_limiter limits{server().connect(), "api", always_grants()};
   (void)limits.try_acquire("acme", 1);  // connect and load the script outside the loop
+  reset_server_stats();
   bench::alloc_scope a;
   for (auto _ : state) benchmark::DoNotOptimize(limits.try_acquire("acme", 1).allowed);
   a.report(state);
+  report_server_time(state);
 }
 BENCHMARK(BM_strict_decision)->UseRealTime();
 
