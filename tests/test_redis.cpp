@@ -993,3 +993,20 @@ TEST_CASE("4 processes x 2 threads over 1,000 tenants: no tenant gets more than 
     }
   }
 }
+
+TEST_CASE("README: a fleet-wide quota per tenant that fails open to a local share", "[redis]") {
+  REQUIRE_REDIS();
+  const std::string socket = server().socket();
+  const auto fetch_factor = [](std::string_view activity) { return activity == "electricity" ? 0.42 : 0.0; };
+  auto conn = std::make_shared<redis::connection>(redis::connection_options{.unix_socket = socket});
+  redis::rate_limiter factor_api{conn,
+                                 "factor_api",
+                                 {.limit = {.requests_per_second = 10, .burst_size = 20},
+                                  .failure = redis::on_failure::local,  // Redis down: decide locally...
+                                  .expected_instances = 4}};            // ...at 10/4 per second per tenant
+  resilience::resilient fetch{fetch_factor, redis::rate_limit{factor_api}};
+  CHECK(fetch.call_with({.tenant = "acme"}, "electricity") == 0.42);  // one permit of acme's fleet-wide 10/s
+  CHECK(factor_api.current_mode() == redis::mode::remote);
+  redis::leased_rate_limiter leased{factor_api, {.max_lease = 5}};  // up to 5 permits per round trip
+  CHECK(leased.try_acquire("acme", 1));
+}

@@ -1136,7 +1136,8 @@ struct rate_limit_options {
 /// call, or rejects it with rate_limited_kind (retry_after, the key, the
 /// tenant), like resilience::rate_limit. With max_wait it sleeps (on the
 /// limiter's clock) until the retry_after the server gave and asks again,
-/// as long as that fits in the wait. A redis::error (on_failure::raise)
+/// as long as that fits in the wait. Each round trip ends by the call's
+/// deadline (a timeout error past it). A redis::error (on_failure::raise)
 /// becomes the call's failure (an exception in the outcome). The limiter
 /// must outlive the policy.
 class rate_limit {
